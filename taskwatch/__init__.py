@@ -1,0 +1,120 @@
+"""taskwatch: watch every asyncio/uvloop task and report what went wrong, naming your own lines.
+
+    import taskwatch
+    taskwatch.install()          # once, at startup
+    ...
+    print(taskwatch.report())    # or: python -m taskwatch app.py
+
+Everything not listed in ``__all__`` is private.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+from . import _guard, _hooks, _options, _report
+from ._findings import Finding
+from ._options import KINDS, Options
+from ._state import State
+
+__version__ = _report.VERSION
+__all__ = ["install", "uninstall", "is_installed", "tasks", "findings", "report", "dump",
+           "Finding", "Options", "KINDS"]
+
+_lock = threading.Lock()
+
+
+def install(**options: Any) -> Options:
+    """Watch every task of every event loop from now on. Calling it again is harmless.
+
+    Options are keyword arguments or ``TASKWATCH_*`` environment variables (see README); an invalid
+    value raises ``ValueError`` naming the option and what it accepts. Returns the options in force.
+    """
+    resolved = _options.resolve(options)
+    with _lock:
+        state = _hooks.current()
+        if state is not None:
+            return state.options
+        if not resolved.enabled:
+            return resolved
+        state = State(resolved)
+        _hooks.hook(state)
+        if resolved.coroutine_origin:
+            state.saved_origin_depth = sys.get_coroutine_origin_tracking_depth()
+            sys.set_coroutine_origin_tracking_depth(resolved.coroutine_origin)
+        _start_integrations(state)
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            _hooks.attach(loop)
+    return resolved
+
+
+def _start_integrations(state: State) -> None:
+    from . import _integrations
+
+    _integrations.start(state)
+
+
+def uninstall() -> None:
+    """Undo everything install() did: factories, hooks, threads, signal handlers."""
+    with _lock:
+        state = _hooks.current()
+        if state is None:
+            return
+        from . import _integrations
+
+        _integrations.stop(state)
+        _hooks.unhook()
+        depth = getattr(state, "saved_origin_depth", None)
+        if depth is not None:
+            sys.set_coroutine_origin_tracking_depth(depth)
+
+
+def is_installed() -> bool:
+    return _hooks.current() is not None
+
+
+def _state() -> State:
+    state = _hooks.current()
+    if state is None:
+        raise RuntimeError("taskwatch is not installed: call taskwatch.install() first")
+    return state
+
+
+def tasks(include_finished: bool = False) -> list[dict[str, Any]]:
+    """Records of the live tasks of every watched loop (plus the finished ring, if asked).
+
+    Each is the report's TASK dict; ``parent`` links make the task tree.
+    """
+    state = _state()
+    out = []
+    for probe in state.live_probes():
+        for rec, _task in probe.live_records():
+            out.append(rec.as_dict())
+        if include_finished:
+            out.extend(rec.as_dict() for rec in list(probe.history))
+    if include_finished:
+        out.extend(rec.as_dict() for rec in list(state.retired_history))
+    return out
+
+
+def findings() -> list[Finding]:
+    """The findings so far (bounded by ``max_findings``; older ones are dropped and counted)."""
+    state = _state()
+    with state.lock:
+        return list(state.findings)
+
+
+def report() -> dict[str, Any]:
+    """The JSON report (report-format.md) as a dict."""
+    return _report.build(_state())
+
+
+def dump() -> str:
+    """The live task tree as text: where each task waits now, identical tasks grouped."""
+    from . import _dump
+
+    return _dump.render(_state())

@@ -1,0 +1,72 @@
+"""Optional parts started by install(): the watchdog, the dump signal, OpenTelemetry.
+
+Each is independent and guarded: one failing to start is an internal error, never an exception
+in the user's program.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Any
+
+from . import _guard
+from ._state import State
+
+
+def start(state: State) -> None:
+    options = state.options
+    if options.watchdog and "blocked-loop" in state.kinds:
+        try:
+            from . import _watchdog
+
+            _watchdog.enable(state)
+        except BaseException:
+            _guard.internal_error("start watchdog")
+    if options.dump_signal:
+        _install_dump_signal(state, options.dump_signal)
+    if options.otel:
+        from . import otel  # ImportError names the missing extra
+
+        otel.enable(state)
+
+
+def stop(state: State) -> None:
+    if state.options.otel:
+        try:
+            from . import otel
+
+            otel.disable(state)
+        except BaseException:
+            _guard.internal_error("stop OpenTelemetry")
+    try:
+        from . import _watchdog
+
+        _watchdog.disable(state)
+    except BaseException:
+        _guard.internal_error("stop watchdog")
+    previous = getattr(state, "saved_signal", None)
+    if previous is not None:
+        signum, handler = previous
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, OSError):
+            pass
+
+
+def _install_dump_signal(state: State, name: str) -> None:
+    signum = getattr(signal, name)
+
+    def handler(_signum: int, _frame: Any) -> None:
+        try:
+            from ._dump import render
+
+            sys.stderr.write(render(state))
+            sys.stderr.flush()
+        except BaseException:
+            _guard.internal_error("dump signal")
+
+    try:
+        state.saved_signal = (signum, signal.signal(signum, handler))  # type: ignore[attr-defined]
+    except ValueError:
+        _guard.logger.warning("taskwatch: dump_signal=%s needs install() in the main thread", name)

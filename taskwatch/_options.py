@@ -1,0 +1,230 @@
+"""Options: one table drives keyword arguments, ``TASKWATCH_*`` variables, the CLI and the docs.
+
+Bad input fails at install time with a message naming the option and what it accepts, so a typo in
+a deployment's environment is caught at startup, not discovered as silence later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+KINDS: tuple[str, ...] = (
+    "unretrieved-exception",
+    "lost-exception",
+    "swallowed-cancel",
+    "slow-cancel",
+    "orphaned-task",
+    "destroyed-pending",
+    "never-awaited",
+    "leaked-task",
+    "blocked-loop",
+)
+
+SPAN_MODES = ("all", "interesting", "none")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class _Invalid(Exception):
+    """Raised by a parser; turned into a ValueError that names the option."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Invalid("true or false (1/0, yes/no, on/off)")
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _Invalid("a number of seconds greater than 0") from None
+    if isinstance(value, bool) or not number > 0 or number != number or number == float("inf"):
+        raise _Invalid("a number of seconds greater than 0")
+    return number
+
+
+def _optional_seconds(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "off"}):
+        return None
+    try:
+        return _seconds(value)
+    except _Invalid:
+        raise _Invalid("a number of seconds greater than 0, or none/off") from None
+
+
+def _count(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise _Invalid(f"a whole number from {low} to {high}") from None
+        if isinstance(value, bool) or isinstance(value, float) or not low <= number <= high:
+            raise _Invalid(f"a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items: Iterable[Any] = value.replace(";", ",").split(",")
+    else:
+        items = value
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _Invalid("a comma-separated list (or a list of strings)")
+        if item.strip():
+            out.append(item.strip())
+    return tuple(out)
+
+
+def _kinds(value: Any) -> tuple[str, ...]:
+    words = _words(value)
+    if len(words) == 1 and words[0] == "all":
+        return KINDS
+    if len(words) == 1 and words[0] == "none":
+        return ()
+    bad = [w for w in words if w not in KINDS]
+    if bad:
+        raise _Invalid("a comma-separated list of finding kinds from: all, none, " + ", ".join(KINDS))
+    return words
+
+
+def _span_mode(value: Any) -> str:
+    if isinstance(value, str) and value.strip().lower() in SPAN_MODES:
+        return value.strip().lower()
+    raise _Invalid("one of " + ", ".join(SPAN_MODES))
+
+
+def _signal_name(value: Any) -> str | None:
+    import signal
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "SIGUSR1"
+    text = str(value).strip().upper()
+    if text in {"", "0", "FALSE", "NO", "OFF", "NONE"}:
+        return None
+    if text in {"1", "TRUE", "YES", "ON"}:
+        return "SIGUSR1"
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    if not hasattr(signal, text) or text in {"SIGKILL", "SIGSTOP"}:
+        raise _Invalid("a signal name such as SIGUSR1 or SIGUSR2, true (SIGUSR1) or false")
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "TASKWATCH_" + self.name.upper()
+
+
+SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec("enabled", _bool, True, "Master switch: false makes install() a no-op."),
+    OptionSpec("kinds", _kinds, KINDS, "Finding kinds to report (comma-separated, `all` or `none`)."),
+    OptionSpec("disable", _kinds, (), "Finding kinds to switch off (applied after `kinds`)."),
+    OptionSpec("ignore", _words, (), "Creation sites to silence: `path` or `path:line`, comma-separated; a path matches by suffix."),
+    OptionSpec("stack_depth", _count(1, 64), 8, "Frames kept of each task's creation stack."),
+    OptionSpec("history", _count(0, 1_000_000), 1000, "Finished task records kept in the ring."),
+    OptionSpec("max_findings", _count(1, 1_000_000), 1000, "Findings kept in memory; more are counted as dropped."),
+    OptionSpec("slow_cancel", _seconds, 1.0, "Seconds a cancelled task may take to finish before `slow-cancel`."),
+    OptionSpec("orphan_grace", _seconds, 1.0, "Seconds children may outlive their parent before `orphaned-task`."),
+    OptionSpec("watchdog", _bool, True, "Run the blocked-loop watchdog thread."),
+    OptionSpec("block_threshold", _seconds, 0.1, "Seconds one loop step may run before `blocked-loop`."),
+    OptionSpec("hang_threshold", _optional_seconds, None, "Seconds after which a block dumps all thread stacks to stderr (no GIL needed); off by default."),
+    OptionSpec("coroutine_origin", _count(0, 64), 0, "Coroutine origin tracking depth for `never-awaited` sites (costs on every coroutine; the session uses 1)."),
+    OptionSpec("log", _bool, True, "Log each finding to the `taskwatch` logger."),
+    OptionSpec("dump_signal", _signal_name, None, "Signal that prints the live task tree to stderr (e.g. SIGUSR1); off by default."),
+    OptionSpec("otel", _bool, False, "Export tasks, findings and blocks to OpenTelemetry (needs the `otel` extra)."),
+    OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
+    OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
+)
+
+_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Validated settings; immutable so the hot path can read them without locks."""
+
+    enabled: bool = True
+    kinds: tuple[str, ...] = KINDS
+    disable: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    stack_depth: int = 8
+    history: int = 1000
+    max_findings: int = 1000
+    slow_cancel: float = 1.0
+    orphan_grace: float = 1.0
+    watchdog: bool = True
+    block_threshold: float = 0.1
+    hang_threshold: float | None = None
+    coroutine_origin: int = 0
+    log: bool = True
+    dump_signal: str | None = None
+    otel: bool = False
+    spans: str = "interesting"
+    span_threshold: float = 1.0
+
+    @property
+    def active_kinds(self) -> frozenset[str]:
+        return frozenset(self.kinds) - frozenset(self.disable)
+
+
+def resolve(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
+    """Merge keyword arguments over ``TASKWATCH_*`` variables over defaults, validating each."""
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(kwargs) - set(_BY_NAME))
+    if unknown:
+        raise ValueError(
+            f"taskwatch: unknown option {unknown[0]!r}; accepted options: " + ", ".join(_BY_NAME)
+        )
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.name in kwargs:
+            raw, source = kwargs[spec.name], f"option {spec.name!r}"
+        elif spec.env in environ:
+            raw, source = environ[spec.env], f"{spec.env}"
+        else:
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except _Invalid as exc:
+            raise ValueError(f"taskwatch: {source} must be {exc}; got {raw!r}") from None
+    if "hang_threshold" in values and values["hang_threshold"] is not None:
+        block = values.get("block_threshold", Options.block_threshold)
+        if values["hang_threshold"] <= block:
+            raise ValueError(
+                "taskwatch: option 'hang_threshold' must be greater than block_threshold "
+                f"({block}); got {values['hang_threshold']!r}"
+            )
+    return Options(**values)
+
+
+def markdown_table() -> str:
+    """The options table for the README, generated so docs and code cannot drift apart."""
+    rows = ["| option | variable | default | meaning |", "|---|---|---|---|"]
+    for spec in SPECS:
+        default = spec.default
+        if spec.name == "kinds":
+            default = "all"
+        rows.append(f"| `{spec.name}` | `{spec.env}` | `{default}` | {spec.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,398 @@
+"""Probe: taskwatch's presence on one event loop.
+
+A probe owns the loop's task factory (chained in front of whatever factory the program sets), the
+per-task done callback, and the loop-level detectors. It touches only its own loop's tasks from the
+loop's thread, so the hot path needs no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import sys
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from . import _findings, _sites, _stacks
+from ._guard import internal_error
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, CancelRequest, TaskRecord, exception_brief
+from ._task import Task
+
+if TYPE_CHECKING:
+    from ._state import State
+
+_getframe = sys._getframe
+_monotonic = time.monotonic
+_current_task = asyncio.current_task
+_get_running_loop = asyncio._get_running_loop
+_copy_context = contextvars.copy_context
+_capture = _sites.capture
+
+# The record of the task whose context is current: gives the parent of tasks created from plain
+# callbacks (call_soon, protocol callbacks), where current_task() is None.
+LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("taskwatch_task")
+_lineage_set = LINEAGE.set
+_lineage_get = LINEAGE.get
+
+_EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
+# Coroutine wrappers of other instrumentations: code object -> name of the local holding the user's
+# coroutine. Filled in lazily (see _state.register_wrappers) so names stay the user's.
+WRAPPERS: dict[Any, str] = {}
+
+# Flag bits of TaskRecord.flags
+FOREIGN = 1  # built by another factory: cancel() is not observed
+REPORTED_SWALLOWED = 2
+REPORTED_SLOW = 4
+REPORTED_LEAK = 8
+REPORTED_ORPHAN = 16
+REPORTED_LOST = 32
+
+
+def _coro_code(coro: Any) -> Any:
+    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+    if code is not None and code in WRAPPERS:
+        try:
+            inner = coro.cr_frame.f_locals.get(WRAPPERS[code])
+            code = getattr(inner, "cr_code", None) or code
+        except Exception:
+            pass
+    return code
+
+
+class Probe:
+    """taskwatch's state for one loop: factory, done callback, detectors, history."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, state: State, inner: Any) -> None:
+        self.loop_ref = weakref.ref(loop)
+        self.state = state
+        self.options = state.options
+        self.inner = inner  # the program's own task factory, called behind ours
+        self.depth = state.options.stack_depth
+        self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
+        self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
+        self.created = 0
+        self.finished = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.dropped_history = 0
+        self.loop_kind = type(loop).__module__.split(".")[0]
+        self.watchdog: Any = None
+        self.closed = False
+
+    # -- hot path -------------------------------------------------------------------------------
+    def factory(self, loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None, **kw: Any) -> Any:
+        """The task factory installed on the loop: record, build (or delegate), watch."""
+        rec = None
+        try:
+            cur = _current_task(loop)
+            parent = getattr(cur, "_tw_rec", None) if cur is not None else None
+            if parent is None:
+                parent = _lineage_get(None)
+            rec = TaskRecord(_capture(_getframe(1), self.depth), _coro_code(coro), parent, _monotonic())
+            if parent is not None:
+                parent.live_children += 1
+            self.created += 1
+        except BaseException:
+            internal_error("task factory (record)")
+        if kw and "eager_start" in kw and kw["eager_start"] is None:
+            del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
+        inner = self.inner
+        try:
+            if inner is None or inner is _EAGER_FACTORY:
+                if context is None and rec is not None:
+                    context = _copy_context()
+                    context.run(_lineage_set, rec)
+                if inner is not None and "eager_start" not in kw:
+                    kw["eager_start"] = True
+                task = Task(coro, loop=loop, context=context, **kw)
+            elif context is None:
+                task = inner(loop, coro, **kw)
+            else:
+                task = inner(loop, coro, context=context, **kw)
+        except BaseException:
+            if rec is not None and rec.parent is not None:
+                rec.parent.live_children -= 1
+            raise
+        if rec is not None:
+            try:
+                try:
+                    task._tw_rec = rec
+                except AttributeError:
+                    return task  # a foreign task type without room for the record: not watched
+                if type(task) is not Task:
+                    rec.flags |= FOREIGN
+                task.add_done_callback(self.on_done, context=self.done_ctx)
+                tb = task._source_traceback
+                if tb:  # debug mode: drop taskwatch's frame, as the loop drops its own
+                    tb[:] = [f for f in tb if not _sites.is_internal_file(f.filename)] or tb
+            except BaseException:
+                internal_error("task factory (attach)")
+        return task
+
+    def on_done(self, task: Any) -> None:
+        """Done callback: close the record, count the outcome, run the end-of-task detectors."""
+        try:
+            rec = task._tw_rec
+            rec.ended = _monotonic()
+            rec.name = task.get_name()
+            if task.cancelled():
+                rec.state = CANCELLED
+                self.cancelled += 1
+            else:
+                exc = task._exception
+                if exc is None:
+                    rec.state = FINISHED
+                else:
+                    rec.state = FAILED
+                    rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
+                    self.failed += 1
+                if rec.cancels is not None or rec.flags & FOREIGN:
+                    if task.cancelling() > 0:
+                        self._swallowed(rec)
+            self.finished += 1
+            parent = rec.parent
+            if parent is not None:
+                if parent.__class__ is TaskRecord:
+                    parent.live_children -= 1
+                    rec.parent = (parent.id, parent.name, parent.coro, parent.stack)
+            if rec.live_children and not rec.internal:
+                self._schedule_orphan_check(rec)
+            history = self.history
+            if history.maxlen and len(history) == history.maxlen:
+                self.dropped_history += 1
+            history.append(rec)
+        except BaseException:
+            internal_error("task done callback")
+
+    # -- cancellation ---------------------------------------------------------------------------
+    def on_cancel(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
+        """Record one cancel() request; arm the slow-cancel check on the first one."""
+        rec = getattr(task, "_tw_rec", None)
+        if rec is None or task.done():
+            return
+        loop = self.loop_ref()
+        current = _current_task(loop) if loop is not None else None
+        by = getattr(current, "_tw_rec", None)
+        if by is not None:
+            by.name = current.get_name()
+        self.fill_names(rec)
+        req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
+        first = rec.cancels is None
+        if first:
+            rec.cancels = [req]
+        elif len(rec.cancels) < 8:
+            rec.cancels.append(req)
+        if first and "slow-cancel" in self.state.kinds and loop is not None:
+            ref = weakref.ref(task)
+            if _get_running_loop() is loop:
+                loop.call_later(self.options.slow_cancel, self._check_slow_cancel, ref, rec)
+            else:
+                loop.call_soon_threadsafe(loop.call_later, self.options.slow_cancel,
+                                          self._check_slow_cancel, ref, rec)
+
+    def _check_slow_cancel(self, ref: Any, rec: TaskRecord) -> None:
+        try:
+            task = ref()
+            if task is None or task.done() or rec.flags & REPORTED_SLOW:
+                return
+            rec.flags |= REPORTED_SLOW
+            rec.name = task.get_name()
+            req = rec.cancels[0] if rec.cancels else None
+            waited = _monotonic() - (req.at if req else rec.created)
+            self.fill_names(rec)
+            self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
+        except BaseException:
+            internal_error("slow-cancel check")
+
+    def _swallowed(self, rec: TaskRecord) -> None:
+        if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:
+            return
+        rec.flags |= REPORTED_SWALLOWED
+        req = rec.cancels[0] if rec.cancels else None
+        self.fill_names(rec)
+        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state))
+
+    # -- exceptions -----------------------------------------------------------------------------
+    def on_exception_read(self, task: Any, frame: Any) -> None:
+        """``exception()`` was called on a failed task: spot gather() discarding a late error."""
+        code = frame.f_code
+        if code is not self.state.gather_callback_code:
+            return
+        outer = frame.f_locals.get("outer", False)
+        if outer is not None and outer is not False and not outer.done():
+            return
+        rec = getattr(task, "_tw_rec", None)
+        if rec is None or rec.flags & REPORTED_LOST:
+            return
+        rec.flags |= REPORTED_LOST
+        if rec.state == PENDING:  # our done callback has not run yet: fill the outcome in now
+            rec.name = task.get_name()
+            rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(task._exception)
+        if outer is None:
+            state = "been garbage-collected"
+        elif outer.cancelled():
+            state = "been cancelled"
+        else:
+            state = "failed with an earlier error"
+        self.fill_names(rec)
+        self.state.emit(_findings.lost_exception(rec, rec.exc_type, rec.exc_message,
+                                                 rec.exc_stack, state))
+
+    def on_loop_exception(self, context: dict[str, Any]) -> None:
+        """Chained exception handler: asyncio's own reports become findings."""
+        message = context.get("message") or ""
+        if message.endswith("exception was never retrieved"):
+            task = context.get("future")
+            rec = getattr(task, "_tw_rec", None)
+            exc = context.get("exception")
+            if rec is None or exc is None or rec.flags & REPORTED_LOST:
+                return
+            if rec.name is None:
+                rec.name = task.get_name()
+            exc_type, exc_message, exc_stack = exception_brief(exc)
+            self.fill_names(rec)
+            self.state.emit(_findings.unretrieved_exception(rec, exc_type, exc_message, exc_stack))
+        elif message.startswith("Task was destroyed but it is pending"):
+            task = context.get("task")
+            rec = getattr(task, "_tw_rec", None)
+            if rec is None:
+                return
+            rec.name = task.get_name()
+            where = _where(task)
+            self.fill_names(rec)
+            parent = rec.parent
+            if parent.__class__ is TaskRecord:
+                parent.live_children -= 1
+                rec.parent = (parent.id, parent.name, parent.coro, parent.stack)
+            self.state.emit(_findings.destroyed_pending(rec, *where))
+
+    # -- parents and children -------------------------------------------------------------------
+    def _schedule_orphan_check(self, rec: TaskRecord) -> None:
+        if "orphaned-task" not in self.state.kinds:
+            return
+        loop = self.loop_ref()
+        if loop is not None and not loop.is_closed():
+            loop.call_later(self.options.orphan_grace, self._check_orphans, rec)
+
+    def _check_orphans(self, parent: TaskRecord) -> None:
+        try:
+            if not parent.live_children:
+                return
+            loop = self.loop_ref()
+            if loop is None:
+                return
+            children, where = [], {}
+            for task in asyncio.all_tasks(loop):
+                rec = getattr(task, "_tw_rec", None)
+                if rec is None or rec.parent is not parent or rec.flags & REPORTED_ORPHAN:
+                    continue
+                if is_awaited(task):
+                    continue
+                rec.flags |= REPORTED_ORPHAN
+                rec.name = task.get_name()
+                children.append(rec)
+                where[rec.id] = _where(task)
+            children.sort(key=lambda r: r.id)
+            for finding in _findings.orphaned_tasks(parent, children, where):
+                self.state.emit(finding)
+        except BaseException:
+            internal_error("orphan check")
+
+    # -- end of the program ---------------------------------------------------------------------
+    def report_leaks(self, at_exit: str) -> None:
+        """Tasks still pending when the main coroutine returned or the loop is closing."""
+        if "leaked-task" not in self.state.kinds:
+            return
+        loop = self.loop_ref()
+        if loop is None:
+            return
+        now = _monotonic()
+        pending = []
+        for task in asyncio.all_tasks(loop):
+            rec = getattr(task, "_tw_rec", None)
+            if rec is None or task.done() or rec.internal or rec.flags & REPORTED_LEAK:
+                continue
+            rec.flags |= REPORTED_LEAK
+            rec.name = task.get_name()
+            pending.append((rec, task))
+        pending.sort(key=lambda pair: pair[0].id)
+        for rec, task in pending:
+            self.fill_names(rec)
+            self.state.emit(_findings.leaked_task(rec, now - rec.created, *_where(task), at_exit))
+
+    def fill_names(self, rec: TaskRecord) -> None:
+        """Name a live parent in a finding: records learn their task's name only when it ends."""
+        parent = rec.parent
+        if parent.__class__ is not TaskRecord or parent.name is not None:
+            return
+        loop = self.loop_ref()
+        if loop is None:
+            return
+        for task in asyncio.all_tasks(loop):
+            if getattr(task, "_tw_rec", None) is parent:
+                parent.name = task.get_name()
+                return
+
+    # -- views ----------------------------------------------------------------------------------
+    def live_records(self) -> list[tuple[TaskRecord, Any]]:
+        """(record, task) for every pending task of the loop, adopting tasks created without us."""
+        loop = self.loop_ref()
+        if loop is None:
+            return []
+        out = []
+        for task in asyncio.all_tasks(loop):
+            rec = getattr(task, "_tw_rec", None)
+            if rec is None:
+                rec = adopt(task)
+                if rec is None:
+                    continue
+            rec.name = task.get_name()
+            out.append((rec, task))
+        out.sort(key=lambda pair: pair[0].id)
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {"tasks_created": self.created, "tasks_finished": self.finished,
+                "tasks_failed": self.failed, "tasks_cancelled": self.cancelled,
+                "dropped_history": self.dropped_history}
+
+
+def _where(task: Any) -> tuple[list[_sites.Frame], str | None]:
+    """The user's frames of a suspended task's await chain, and what the innermost one waits on."""
+    frames, awaiting = _stacks.await_chain(task)
+    return _stacks.user_frames(frames), _stacks.waiting_on(frames, awaiting)
+
+
+def adopt(task: Any) -> TaskRecord | None:
+    """A record for a task that bypassed the factory (created before install, or Task() directly)."""
+    try:
+        coro = task.get_coro()
+    except Exception:
+        coro = None
+    stack = None
+    frame = getattr(coro, "cr_frame", None)
+    if frame is not None:
+        stack = (frame.f_code, frame.f_lasti)
+    rec = TaskRecord(stack, _coro_code(coro), None, _monotonic())
+    rec.flags |= FOREIGN
+    rec.internal = True  # we do not know who created it: never blame it in findings
+    try:
+        task._tw_rec = rec
+    except AttributeError:
+        return None
+    return rec
+
+
+def is_awaited(task: Any) -> bool:
+    """True when another task or an asyncio combinator (gather, wait, shield) waits on ``task``."""
+    for callback, _ctx in getattr(task, "_callbacks", None) or ():
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Future):
+            return True
+        func = getattr(callback, "func", callback)  # functools.partial
+        code = getattr(func, "__code__", None)
+        if code is not None and _sites.is_asyncio_file(code.co_filename):
+            return True
+    return False

@@ -1,0 +1,167 @@
+"""TaskRecord: what taskwatch remembers of one task, without keeping the task alive.
+
+A record holds integers, floats, short strings and code-object keys. It never references the task,
+its coroutine, frames or exception objects, so a finished task is freed exactly when it would be
+without taskwatch, and a pending task can still be garbage-collected (and reported).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from types import CodeType
+from typing import Any
+
+from . import _sites
+
+PENDING, FINISHED, FAILED, CANCELLED = "pending", "finished", "failed", "cancelled"
+
+# Stable ids, never reused, shared by all loops and threads (itertools.count is atomic under the GIL).
+next_id = itertools.count(1).__next__
+
+# Offset from time.monotonic() to wall-clock time, fixed at import so timestamps stay comparable.
+WALL_OFFSET = time.time() - time.monotonic()
+
+
+class CancelRequest:
+    """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
+
+    __slots__ = ("at", "stack", "by", "message", "via")
+
+    def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
+                 message: Any, via: int | None) -> None:
+        self.at = at
+        self.stack = stack
+        self.by = by.brief() if by is not None else None
+        self.message = None if message is None else _short(message)
+        self.via = via  # id of the task whose cancel() forwarded this one (awaited-task forwarding)
+
+    def as_dict(self) -> dict[str, Any]:
+        frame = _sites.site(self.stack)
+        return {
+            "requested_at": frame.as_dict() if frame else None,
+            "by_task": self.by,
+            "message": self.message,
+            "time": self.at + WALL_OFFSET,
+            "via_task": self.via,
+        }
+
+
+class TaskRecord:
+    """The record of one task. Hot-path fields are set in ``__init__``; the rest at the end."""
+
+    __slots__ = (
+        "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
+        "live_children", "exc_type", "exc_message", "exc_stack", "cancelling", "internal",
+        "main", "flags", "__weakref__",
+    )
+
+    def __init__(self, stack: tuple[Any, ...] | None, coro: CodeType | None,
+                 parent: TaskRecord | None, created: float) -> None:
+        self.id = next_id()
+        self.stack = stack
+        self.coro = coro
+        self.parent: Any = parent  # the parent's record while this task lives, then a brief dict
+        self.created = created
+        self.ended = 0.0
+        self.state = PENDING
+        self.name: str | None = None
+        self.cancels: list[CancelRequest] | None = None
+        self.live_children = 0
+        self.internal = stack is None
+        self.main = False
+        self.flags = 0  # bit set of finding kinds already raised for this task
+
+    # -- formatting (never on the hot path) -------------------------------------------------------
+    @property
+    def coro_name(self) -> str:
+        return _sites.qualified_name(self.coro)
+
+    @property
+    def created_at(self) -> _sites.Frame | None:
+        return _sites.site(self.stack)
+
+    @property
+    def parent_id(self) -> int | None:
+        parent = self.parent
+        if parent is None:
+            return None
+        return parent.id if isinstance(parent, TaskRecord) else parent[0]
+
+    def parent_brief(self) -> dict[str, Any] | None:
+        """The parent as a TASK brief, whether it is still live (a record) or ended (a tuple)."""
+        parent = self.parent
+        if parent is None:
+            return None
+        if isinstance(parent, TaskRecord):
+            return parent.brief()
+        pid, name, coro, stack = parent
+        frame = _sites.site(stack)
+        return {"id": pid, "name": name, "coro": _sites.qualified_name(coro),
+                "created_at": frame.as_dict() if frame else None}
+
+    def display_name(self) -> str:
+        return self.name if self.name is not None else f"task #{self.id}"
+
+    def brief(self) -> dict[str, Any]:
+        """The short TASK form used for parents and cancellers."""
+        frame = self.created_at
+        return {"id": self.id, "name": self.name, "coro": self.coro_name,
+                "created_at": frame.as_dict() if frame else None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's TASK object."""
+        parent = self.parent_brief()
+        frame = self.created_at
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "coro": self.coro_name,
+            "created_at": frame.as_dict() if frame else None,
+            "creation_stack": [f.as_dict() for f in _sites.resolve(self.stack)],
+            "parent": parent,
+            "state": self.state,
+            "created": self.created + WALL_OFFSET,
+        }
+        if self.ended:
+            out["ended"] = self.ended + WALL_OFFSET
+            out["duration_s"] = round(self.ended - self.created, 6)
+        if self.state == FAILED:
+            out["exception"] = {"type": self.exc_type, "message": self.exc_message}
+        if self.cancels:
+            out["cancels"] = [c.as_dict() for c in self.cancels]
+        return out
+
+    def describe(self) -> str:
+        """``Task 'Task-7' (app.jobs.send_metrics) created at app/jobs.py:12 in main``."""
+        frame = self.created_at
+        where = f"created at {frame.short()}" if frame else "created by the event loop or a library"
+        name = f"'{self.name}'" if self.name else f"#{self.id}"
+        return f"task {name} ({self.coro_name}) {where}"
+
+
+def _short(value: Any, limit: int = 500) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exception_brief(exc: BaseException) -> tuple[str, str, tuple[Any, ...]]:
+    """Type name, message and a code-key stack of an exception, without keeping the exception."""
+    keys: list[Any] = []
+    tb = exc.__traceback__
+    while tb is not None:
+        keys.append(tb.tb_frame.f_code)
+        keys.append(tb.tb_lasti)
+        tb = tb.tb_next
+    # innermost first, like a captured stack
+    pairs = [(keys[i], keys[i + 1]) for i in range(0, len(keys), 2)][-16:]
+    pairs.reverse()
+    flat = tuple(x for pair in pairs for x in pair)
+    try:
+        message = _short(str(exc))
+    except Exception:  # a broken __str__ must not break taskwatch
+        message = "<unprintable>"
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    return name, message, flat

@@ -1,0 +1,212 @@
+"""Code sites: cheap keys on the hot path, readable frames later.
+
+A site is a ``(code object, instruction offset)`` pair read off a live frame. Keeping the pair costs a
+tuple slot and keeps no frame, locals or traceback alive; turning it into ``file:line function`` text
+happens only when a finding or a report needs it (architecture principle 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from types import CodeType, FrameType
+from typing import Any, NamedTuple
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_TASKWATCH_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Libraries whose frames sit between the user's line and the loop: creation and cancel sites skip
+# them so that the site is the user's own line, never a frame inside asyncio or taskwatch.
+_INTERNAL_PARTS = (
+    os.sep + "uvloop" + os.sep,
+    os.sep + "anyio" + os.sep + "_backends" + os.sep,
+    os.sep + "anyio" + os.sep + "_core" + os.sep,
+    os.sep + "anyio" + os.sep + "from_thread.py",
+    os.sep + os.path.join("opentelemetry", "instrumentation", "asyncio") + os.sep,
+    os.sep + "aiomonitor" + os.sep,
+    os.sep + "pytest_asyncio" + os.sep,
+    os.sep + "contextlib.py",
+)
+_CACHE_LIMIT = 20_000
+
+# code object -> True if the frame belongs to asyncio/taskwatch/a loop library.
+_internal: dict[CodeType, bool] = {}
+
+
+class Frame(NamedTuple):
+    """One resolved frame, the report's FRAME."""
+
+    file: str
+    line: int
+    function: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "function": self.function}
+
+    def short(self) -> str:
+        return f"{_display_path(self.file)}:{self.line} in {self.function}"
+
+
+def add_internal_path(part: str) -> None:
+    """Treat frames whose file path contains ``part`` as library frames (skipped in sites)."""
+    global _INTERNAL_PARTS
+    if part not in _INTERNAL_PARTS:
+        _INTERNAL_PARTS = _INTERNAL_PARTS + (part,)
+        _internal.clear()
+
+
+def is_internal(code: CodeType) -> bool:
+    """True for code in asyncio, taskwatch or an event-loop library (cached per code object)."""
+    flag = _internal.get(code)
+    if flag is None:
+        flag = _classify(code.co_filename)
+        if len(_internal) >= _CACHE_LIMIT:
+            _internal.clear()
+        _internal[code] = flag
+    return flag
+
+
+def is_internal_file(filename: str) -> bool:
+    """True for a file inside asyncio, taskwatch or a loop library."""
+    return _classify(filename)
+
+
+def is_asyncio_file(filename: str) -> bool:
+    """True for a file of the asyncio package itself."""
+    return filename.startswith(_ASYNCIO_DIR)
+
+
+def _classify(filename: str) -> bool:
+    if filename.startswith((_ASYNCIO_DIR, _TASKWATCH_DIR)):
+        return True
+    return any(part in filename for part in _INTERNAL_PARTS)
+
+
+def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
+    """Return the user's stack at ``frame`` as a flat ``(code, lasti, code, lasti, ...)`` tuple.
+
+    Frames inside asyncio/taskwatch are skipped until the first user frame (the site); from there the
+    contiguous user frames outward are kept, up to ``depth``. ``None`` means no user frame at all:
+    the loop or a library created the task from a callback.
+    """
+    internal = _internal
+    while frame is not None:
+        code = frame.f_code
+        flag = internal.get(code)
+        if flag is None:
+            flag = is_internal(code)
+        if not flag:
+            break
+        frame = frame.f_back
+    if frame is None:
+        return None
+    out = [frame.f_code, frame.f_lasti]
+    left = depth - 1
+    frame = frame.f_back
+    while left and frame is not None:
+        code = frame.f_code
+        flag = internal.get(code)
+        if flag is None:
+            flag = is_internal(code)
+        if flag:
+            break
+        out.append(code)
+        out.append(frame.f_lasti)
+        left -= 1
+        frame = frame.f_back
+    return tuple(out)
+
+
+def capture_any(frame: FrameType | None, depth: int) -> tuple[Any, ...]:
+    """Like :func:`capture`, but falls back to the innermost non-taskwatch frame (for callbacks)."""
+    stack = capture(frame, depth)
+    if stack is not None:
+        return stack
+    while frame is not None and frame.f_code.co_filename.startswith(_TASKWATCH_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return ()
+    return (frame.f_code, frame.f_lasti)
+
+
+_lines: dict[tuple[CodeType, int], int] = {}
+
+
+def line_of(code: CodeType, lasti: int) -> int:
+    """Source line of an instruction offset (cached; computed only when a report needs it)."""
+    key = (code, lasti)
+    line = _lines.get(key)
+    if line is None:
+        line = code.co_firstlineno
+        for start, end, number in code.co_lines():
+            if start <= lasti < end and number is not None:
+                line = number
+                break
+        if len(_lines) >= _CACHE_LIMIT:
+            _lines.clear()
+        _lines[key] = line
+    return line
+
+
+def resolve(stack: tuple[Any, ...] | None) -> list[Frame]:
+    """Turn a captured flat stack into frames, outermost first (traceback order)."""
+    if not stack:
+        return []
+    frames = [
+        Frame(stack[i].co_filename, line_of(stack[i], stack[i + 1]), stack[i].co_qualname)
+        for i in range(0, len(stack), 2)
+    ]
+    frames.reverse()
+    return frames
+
+
+def site(stack: tuple[Any, ...] | None) -> Frame | None:
+    """The innermost frame of a captured stack: the user's line."""
+    if not stack:
+        return None
+    return Frame(stack[0].co_filename, line_of(stack[0], stack[1]), stack[0].co_qualname)
+
+
+def frame_of_live(frame: FrameType) -> Frame:
+    """Resolve a live frame immediately (used where the frame will not outlive the call)."""
+    return Frame(frame.f_code.co_filename, frame.f_lineno or frame.f_code.co_firstlineno,
+                 frame.f_code.co_qualname)
+
+
+_modules: dict[str, str] = {}
+
+
+def module_of(filename: str) -> str:
+    """Dotted module name of a source file, from ``sys.modules`` (cached)."""
+    name = _modules.get(filename)
+    if name is None:
+        name = ""
+        for mod_name, module in list(sys.modules.items()):
+            if getattr(module, "__file__", None) == filename:
+                name = "__main__" if mod_name == "__main__" else mod_name
+                if mod_name != "__main__":
+                    break
+        if not name:
+            name = os.path.splitext(os.path.basename(filename))[0]
+        _modules[filename] = name
+    return name
+
+
+def qualified_name(code: CodeType | None) -> str:
+    """``module.qualname`` of a coroutine's code, e.g. ``app.jobs.send_metrics``."""
+    if code is None:
+        return "<unknown>"
+    return f"{module_of(code.co_filename)}.{code.co_qualname}"
+
+
+def _display_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith(".." + os.sep + "..") else rel
+
+
+def display_path(path: str) -> str:
+    """A path as users like to read it: relative to the working directory when close to it."""
+    return _display_path(path)

@@ -1,0 +1,197 @@
+"""The installed state: options, one probe per loop, the findings store and their sinks.
+
+There is at most one State, created by ``install()`` and dropped by ``uninstall()``; nothing else in
+taskwatch is global and mutable (architecture principle 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from . import _guard, _sites
+from ._findings import Finding
+from ._options import Options
+from ._probe import Probe
+from ._record import TaskRecord
+
+logger = logging.getLogger("taskwatch")
+_LOG_PER_SITE = 10  # log records per (kind, site); the rest are counted in the report
+
+
+def _gather_callback_code() -> Any:
+    for const in asyncio.tasks.gather.__code__.co_consts:
+        if getattr(const, "co_name", None) == "_done_callback":
+            return const
+    return None
+
+
+class State:
+    """Everything ``install()`` set up; ``uninstall()`` tears it down."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.kinds = options.active_kinds
+        self.probes: weakref.WeakKeyDictionary[Any, Probe] = weakref.WeakKeyDictionary()
+        self.retired: list[dict[str, int]] = []
+        self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
+        self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.per_site: collections.Counter[tuple[str, Any]] = collections.Counter()
+        self.dropped_findings = 0
+        self.silenced = 0
+        self.listeners: list[Callable[[Finding], None]] = []
+        # Called with (probe, loop) when a loop gets its probe: the watchdog and OpenTelemetry plug in.
+        self.attach_listeners: list[Callable[[Probe, Any], None]] = []
+        self.lock = threading.RLock()
+        self.started_at = time.time()
+        self.gather_callback_code = _gather_callback_code()
+        self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": []}
+        self._ignore = [_parse_ignore(item) for item in options.ignore]
+
+    # -- loops ----------------------------------------------------------------------------------
+    def attach(self, loop: Any, inner_factory: Any) -> Probe | None:
+        """Create the loop's probe (once). Returns None when the loop already has one."""
+        with self.lock:
+            if loop in self.probes:
+                return None
+            probe = Probe(loop, self, inner_factory)
+            self.probes[loop] = probe
+        weakref.finalize(loop, self.retire, probe)
+        return probe
+
+    def on_attach(self, probe: Probe, loop: Any) -> None:
+        for listener in list(self.attach_listeners):
+            try:
+                listener(probe, loop)
+            except BaseException:
+                _guard.internal_error(f"attach listener {getattr(listener, '__qualname__', listener)}")
+
+    def retire(self, probe: Probe) -> None:
+        """Fold a closed or collected loop's counters and history into the totals."""
+        with self.lock:
+            if probe.closed:
+                return
+            probe.closed = True
+            self.retired.append(probe.stats())
+            self.retired_history.extend(probe.history)
+            probe.history.clear()
+        if probe.watchdog is not None:
+            try:
+                probe.watchdog.stop()
+            except BaseException:
+                _guard.internal_error("watchdog stop")
+
+    def live_probes(self) -> list[Probe]:
+        with self.lock:
+            return [p for p in list(self.probes.values()) if not p.closed]
+
+    # -- findings -------------------------------------------------------------------------------
+    def emit(self, finding: Finding) -> None:
+        """Store, log and forward one finding, unless its kind is off or its site is silenced."""
+        try:
+            if finding.kind not in self.kinds:
+                return
+            if self._silenced(finding):
+                with self.lock:
+                    self.silenced += 1
+                return
+            key = (finding.kind, finding.site)
+            with self.lock:
+                if len(self.findings) == self.findings.maxlen:
+                    self.dropped_findings += 1
+                self.findings.append(finding)
+                self.counts[finding.kind] += 1
+                self.per_site[key] += 1
+                repeat = self.per_site[key]
+                listeners = list(self.listeners)
+            if self.options.log and repeat <= _LOG_PER_SITE:
+                level = logging.ERROR if finding.severity == "error" else logging.WARNING
+                suffix = " (further findings of this kind at this site are only counted)" if (
+                    repeat == _LOG_PER_SITE) else ""
+                logger.log(level, "[%s] %s%s", finding.kind, finding.message, suffix,
+                           extra={"taskwatch": finding.as_dict(), "taskwatch_kind": finding.kind})
+            for listener in listeners:
+                try:
+                    listener(finding)
+                except BaseException:
+                    _guard.internal_error(f"finding listener {getattr(listener, '__qualname__', listener)}")
+        except BaseException:
+            _guard.internal_error("emit")
+
+    def _silenced(self, finding: Finding) -> bool:
+        frames = []
+        if finding.site is not None:
+            frames.append(finding.site)
+        for item in finding.data.get("stack") or ():
+            if isinstance(item, dict):
+                frames.append(_sites.Frame(item["file"], item["line"], item["function"]))
+        for path, line in self._ignore:
+            for frame in frames[:1] if finding.kind != "blocked-loop" else frames:
+                if frame.file.endswith(path) and (line is None or frame.line == line):
+                    return True
+        return False
+
+    # -- stats ----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        totals: collections.Counter[str] = collections.Counter()
+        for probe in self.live_probes():
+            totals.update(probe.stats())
+        with self.lock:
+            for item in self.retired:
+                totals.update(item)
+            delays = sorted(self.block_stats["delays"])
+            out: dict[str, Any] = {
+                "tasks_created": totals["tasks_created"],
+                "tasks_finished": totals["tasks_finished"],
+                "tasks_failed": totals["tasks_failed"],
+                "tasks_cancelled": totals["tasks_cancelled"],
+                "blocks": self.block_stats["blocks"],
+                "max_block_s": round(self.block_stats["max_block_s"], 6),
+                "p99_block_s": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 6)
+                if delays else 0.0,
+                "internal_errors": _guard.count,
+                "dropped": self.dropped_findings + totals["dropped_history"],
+                "dropped_findings": self.dropped_findings,
+                "dropped_history": totals["dropped_history"],
+                "silenced": self.silenced,
+                "findings_by_kind": dict(sorted(self.counts.items())),
+            }
+        return out
+
+    def record_block(self, duration: float) -> None:
+        with self.lock:
+            stats = self.block_stats
+            stats["blocks"] += 1
+            stats["max_block_s"] = max(stats["max_block_s"], duration)
+            delays = stats["delays"]
+            if len(delays) >= 10_000:
+                delays.pop(0)
+            delays.append(duration)
+
+    def loop_kind(self) -> str:
+        kinds = {p.loop_kind for p in self.live_probes()}
+        if not kinds:
+            return "uvloop" if "uvloop" in sys.modules and _uses_uvloop_policy() else "asyncio"
+        return "uvloop" if "uvloop" in kinds else "asyncio"
+
+
+def _uses_uvloop_policy() -> bool:
+    try:
+        return type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop")
+    except Exception:
+        return False
+
+
+def _parse_ignore(item: str) -> tuple[str, int | None]:
+    path, sep, line = item.rpartition(":")
+    if sep and line.isdigit() and path:
+        return path, int(line)
+    return item, None
