@@ -41,6 +41,7 @@ class State:
         self.kinds = options.active_kinds
         self.probes: weakref.WeakKeyDictionary[Any, Probe] = weakref.WeakKeyDictionary()
         self.retired: list[dict[str, int]] = []
+        self.retired_lags: collections.deque[float] = collections.deque(maxlen=4096)
         self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
         self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
         self.counts: collections.Counter[str] = collections.Counter()
@@ -81,6 +82,8 @@ class State:
                 return
             probe.closed = True
             self.retired.append(probe.stats())
+            if probe.watchdog is not None:
+                self.retired_lags.extend(probe.watchdog.lag_samples())
             self.retired_history.extend(probe.history)
             probe.history.clear()
         if probe.watchdog is not None:
@@ -142,8 +145,14 @@ class State:
     # -- stats ----------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         totals: collections.Counter[str] = collections.Counter()
+        lags: list[float] = []
         for probe in self.live_probes():
             totals.update(probe.stats())
+            if probe.watchdog is not None:
+                lags.extend(probe.watchdog.lag_samples())
+        with self.lock:
+            lags.extend(self.retired_lags)
+        lags.sort()
         with self.lock:
             for item in self.retired:
                 totals.update(item)
@@ -157,6 +166,9 @@ class State:
                 "max_block_s": round(self.block_stats["max_block_s"], 6),
                 "p99_block_s": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 6)
                 if delays else 0.0,
+                "loop_lag_p99_s": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 6)
+                if lags else 0.0,
+                "loop_lag_max_s": round(lags[-1], 6) if lags else 0.0,
                 "internal_errors": _guard.count,
                 "dropped": self.dropped_findings + totals["dropped_history"],
                 "dropped_findings": self.dropped_findings,

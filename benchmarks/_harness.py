@@ -1,0 +1,174 @@
+"""Runs the plan: one fresh worker process per (round, workload, contender), contenders rotated.
+
+Rotating the contender order every round spreads slow drifts of the machine (thermal state,
+page cache, a noisy neighbour) over all contenders instead of charging them to whoever runs last.
+A contender that is skipped (package missing) is not retried; one that fails is not retried for
+that workload, so a broken contender costs one process, not ``rounds`` of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ._contenders import CONTENDERS
+from ._worker import MARK
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOAD_ORDER = ("churn", "fanout", "server", "memory", "watchdog")
+
+_BLOCKS_FULL = [[kind, d] for d in (0.1, 0.2, 0.3, 0.5) for kind in ("sleep", "busy")]
+FULL: dict[str, tuple[int, dict[str, Any]]] = {
+    "churn": (100_000, {}),
+    "fanout": (100_000, {"depth": 4, "fan": 10}),
+    "server": (5_000, {"warmup": 0.5, "connections": 32}),  # size = measured milliseconds
+    "memory": (1_000_000, {}),
+    "watchdog": (200_000, {"block_threshold": 0.05, "gap": 0.3, "blocks": _BLOCKS_FULL}),
+}
+QUICK: dict[str, tuple[int, dict[str, Any]]] = {
+    "churn": (2_000, {}),
+    "fanout": (1_000, {"depth": 3, "fan": 6}),
+    "server": (300, {"warmup": 0.1, "connections": 4}),
+    "memory": (5_000, {}),
+    "watchdog": (2_000, {"block_threshold": 0.05, "gap": 0.1, "blocks": [["sleep", 0.1]]}),
+}
+_MIN_SIZE = {"churn": 1_000, "fanout": 100, "server": 300, "memory": 1_000, "watchdog": 100}
+
+
+@dataclass
+class Plan:
+    workloads: list[str]
+    contenders: list[str]
+    rounds: int
+    sizes: dict[str, int]
+    params: dict[str, dict[str, Any]]
+    loop: str = "uvloop"
+    timeout: float = 1800.0
+    quick: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def make_plan(quick: bool, workloads: list[str], contenders: list[str], rounds: int | None,
+              scale: float, loop: str) -> Plan:
+    table = QUICK if quick else FULL
+    sizes = {w: max(_MIN_SIZE[w], int(table[w][0] * scale)) for w in workloads}
+    params = {w: dict(table[w][1]) for w in workloads}
+    return Plan(workloads, contenders, rounds or (1 if quick else 5), sizes, params, loop,
+                timeout=120.0 if quick else 1800.0, quick=quick)
+
+
+def _worker_env() -> dict[str, str]:
+    """The parent's environment minus anything that would switch a contender on or off."""
+    drop = ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONWARNINGS")
+    return {k: v for k, v in os.environ.items()
+            if k not in drop and not k.startswith(("TASKWATCH_", "OTEL_"))}
+
+
+def run_one(plan: Plan, workload: str, contender: str) -> dict[str, Any]:
+    """Spawn one worker and return its JSON result (or a crash/timeout record)."""
+    cmd = [sys.executable, "-m", "benchmarks._worker", workload, contender,
+           str(plan.sizes[workload]), "--loop", plan.loop, "--params",
+           json.dumps(plan.params[workload])]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_worker_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    note = ""
+    try:
+        out, err = proc.communicate(timeout=plan.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # our own worker's process group only
+        out, err = proc.communicate()
+        note = f"killed after {plan.timeout:.0f} s"
+    for line in reversed(out.splitlines()):
+        if line.startswith(MARK):
+            result = json.loads(line[len(MARK):])
+            if note:
+                result["note"] = note + " (after reporting)"
+            return result
+    tail = " | ".join(err.strip().splitlines()[-3:])
+    return {"workload": workload, "contender": contender, "status": "crashed",
+            "reason": note or f"exit {proc.returncode}: {tail}"}
+
+
+def run_plan(plan: Plan, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    broken: set[tuple[str, str]] = set()
+    for rnd in range(plan.rounds):
+        k = rnd % len(plan.contenders)
+        order = plan.contenders[k:] + plan.contenders[:k]
+        for workload in plan.workloads:
+            for contender in order:
+                if contender in plan.skipped or (workload, contender) in broken:
+                    continue
+                t0 = time.perf_counter()
+                res = run_one(plan, workload, contender)
+                res["round"] = rnd
+                results.append(res)
+                say(_progress(rnd, plan.rounds, res, time.perf_counter() - t0))
+                if res["status"] == "skipped":
+                    plan.skipped[contender] = res.get("reason", "")
+                elif res["status"] != "ok":
+                    broken.add((workload, contender))
+    return results
+
+
+_PRIMARY = {"churn": "us_per_task", "fanout": "us_per_task", "server": "rps",
+            "memory": "rss_after_mb", "watchdog": "us_per_tick"}
+
+
+def _progress(rnd: int, rounds: int, res: dict[str, Any], took: float) -> str:
+    head = f"[{rnd + 1}/{rounds}] {res['workload']:<8} {res['contender']:<28}"
+    if res["status"] != "ok":
+        return f"{head} {res['status']}: {res.get('reason', '')}"
+    metric = _PRIMARY[res["workload"]]
+    active = "" if res["proof"]["active"] else "  NOT ACTIVE"
+    return f"{head} {metric}={res['metrics'][metric]:.4g}{active}  ({took:.1f} s)"
+
+
+def machine() -> dict[str, Any]:
+    """Python, uvloop and machine facts for the report header (no contender imported here)."""
+    import importlib.metadata as md
+
+    def ver(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                            capture_output=True).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "uvloop": ver("uvloop"),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "platform": platform.platform(),
+        "git_commit": commit or None,
+        "packages": {d: ver(d) for d in ("aiomonitor", "opentelemetry-sdk",
+                                         "opentelemetry-instrumentation-asyncio", "taskwatch")},
+    }
+
+
+def all_contenders() -> list[str]:
+    return list(CONTENDERS)

@@ -1,0 +1,101 @@
+"""Turn an observed loop block into a ``blocked-loop`` finding: who, how long, where the time went."""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import _sites
+from ._findings import Finding
+from ._record import WALL_OFFSET
+
+if TYPE_CHECKING:
+    from ._watchdog import LoopWatch, _Block
+
+_SELECTORS = os.sep + "selectors.py"
+_TOP_FRAMES = 8
+
+
+def _is_user(frame: tuple[str, int, str]) -> bool:
+    return not _sites.is_internal_file(frame[0]) and not frame[0].endswith(_SELECTORS)
+
+
+def _idle(sample: tuple[tuple[str, int, str], ...]) -> bool:
+    """A sample of a loop waiting for I/O: the innermost frame is the selector or the loop runner."""
+    if not sample:
+        return False
+    inner = sample[-1]
+    if inner[0].endswith(_SELECTORS):
+        return True
+    return _sites.is_asyncio_file(inner[0]) and inner[2] in (
+        "Runner.run", "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever",
+        "BaseEventLoop._run_once", "run")
+
+
+def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s: float,
+                 started: float, ended: float) -> Finding | None:
+    samples = block.samples if block is not None else []
+    if samples and all(_idle(s) for s in samples):
+        return None  # the loop thread was idle: another thread starved it of the GIL, not the loop
+    counts: collections.Counter[tuple[str, int, str]] = collections.Counter()
+    for sample in samples:
+        counts.update(set(sample))
+    common = collections.Counter(samples).most_common(1)[0][0] if samples else ()
+    stack = [_sites.Frame(*f) for f in common][-30:]
+    user_stack = [f for f in stack if _is_user(tuple(f))]
+    where = user_stack[-1] if user_stack else (stack[-1] if stack else None)
+    share = counts[tuple(where)] / len(samples) if where is not None and samples else 0.0
+    top = [
+        {"frame": _sites.Frame(*frame).as_dict(), "share": round(n / len(samples), 3)}
+        for frame, n in sorted(counts.items(), key=lambda item: (-item[1], -_depth(common, item[0])))
+        if _is_user(frame)
+    ][:_TOP_FRAMES]
+
+    rec = block.task_rec if block is not None else None
+    if rec is not None and block is not None and block.task_name:
+        rec.name = block.task_name
+        watch.probe.fill_names(rec)
+    computing = duration > 0 and cpu_s >= 0.5 * duration
+    what = (f"CPU {cpu_s:.2f} s: computing" if computing
+            else f"CPU {cpu_s:.2f} s: waiting in a blocking call")
+    if rec is not None:
+        who = f" by {rec.describe()}"
+    elif block is not None and samples:
+        who = " by a callback (no task was running)"
+    else:
+        who = ""
+    if where is not None:
+        at = f", at {where.short()}"
+        if len(samples) > 1:
+            at += f" ({share:.0%} of {len(samples)} samples)"
+    else:
+        at = (", where taskwatch could not sample the loop thread (C code held the GIL, or the block "
+              "ended before the watchdog looked)")
+    message = (f"The event loop was blocked for {duration:.3f} s ({what}){who}{at}. Every other task, "
+               "timer and I/O callback waited that long. Move CPU work off the loop (await "
+               "asyncio.to_thread(...) or a process pool) and replace blocking calls (time.sleep, "
+               "synchronous clients) with their async versions.")
+    return Finding(
+        kind="blocked-loop",
+        message=message,
+        task=rec.as_dict() if rec is not None else None,
+        data={
+            "duration_s": round(duration, 6),
+            "cpu_s": round(cpu_s, 6),
+            "stack": [f.as_dict() for f in stack],
+            "samples": len(samples),
+            "top_frames": top,
+            "started_at": started + WALL_OFFSET,
+            "ended_at": ended + WALL_OFFSET,
+            "blocked_at": where.as_dict() if where is not None else None,
+        },
+        site=where,
+    )
+
+
+def _depth(stack: tuple[Any, ...], frame: Any) -> int:
+    try:
+        return stack.index(frame)
+    except ValueError:
+        return -1
