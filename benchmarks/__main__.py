@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only churn,server] [--contenders ...] [--rounds N]``.
 
-Writes ``latest.json`` and ``latest.md`` to ``--out`` (default benchmarks/results). Exits 1 only
+Writes ``latest.json`` and ``latest.md`` to ``--out`` (default benchmarks/results; with
+``--quick`` benchmarks/results/quick, which git ignores). Exits 1 only
 when the harness itself is broken (a worker crashed, or a plain-loop baseline failed); missing
 packages are skips and missed targets are results, so neither fails the run.
 """
@@ -39,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="multiply workload sizes (e.g. 0.2 for a moderate run)")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default=None,
                     help="loop under the instrumented contenders (default uvloop if installed)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--jobs", type=int, help="workers at once (default 1; quick 2) - "
+                    "more than 1 distorts timings")
+    ap.add_argument("--out", type=Path, help="output directory (default benchmarks/results, "
+                    "quick: benchmarks/results/quick so CI never overwrites a full run)")
     args = ap.parse_args(argv)
+    results = Path(__file__).parent / "results"
+    out_dir = args.out or (results / "quick" if args.quick else results)
 
     loop = args.loop
     if loop is None:
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(args.quick, _names(args.only, WORKLOAD_ORDER, "workload"),
                      _names(args.contenders, CONTENDERS, "contender"), args.rounds,
                      args.scale, loop)
+    if args.jobs:
+        plan.jobs = args.jobs
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     say(f"benchmarks: {len(plan.workloads)} workloads x {len(plan.contenders)} contenders x "
         f"{plan.rounds} rounds, loop={plan.loop}, sizes={plan.sizes}")
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                 "workloads": plan.workloads, "contenders": plan.contenders, "loop": plan.loop,
                 "sizes": plan.sizes, "params": plan.params, "scale": args.scale,
                 "wall_seconds": round(time.perf_counter() - t0, 1)}
-    js, md, doc = write(args.out, machine(), plan_doc, runs, plan.skipped)
+    js, md, doc = write(out_dir, machine(), plan_doc, runs, plan.skipped)
     say(f"wrote {js} and {md} in {plan_doc['wall_seconds']} s")
     for t in doc["targets"]:
         say(f"  target: {t['status']:<14} {t['target']}")

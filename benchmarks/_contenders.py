@@ -273,7 +273,7 @@ def _debug(kind: str, params: dict[str, Any], versions: dict[str, str]) -> Setup
         return _proof(ok, "loop.get_debug() and a workload task has a _source_traceback",
                       source_traceback_frames=len(tb or ()), log_records=len(logs.times))
 
-    return Setup(box, proof, block_reports=lambda: (logs.reports, []), versions=versions)
+    return Setup(box, proof, block_reports=lambda: (logs.reports, logs.times), versions=versions)
 
 
 def _aiomonitor(kind: str, versions: dict[str, str]) -> Setup:

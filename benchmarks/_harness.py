@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +54,7 @@ class Plan:
     loop: str = "uvloop"
     timeout: float = 1800.0
     quick: bool = False
+    jobs: int = 1
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -62,7 +64,7 @@ def make_plan(quick: bool, workloads: list[str], contenders: list[str], rounds: 
     sizes = {w: max(_MIN_SIZE[w], int(table[w][0] * scale)) for w in workloads}
     params = {w: dict(table[w][1]) for w in workloads}
     return Plan(workloads, contenders, rounds or (1 if quick else 5), sizes, params, loop,
-                timeout=120.0 if quick else 1800.0, quick=quick)
+                timeout=120.0 if quick else 1800.0, quick=quick, jobs=2 if quick else 1)
 
 
 def _worker_env() -> dict[str, str]:
@@ -98,24 +100,37 @@ def run_one(plan: Plan, workload: str, contender: str) -> dict[str, Any]:
 
 
 def run_plan(plan: Plan, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every round runs every workload for every contender, the contender order rotated.
+
+    ``plan.jobs`` > 1 runs that many workers at once: only for ``--quick``, where the numbers
+    do not matter and the point is that every code path ran.
+    """
     results: list[dict[str, Any]] = []
-    broken: set[tuple[str, str]] = set()
-    for rnd in range(plan.rounds):
-        k = rnd % len(plan.contenders)
-        order = plan.contenders[k:] + plan.contenders[:k]
-        for workload in plan.workloads:
-            for contender in order:
-                if contender in plan.skipped or (workload, contender) in broken:
-                    continue
-                t0 = time.perf_counter()
-                res = run_one(plan, workload, contender)
-                res["round"] = rnd
-                results.append(res)
-                say(_progress(rnd, plan.rounds, res, time.perf_counter() - t0))
-                if res["status"] == "skipped":
-                    plan.skipped[contender] = res.get("reason", "")
-                elif res["status"] != "ok":
-                    broken.add((workload, contender))
+    broken: set[tuple[str, str]] = set()  # (workload or "*", contender)
+
+    def one(rnd: int, workload: str, contender: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        res = run_one(plan, workload, contender)
+        res["round"] = rnd
+        say(_progress(rnd, plan.rounds, res, time.perf_counter() - t0))
+        return res
+
+    with ThreadPoolExecutor(max_workers=max(1, plan.jobs)) as pool:
+        for rnd in range(plan.rounds):
+            k = rnd % len(plan.contenders)
+            order = plan.contenders[k:] + plan.contenders[:k]
+            for workload in plan.workloads:
+                todo = [c for c in order if c not in plan.skipped
+                        and (workload, c) not in broken and ("*", c) not in broken]
+                for res in pool.map(lambda c: one(rnd, workload, c), todo):
+                    results.append(res)
+                    c = res["contender"]
+                    if res["status"] == "skipped":
+                        plan.skipped[c] = res.get("reason", "")
+                    elif str(res.get("reason", "")).startswith("setup:"):
+                        broken.add(("*", c))  # it cannot even switch on: same everywhere
+                    elif res["status"] != "ok":
+                        broken.add((workload, c))
     return results
 
 

@@ -141,7 +141,8 @@ def _spread(entry: dict[str, Any], metric: str) -> float:
     return (s["max"] - s["min"]) / s["median"] if s["median"] else 0.0
 
 
-def evaluate(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate(summary: dict[str, Any], quick: bool = False) -> list[dict[str, Any]]:
+    """Each target as met / MISSED / not evaluated (why); quick runs are marked as such."""
     out = []
     for t in TARGETS:
         row: dict[str, Any] = {"target": t.text, "workload": t.workload, "metric": t.metric,
@@ -176,9 +177,14 @@ def evaluate(summary: dict[str, Any]) -> list[dict[str, Any]]:
             else:
                 value = va / vb
                 met = value <= t.limit if t.kind == "ratio<=" else value >= t.limit
-            row.update(value=value, status="met" if met else "MISSED",
-                       detail=f"spread {t.contender} ±{_spread(a, t.metric) / 2:.1%}, "
-                              f"{t.baseline} ±{_spread(b, t.metric) / 2:.1%}")
+            n = a["metrics"][t.metric]["n"]
+            detail = (f"min–max spread {t.contender} {_spread(a, t.metric):.1%}, "
+                      f"{t.baseline} {_spread(b, t.metric):.1%}" if n > 1 else
+                      "1 round: no spread, not a measurement")
+            status = "met" if met else "MISSED"
+            if quick:
+                status += " (quick run, not a measurement)"
+            row.update(value=value, status=status, detail=detail)
         out.append(row)
     return out
 
@@ -285,8 +291,13 @@ def markdown(doc: dict[str, Any]) -> str:
 def write(out_dir: Path, machine: dict[str, Any], plan: dict[str, Any],
           runs: list[dict[str, Any]], skipped: dict[str, str]) -> tuple[Path, Path, dict]:
     summary = summarize(runs, plan["workloads"], plan["contenders"])
+    for r in runs:  # what the workers actually imported (taskwatch may run from the source tree)
+        for dist, version in (r.get("versions") or {}).items():
+            if dist != "uvloop":
+                machine["packages"][dist] = version
     doc = {"schema": 1, "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "machine": machine, "plan": plan, "targets": evaluate(summary),
+           "machine": machine, "plan": plan,
+           "targets": evaluate(summary, plan["mode"] == "quick"),
            "summary": summary, "skipped": skipped, "runs": runs}
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "latest.json", out_dir / "latest.md"

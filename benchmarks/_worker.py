@@ -53,7 +53,7 @@ def run(workload: str, contender: str, size: int, loop_kind: str,
         if out.blocks and s.block_reports is not None:
             reports, log_times = s.block_reports()
             threshold = float(params.get("block_threshold", 0.1))
-            out.metrics.update(score_blocks(out.blocks, reports, threshold))
+            out.metrics.update(score_blocks(out.blocks, reports, log_times, threshold))
             out.info["log_records"] = len(log_times)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()

@@ -278,12 +278,13 @@ async def watchdog(size: int, params: dict[str, Any]) -> Outcome:
 
 
 def score_blocks(blocks: list[dict[str, float]], reports: list[dict[str, float]],
-                 threshold: float) -> dict[str, float]:
+                 log_times: list[float], threshold: float) -> dict[str, float]:
     """Match reported blocks to true ones by time; errors and detection latency in ms.
 
     A report belongs to the true block whose [start, end + 0.25 s] window holds the report's
-    time. ``detect_ms`` is report time minus block start (a watchdog can report during the
-    block; asyncio debug mode logs only after the step ended).
+    time. Detection time is the earliest of the report's own time and any log record the tool
+    wrote in that window; ``median_detect_ms`` is that minus the block start (a watchdog can
+    speak during the block; asyncio debug mode logs only after the step ended).
     """
     errors: list[float] = []
     detect: list[float] = []
@@ -294,7 +295,8 @@ def score_blocks(blocks: list[dict[str, float]], reports: list[dict[str, float]]
             continue
         best = max(mine, key=lambda r: r["duration_s"])
         errors.append((best["duration_s"] - b["true_s"]) * 1000)
-        first = min(r["time"] for r in mine)
+        spoke = [t for t in log_times if b["start"] - 0.01 <= t <= b["end"] + 0.25]
+        first = min([r["time"] for r in mine] + spoke)
         detect.append((first - b["start"]) * 1000)
         during += first < b["end"]
     out: dict[str, float] = {"blocks": len(blocks), "detected": len(errors),

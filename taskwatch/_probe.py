@@ -80,6 +80,11 @@ class Probe:
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
         self.closed = False
+        # Extension points (OpenTelemetry): on_create(rec, context) runs before the task is built,
+        # with the context taskwatch made for it (None when the caller or a foreign factory supplies
+        # one); on_end(rec, task) runs at the end of the done callback.
+        self.on_create: Any = None
+        self.on_end: Any = None
 
     # -- hot path -------------------------------------------------------------------------------
     def factory(self, loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None, **kw: Any) -> Any:
@@ -104,12 +109,20 @@ class Probe:
                 if context is None and rec is not None:
                     context = _copy_context()
                     context.run(_lineage_set, rec)
+                    if self.on_create is not None:
+                        self._call_on_create(rec, context)
+                elif self.on_create is not None and rec is not None:
+                    self._call_on_create(rec, None)
                 if inner is not None and "eager_start" not in kw:
                     kw["eager_start"] = True
                 task = Task(coro, loop=loop, context=context, **kw)
             elif context is None:
+                if self.on_create is not None and rec is not None:
+                    self._call_on_create(rec, None)
                 task = inner(loop, coro, **kw)
             else:
+                if self.on_create is not None and rec is not None:
+                    self._call_on_create(rec, None)
                 task = inner(loop, coro, context=context, **kw)
         except BaseException:
             if rec is not None and rec.parent is not None:
@@ -163,8 +176,16 @@ class Probe:
             if history.maxlen and len(history) == history.maxlen:
                 self.dropped_history += 1
             history.append(rec)
+            if self.on_end is not None:
+                self.on_end(rec, task)
         except BaseException:
             internal_error("task done callback")
+
+    def _call_on_create(self, rec: TaskRecord, context: Any) -> None:
+        try:
+            self.on_create(rec, context)
+        except BaseException:
+            internal_error("on_create hook")
 
     # -- cancellation ---------------------------------------------------------------------------
     def on_cancel(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
@@ -323,16 +344,23 @@ class Probe:
             self.state.emit(_findings.leaked_task(rec, now - rec.created, *_where(task), at_exit))
 
     def fill_names(self, rec: TaskRecord) -> None:
-        """Name a live parent in a finding: records learn their task's name only when it ends."""
+        """Name the parent in a finding: records learn their task's name only when it ends."""
         parent = rec.parent
-        if parent.__class__ is not TaskRecord or parent.name is not None:
+        if parent is None:
+            return
+        live = parent.__class__ is TaskRecord
+        if (parent.name if live else parent[1]) is not None:
             return
         loop = self.loop_ref()
         if loop is None:
             return
+        pid = parent.id if live else parent[0]
         for task in asyncio.all_tasks(loop):
-            if getattr(task, "_tw_rec", None) is parent:
-                parent.name = task.get_name()
+            other = getattr(task, "_tw_rec", None)
+            if other is not None and other.id == pid:
+                other.name = task.get_name()
+                if not live:
+                    rec.parent = (pid, other.name, parent[2], parent[3])
                 return
 
     # -- views ----------------------------------------------------------------------------------

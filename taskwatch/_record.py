@@ -53,7 +53,7 @@ class TaskRecord:
     __slots__ = (
         "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
         "live_children", "exc_type", "exc_message", "exc_stack", "cancelling", "internal",
-        "main", "flags", "__weakref__",
+        "main", "flags", "span", "__weakref__",
     )
 
     def __init__(self, stack: tuple[Any, ...] | None, coro: CodeType | None,
@@ -71,6 +71,7 @@ class TaskRecord:
         self.internal = stack is None
         self.main = False
         self.flags = 0  # bit set of finding kinds already raised for this task
+        # ``span`` (unset until an exporter sets it) holds OpenTelemetry's span for this task.
 
     # -- formatting (never on the hot path) -------------------------------------------------------
     @property
