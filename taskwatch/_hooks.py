@@ -21,8 +21,11 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _guard, _task
+from . import _guard, _sites, _task
+from ._probe import Probe
 from ._state import State
+
+_getframe = sys._getframe
 
 _patches: list[tuple[Any, str, Any, bool]] = []  # (owner, attribute, original, owner had it)
 _state: State | None = None
@@ -99,7 +102,7 @@ def _hook_loop_class(owner: Any) -> None:
         return
     _owners.append(owner)
     names = ("__init__", "run_forever", "run_until_complete", "set_task_factory",
-             "get_task_factory", "call_exception_handler", "close")
+             "get_task_factory", "call_exception_handler", "close", "create_task")
     for name in names:
         _originals[(owner, name)] = getattr(owner, name)
     orig_init = _originals[(owner, "__init__")]
@@ -109,6 +112,15 @@ def _hook_loop_class(owner: Any) -> None:
     orig_get = _originals[(owner, "get_task_factory")]
     orig_handler = _originals[(owner, "call_exception_handler")]
     orig_close = _originals[(owner, "close")]
+    orig_create = _originals[(owner, "create_task")]
+    direct = owner is asyncio.BaseEventLoop  # uvloop passes the name its own way: keep its path
+
+    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+        probe = getattr(self._task_factory, "__self__", None)
+        if probe.__class__ is Probe and probe.inner is None:
+            self._check_closed()
+            return probe.create_task(self, coro, name, context, _getframe(1))
+        return orig_create(self, coro, name=name, context=context)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)
@@ -165,12 +177,17 @@ def _hook_loop_class(owner: Any) -> None:
     for name, func in (("__init__", __init__), ("run_forever", run_forever),
                        ("run_until_complete", run_until_complete),
                        ("set_task_factory", set_task_factory), ("get_task_factory", get_task_factory),
-                       ("call_exception_handler", call_exception_handler), ("close", close)):
+                       ("call_exception_handler", call_exception_handler), ("close", close),
+                       ("create_task", create_task)):
+        if name == "create_task" and not direct:
+            continue
         original = _originals[(owner, name)]
         func.__name__ = getattr(original, "__name__", name)
         func.__qualname__ = f"{owner.__qualname__}.{name}"
         func.__doc__ = getattr(original, "__doc__", None)
         func.__wrapped__ = original  # type: ignore[attr-defined]
+        if name in ("run_forever", "run_until_complete"):
+            _sites.add_boundary(func.__code__)
         _patch(owner, name, func)
 
 

@@ -29,6 +29,7 @@ _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
 _copy_context = contextvars.copy_context
 _capture = _sites.capture
+_is_internal = _sites.is_internal
 
 # The record of the task whose context is current: gives the parent of tasks created from plain
 # callbacks (call_soon, protocol callbacks), where current_task() is None.
@@ -87,61 +88,96 @@ class Probe:
         self.on_end: Any = None
 
     # -- hot path -------------------------------------------------------------------------------
-    def factory(self, loop: asyncio.AbstractEventLoop, coro: Any, context: Any = None, **kw: Any) -> Any:
-        """The task factory installed on the loop: record, build (or delegate), watch."""
-        rec = None
+    def _record(self, loop: Any, coro: Any, frame: Any) -> TaskRecord | None:
+        """The creation record: site, coroutine, parent, time. Taken before the task exists, so an
+        eager task that finishes inside its constructor is recorded like any other."""
         try:
             cur = _current_task(loop)
             parent = getattr(cur, "_tw_rec", None) if cur is not None else None
             if parent is None:
                 parent = _lineage_get(None)
-            rec = TaskRecord(_capture(_getframe(1), self.depth), _coro_code(coro), parent, _monotonic())
+            code = _coro_code(coro)
+            rec = TaskRecord(_capture(frame, self.depth), code, parent, _monotonic())
+            if code is not None and _is_internal(code):
+                rec.internal = True  # asyncio's own tasks (shutdown_asyncgens, staggered...)
             if parent is not None:
                 parent.live_children += 1
             self.created += 1
+            return rec
         except BaseException:
             internal_error("task factory (record)")
+            return None
+
+    def _own_context(self, rec: TaskRecord | None, context: Any) -> Any:
+        """The task's context: a copy carrying the lineage, never a caller-supplied one modified."""
+        if context is None and rec is not None:
+            context = _copy_context()
+            context.run(_lineage_set, rec)
+            if self.on_create is not None:
+                self._call_on_create(rec, context)
+        elif self.on_create is not None and rec is not None:
+            self._call_on_create(rec, None)
+        return context
+
+    def _attach(self, task: Any, rec: TaskRecord) -> None:
+        try:
+            try:
+                task._tw_rec = rec
+            except AttributeError:
+                return  # a foreign task type without room for the record: not watched
+            if type(task) is not Task:
+                rec.flags |= FOREIGN
+            task.add_done_callback(self.on_done, context=self.done_ctx)
+            tb = task._source_traceback
+            if tb:  # debug mode: drop taskwatch's frames, as the loop drops its own
+                tb[:] = [f for f in tb if not f.filename.startswith(_sites._TASKWATCH_DIR)] or tb
+        except BaseException:
+            internal_error("task factory (attach)")
+
+    @staticmethod
+    def _undo(rec: TaskRecord | None) -> None:
+        if rec is not None and rec.parent is not None:
+            rec.parent.live_children -= 1
+
+    def create_task(self, loop: Any, coro: Any, name: Any, context: Any, frame: Any) -> Any:
+        """Direct path for asyncio loops whose program set no factory: the task is built exactly as
+        the loop builds it without a factory (the name goes to the constructor, so unnamed tasks
+        get the same 'Task-N' numbers as without taskwatch)."""
+        rec = self._record(loop, coro, frame)
+        context = self._own_context(rec, context)
+        try:
+            task = Task(coro, loop=loop, name=name, context=context)
+        except BaseException:
+            self._undo(rec)
+            raise
+        if rec is not None:
+            self._attach(task, rec)
+        return task
+
+    def factory(self, loop: Any, coro: Any, context: Any = None, **kw: Any) -> Any:
+        """The task factory installed on the loop: record, build (or delegate), watch."""
+        rec = self._record(loop, coro, _getframe(1))
         if kw and "eager_start" in kw and kw["eager_start"] is None:
             del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
         inner = self.inner
         try:
             if inner is None or inner is _EAGER_FACTORY:
-                if context is None and rec is not None:
-                    context = _copy_context()
-                    context.run(_lineage_set, rec)
-                    if self.on_create is not None:
-                        self._call_on_create(rec, context)
-                elif self.on_create is not None and rec is not None:
-                    self._call_on_create(rec, None)
+                context = self._own_context(rec, context)
                 if inner is not None and "eager_start" not in kw:
                     kw["eager_start"] = True
                 task = Task(coro, loop=loop, context=context, **kw)
-            elif context is None:
-                if self.on_create is not None and rec is not None:
-                    self._call_on_create(rec, None)
-                task = inner(loop, coro, **kw)
             else:
                 if self.on_create is not None and rec is not None:
                     self._call_on_create(rec, None)
-                task = inner(loop, coro, context=context, **kw)
+                if context is None:
+                    task = inner(loop, coro, **kw)
+                else:
+                    task = inner(loop, coro, context=context, **kw)
         except BaseException:
-            if rec is not None and rec.parent is not None:
-                rec.parent.live_children -= 1
+            self._undo(rec)
             raise
         if rec is not None:
-            try:
-                try:
-                    task._tw_rec = rec
-                except AttributeError:
-                    return task  # a foreign task type without room for the record: not watched
-                if type(task) is not Task:
-                    rec.flags |= FOREIGN
-                task.add_done_callback(self.on_done, context=self.done_ctx)
-                tb = task._source_traceback
-                if tb:  # debug mode: drop taskwatch's frame, as the loop drops its own
-                    tb[:] = [f for f in tb if not _sites.is_internal_file(f.filename)] or tb
-            except BaseException:
-                internal_error("task factory (attach)")
+            self._attach(task, rec)
         return task
 
     def on_done(self, task: Any) -> None:
@@ -161,9 +197,8 @@ class Probe:
                     rec.state = FAILED
                     rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
                     self.failed += 1
-                if rec.cancels is not None or rec.flags & FOREIGN:
-                    if task.cancelling() > 0:
-                        self._swallowed(rec)
+                if rec.cancels is not None and task.cancelling() > 0:
+                    self._swallowed(rec)
             self.finished += 1
             parent = rec.parent
             if parent is not None:
@@ -230,8 +265,11 @@ class Probe:
     def _swallowed(self, rec: TaskRecord) -> None:
         if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:
             return
+        requests = [r for r in rec.cancels or () if not r.managed]
+        if not requests:
+            return  # only timeout()/TaskGroup cancelled it; they uncancel on their own
         rec.flags |= REPORTED_SWALLOWED
-        req = rec.cancels[0] if rec.cancels else None
+        req = requests[0]
         self.fill_names(rec)
         self.state.emit(_findings.swallowed_cancel(rec, req, rec.state))
 

@@ -23,10 +23,26 @@ next_id = itertools.count(1).__next__
 WALL_OFFSET = time.time() - time.monotonic()
 
 
+def _managed_codes() -> frozenset[Any]:
+    import asyncio.taskgroups
+    import asyncio.timeouts
+
+    codes = set()
+    for func in (getattr(asyncio.taskgroups.TaskGroup, "_on_task_done", None),
+                 getattr(asyncio.timeouts.Timeout, "_on_timeout", None)):
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return frozenset(codes)
+
+
+_MANAGED_CODES = _managed_codes()
+
+
 class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
-    __slots__ = ("at", "stack", "by", "message", "via")
+    __slots__ = ("at", "stack", "by", "message", "via", "managed")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
@@ -35,6 +51,8 @@ class CancelRequest:
         self.by = by.brief() if by is not None else None
         self.message = None if message is None else _short(message)
         self.via = via  # id of the task whose cancel() forwarded this one (awaited-task forwarding)
+        # Sent by a timeout() or TaskGroup that will uncancel() the task itself: never "swallowed".
+        self.managed = bool(stack) and stack[0] in _MANAGED_CODES
 
     def as_dict(self) -> dict[str, Any]:
         frame = _sites.site(self.stack)

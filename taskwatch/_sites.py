@@ -31,6 +31,27 @@ _CACHE_LIMIT = 20_000
 
 # code object -> True if the frame belongs to asyncio/taskwatch/a loop library.
 _internal: dict[CodeType, bool] = {}
+# Codes of the frames that run the event loop itself (Runner.run, run_forever, Handle._run and
+# taskwatch's own run wrappers). A walk that reaches one without meeting a user frame is in a loop
+# callback: the user's line that started the loop is not where a task was created or cancelled.
+_boundary: set[CodeType] = set()
+
+
+def add_boundary(code: CodeType) -> None:
+    _boundary.add(code)
+
+
+def _default_boundaries() -> None:
+    import asyncio.base_events
+    import asyncio.events
+    import asyncio.runners
+
+    for func in (asyncio.events.Handle._run, asyncio.runners.Runner.run,
+                 asyncio.base_events.BaseEventLoop.run_forever,
+                 asyncio.base_events.BaseEventLoop.run_until_complete):
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            _boundary.add(code)
 
 
 class Frame(NamedTuple):
@@ -97,6 +118,8 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
             flag = is_internal(code)
         if not flag:
             break
+        if code in _boundary:
+            return None
         frame = frame.f_back
     if frame is None:
         return None
@@ -186,6 +209,8 @@ def module_of(filename: str) -> str:
                 name = "__main__" if mod_name == "__main__" else mod_name
                 if mod_name != "__main__":
                     break
+        if not name and filename in ("<string>", "<stdin>"):
+            name = "__main__"  # python -c / piped scripts
         if not name:
             name = os.path.splitext(os.path.basename(filename))[0]
         _modules[filename] = name
@@ -210,3 +235,6 @@ def _display_path(path: str) -> str:
 def display_path(path: str) -> str:
     """A path as users like to read it: relative to the working directory when close to it."""
     return _display_path(path)
+
+
+_default_boundaries()

@@ -41,6 +41,7 @@ class State:
         self.kinds = options.active_kinds
         self.probes: weakref.WeakKeyDictionary[Any, Probe] = weakref.WeakKeyDictionary()
         self.retired: list[dict[str, int]] = []
+        self.loop_kinds: set[str] = set()
         self.retired_lags: collections.deque[float] = collections.deque(maxlen=4096)
         self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
         self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
@@ -65,6 +66,7 @@ class State:
                 return None
             probe = Probe(loop, self, inner_factory)
             self.probes[loop] = probe
+            self.loop_kinds.add(probe.loop_kind)
         weakref.finalize(loop, self.retire, probe)
         return probe
 
@@ -189,17 +191,9 @@ class State:
             delays.append(duration)
 
     def loop_kind(self) -> str:
-        kinds = {p.loop_kind for p in self.live_probes()}
-        if not kinds:
-            return "uvloop" if "uvloop" in sys.modules and _uses_uvloop_policy() else "asyncio"
-        return "uvloop" if "uvloop" in kinds else "asyncio"
-
-
-def _uses_uvloop_policy() -> bool:
-    try:
-        return type(asyncio.get_event_loop_policy()).__module__.startswith("uvloop")
-    except Exception:
-        return False
+        """'uvloop', 'asyncio', or 'asyncio+uvloop' when the program ran both."""
+        kinds = sorted(self.loop_kinds) or ["asyncio"]
+        return "+".join(kinds)
 
 
 def _parse_ignore(item: str) -> tuple[str, int | None]:
