@@ -8,6 +8,7 @@ loop's thread, so the hot path needs no locks.
 from __future__ import annotations
 
 import asyncio
+import asyncio.runners
 import collections
 import contextvars
 import sys
@@ -37,6 +38,7 @@ LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("tas
 _lineage_set = LINEAGE.set
 _lineage_get = LINEAGE.get
 
+_RUNNER_RUN = asyncio.runners.Runner.run.__code__
 _EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
 # Coroutine wrappers of other instrumentations: code object -> name of the local holding the user's
 # coroutine. Filled in lazily (see _state.register_wrappers) so names stay the user's.
@@ -108,14 +110,25 @@ class Probe:
             internal_error("task factory (record)")
             return None
 
-    def _own_context(self, rec: TaskRecord | None, context: Any) -> Any:
-        """The task's context: a copy carrying the lineage, never a caller-supplied one modified."""
+    def _own_context(self, rec: TaskRecord | None, context: Any, frame: Any) -> Any:
+        """The task's context: a copy carrying the lineage, never a caller-supplied one modified,
+        except the Runner's private context for its main task (so callbacks scheduled by the main
+        task still know their task)."""
         if context is None and rec is not None:
             context = _copy_context()
             context.run(_lineage_set, rec)
             if self.on_create is not None:
                 self._call_on_create(rec, context)
-        elif self.on_create is not None and rec is not None:
+            return context
+        if rec is not None and frame is not None and frame.f_code is _RUNNER_RUN:
+            try:
+                context.run(_lineage_set, rec)
+                if self.on_create is not None:
+                    self._call_on_create(rec, context)
+                return context
+            except RuntimeError:  # the context is entered elsewhere: leave it alone
+                pass
+        if self.on_create is not None and rec is not None:
             self._call_on_create(rec, None)
         return context
 
@@ -144,7 +157,7 @@ class Probe:
         the loop builds it without a factory (the name goes to the constructor, so unnamed tasks
         get the same 'Task-N' numbers as without taskwatch)."""
         rec = self._record(loop, coro, frame)
-        context = self._own_context(rec, context)
+        context = self._own_context(rec, context, frame)
         try:
             task = Task(coro, loop=loop, name=name, context=context)
         except BaseException:
@@ -156,13 +169,14 @@ class Probe:
 
     def factory(self, loop: Any, coro: Any, context: Any = None, **kw: Any) -> Any:
         """The task factory installed on the loop: record, build (or delegate), watch."""
-        rec = self._record(loop, coro, _getframe(1))
+        frame = _getframe(1)
+        rec = self._record(loop, coro, frame)
         if kw and "eager_start" in kw and kw["eager_start"] is None:
             del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
         inner = self.inner
         try:
             if inner is None or inner is _EAGER_FACTORY:
-                context = self._own_context(rec, context)
+                context = self._own_context(rec, context, frame)
                 if inner is not None and "eager_start" not in kw:
                     kw["eager_start"] = True
                 task = Task(coro, loop=loop, context=context, **kw)

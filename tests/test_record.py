@@ -1,0 +1,209 @@
+"""Task records: creation site, parent, callback lineage, cancel provenance, bounded history."""
+
+import asyncio
+import gc
+
+import taskwatch
+
+from .conftest import here, run
+
+
+def _rec(coro_suffix):
+    matches = [t for t in taskwatch.tasks(include_finished=True) if t["coro"].endswith(coro_suffix)]
+    assert matches, [t["coro"] for t in taskwatch.tasks(include_finished=True)]
+    return matches
+
+
+async def leaf():
+    await asyncio.sleep(0)
+
+
+def test_creation_site_is_the_users_line(watch, loop_kind):
+    watch()
+    lines = {}
+
+    async def main():
+        lines["create_task"] = here() + 1
+        await asyncio.create_task(leaf())
+        lines["ensure_future"] = here() + 1
+        await asyncio.ensure_future(leaf())
+        lines["loop"] = here() + 1
+        await asyncio.get_running_loop().create_task(leaf())
+        async with asyncio.TaskGroup() as tg:
+            lines["taskgroup"] = here() + 1
+            tg.create_task(leaf())
+        lines["gather"] = here() + 1
+        await asyncio.gather(leaf())
+        lines["wait_for"] = here() + 1
+        await asyncio.wait_for(leaf(), 5)
+
+    run(main(), loop_kind)
+    sites = sorted(t["created_at"]["line"] for t in _rec("leaf"))
+    expected = sorted(lines[k] for k in ("create_task", "ensure_future", "loop", "taskgroup", "gather"))
+    assert all(line in sites for line in expected), (sites, lines)
+    for t in _rec("leaf"):
+        assert t["created_at"]["file"] == __file__
+        assert t["creation_stack"][-1] == t["created_at"]
+        assert t["parent"]["coro"].endswith("main")
+
+
+def test_creation_stack_depth(watch):
+    watch(stack_depth=2)
+
+    async def inner():
+        return asyncio.create_task(leaf())
+
+    async def middle():
+        return await inner()
+
+    async def main():
+        await (await middle())
+
+    asyncio.run(main())
+    rec = _rec("leaf")[0]
+    assert [f["function"] for f in rec["creation_stack"]] == [
+        "test_creation_stack_depth.<locals>.middle", "test_creation_stack_depth.<locals>.inner"]
+
+
+def test_parent_of_task_created_from_a_callback(watch, loop_kind):
+    watch()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def callback():
+            done.set_result(asyncio.ensure_future(leaf()))
+
+        loop.call_soon(callback)
+        await (await done)
+
+    run(main(), loop_kind)
+    rec = _rec("leaf")[0]
+    assert rec["parent"]["coro"].endswith("test_parent_of_task_created_from_a_callback.<locals>.main")
+    assert rec["created_at"]["function"].endswith("callback")
+
+
+def test_ids_are_unique_and_increasing(watch):
+    watch()
+
+    async def main():
+        await asyncio.gather(*(asyncio.create_task(leaf()) for _ in range(50)))
+
+    asyncio.run(main())
+    asyncio.run(main())
+    ids = [t["id"] for t in _rec("leaf")]
+    assert len(ids) == len(set(ids)) == 100
+
+
+def test_cancel_is_recorded_with_line_task_and_message(watch, loop_kind):
+    watch()
+    lines = {}
+
+    async def main():
+        task = asyncio.create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        lines["cancel"] = here() + 1
+        task.cancel("shutting down")
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    rec = _rec("sleep")[0]
+    assert rec["state"] == "cancelled"
+    (cancel,) = rec["cancels"]
+    assert cancel["requested_at"]["line"] == lines["cancel"]
+    assert cancel["by_task"]["coro"].endswith("main")
+    assert cancel["message"] == "shutting down"
+
+
+def test_cancel_from_timeout_is_recorded_as_a_loop_callback(watch, loop_kind):
+    watch()
+
+    async def guarded():
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(10)
+
+    async def main():
+        await asyncio.gather(asyncio.create_task(guarded()), return_exceptions=True)
+
+    run(main(), loop_kind)
+    rec = _rec("guarded")[0]
+    (cancel,) = rec["cancels"]
+    assert cancel["by_task"] is None
+    assert cancel["requested_at"]["function"].endswith("_on_timeout")  # asyncio's timer callback
+
+
+def test_forwarded_cancel_names_the_outer_task(watch, loop_kind):
+    watch()
+
+    async def outer(inner_task):
+        await inner_task
+
+    async def main():
+        inner = asyncio.create_task(asyncio.sleep(10))
+        wrapper = asyncio.create_task(outer(inner))
+        await asyncio.sleep(0)
+        wrapper.cancel()
+        await asyncio.gather(wrapper, return_exceptions=True)
+
+    run(main(), loop_kind)
+    outer_rec = _rec("outer")[0]
+    inner_rec = _rec("sleep")[0]
+    assert inner_rec["cancels"][0]["via_task"] == outer_rec["id"]
+    assert inner_rec["cancels"][0]["requested_at"] == outer_rec["cancels"][0]["requested_at"]
+
+
+def test_history_is_bounded_and_drops_are_counted(watch):
+    watch(history=10)
+
+    async def main():
+        await asyncio.gather(*(asyncio.create_task(leaf()) for _ in range(30)))
+
+    asyncio.run(main())
+    gc.collect()
+    finished = [t for t in taskwatch.tasks(include_finished=True) if t["coro"].endswith("leaf")]
+    assert len(finished) <= 10
+    assert taskwatch.report()["stats"]["dropped_history"] >= 20
+
+
+def test_outcomes_and_exception_summary(watch, loop_kind):
+    watch()
+
+    async def fails():
+        raise ConnectionError("backend down")
+
+    async def main():
+        await asyncio.gather(asyncio.create_task(fails()), asyncio.create_task(leaf()),
+                             return_exceptions=True)
+
+    run(main(), loop_kind)
+    failed = _rec("fails")[0]
+    assert failed["state"] == "failed"
+    assert failed["exception"] == {"type": "ConnectionError", "message": "backend down"}
+    assert failed["duration_s"] >= 0
+    assert _rec("leaf")[0]["state"] == "finished"
+    stats = taskwatch.report()["stats"]
+    assert stats["tasks_failed"] >= 1
+
+
+def test_dump_groups_identical_tasks(watch, loop_kind):
+    watch()
+    out = {}
+
+    async def worker(queue):
+        await queue.get()
+
+    async def main():
+        queue = asyncio.Queue()
+        workers = [asyncio.create_task(worker(queue)) for _ in range(100)]
+        await asyncio.sleep(0.01)
+        out["dump"] = taskwatch.dump()
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    run(main(), loop_kind)
+    dump = out["dump"]
+    assert "100 x tests.test_record.test_dump_groups_identical_tasks.<locals>.worker" in dump
+    assert "on Queue.get" in dump
+    assert "test_record.py" in dump
