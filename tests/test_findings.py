@@ -1,0 +1,392 @@
+"""Each finding kind, on asyncio and uvloop, names the user's lines; correct programs raise none."""
+
+import asyncio
+import gc
+import logging
+
+import pytest
+
+import taskwatch
+
+from .conftest import here, kinds, run
+
+
+def _only(kind):
+    gc.collect()
+    found = [f for f in taskwatch.findings() if f.kind == kind]
+    assert len(found) == 1, [str(f) for f in taskwatch.findings()]
+    return found[0]
+
+
+async def fails():
+    await asyncio.sleep(0)
+    raise ConnectionError("backend down")
+
+
+def test_unretrieved_exception(watch, loop_kind):
+    watch(watchdog=False)
+    lines = {}
+
+    async def main():
+        lines["create"] = here() + 1
+        asyncio.create_task(fails())
+        await asyncio.sleep(0.01)
+        gc.collect()
+
+    run(main(), loop_kind)
+    finding = _only("unretrieved-exception")
+    assert finding.severity == "error"
+    assert finding.task["created_at"]["line"] == lines["create"]
+    assert finding.data["exception"]["type"] == "ConnectionError"
+    assert finding.data["exception"]["traceback"][-1]["function"] == "fails"
+    assert f"test_findings.py:{lines['create']}" in finding.message
+    assert "ConnectionError: backend down" in finding.message
+
+
+def test_lost_exception_in_gather(watch, loop_kind):
+    watch(watchdog=False)
+    lines = {}
+
+    async def fast():
+        raise KeyError("first")
+
+    async def slow():
+        await asyncio.sleep(0.02)
+        raise ValueError("second")
+
+    async def main():
+        try:
+            lines["gather"] = here() + 1
+            await asyncio.gather(fast(), slow())
+        except KeyError:
+            pass
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    finding = _only("lost-exception")
+    assert finding.task["created_at"]["line"] == lines["gather"]
+    assert finding.data["exception"]["type"] == "ValueError"
+    assert "unretrieved-exception" not in kinds()
+
+
+def test_swallowed_cancel(watch, loop_kind):
+    watch(watchdog=False)
+    lines = {}
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "ignored"
+
+    async def main():
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        lines["cancel"] = here() + 1
+        task.cancel("stop")
+        assert await task == "ignored"
+
+    run(main(), loop_kind)
+    finding = _only("swallowed-cancel")
+    assert finding.data["cancel"]["requested_at"]["line"] == lines["cancel"]
+    assert finding.data["cancel"]["message"] == "stop"
+    assert finding.data["cancel"]["by_task"]["coro"].endswith("main")
+
+
+def test_slow_cancel(watch, loop_kind):
+    watch(watchdog=False, slow_cancel=0.2)
+    lines = {}
+
+    async def slow_cleanup():
+        try:
+            await asyncio.sleep(10)
+        finally:
+            lines["cleanup"] = here() + 1
+            await asyncio.sleep(0.6)
+
+    async def main():
+        task = asyncio.create_task(slow_cleanup())
+        await asyncio.sleep(0)
+        lines["cancel"] = here() + 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    finding = _only("slow-cancel")
+    assert finding.data["cancel"]["requested_at"]["line"] == lines["cancel"]
+    assert finding.data["cancel"]["waited_s"] >= 0.2
+    assert finding.data["stack"][-1]["line"] == lines["cleanup"]
+    assert "swallowed-cancel" not in kinds()
+
+
+def test_orphaned_task(watch, loop_kind):
+    watch(watchdog=False, orphan_grace=0.1)
+    lines = {}
+
+    async def child():
+        await asyncio.sleep(0.5)
+
+    async def parent():
+        lines["child"] = here() + 1
+        asyncio.create_task(child())
+        await asyncio.sleep(10)
+
+    async def main():
+        p = asyncio.create_task(parent())
+        await asyncio.sleep(0.01)
+        p.cancel()
+        await asyncio.sleep(0.6)
+
+    run(main(), loop_kind)
+    finding = _only("orphaned-task")
+    assert finding.task["created_at"]["line"] == lines["child"]
+    assert finding.data["parent"]["coro"].endswith("parent")
+    assert finding.data["parent"]["state"] == "cancelled"
+
+
+def test_awaited_child_is_not_an_orphan(watch, loop_kind):
+    watch(watchdog=False, orphan_grace=0.05)
+    box = {}
+
+    async def child():
+        await asyncio.sleep(0.2)
+
+    async def parent():
+        box["child"] = asyncio.create_task(child())
+
+    async def main():
+        await asyncio.create_task(parent())
+        await box["child"]  # somebody else awaits it
+
+    run(main(), loop_kind)
+    assert "orphaned-task" not in kinds()
+
+
+def test_destroyed_pending(watch, loop_kind):
+    watch(watchdog=False)
+    lines = {}
+
+    async def waits(fut):
+        await fut
+
+    async def main():
+        lines["create"] = here() + 1
+        asyncio.ensure_future(waits(asyncio.get_running_loop().create_future()))
+        await asyncio.sleep(0)
+        gc.collect()
+
+    run(main(), loop_kind)
+    finding = _only("destroyed-pending")
+    assert finding.task["created_at"]["line"] == lines["create"]
+
+
+def test_never_awaited(watch, loop_kind, recwarn):
+    watch(watchdog=False, coroutine_origin=1)
+    lines = {}
+
+    async def send_email():
+        pass
+
+    async def main():
+        lines["call"] = here() + 1
+        send_email()
+        gc.collect()
+
+    run(main(), loop_kind)
+    finding = _only("never-awaited")
+    assert finding.task is None
+    assert finding.data["coroutine"]["name"].endswith("send_email")
+    assert finding.data["coroutine"]["created_at"]["line"] == lines["call"]
+    assert any("was never awaited" in str(w.message) for w in recwarn)  # Python's own warning kept
+
+
+def test_leaked_task(watch, loop_kind):
+    watch(watchdog=False)
+    lines = {}
+
+    async def background():
+        await asyncio.sleep(10)
+
+    async def main():
+        lines["create"] = here() + 1
+        asyncio.create_task(background())
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    finding = _only("leaked-task")
+    assert finding.task["created_at"]["line"] == lines["create"]
+    assert finding.data["age_s"] >= 0.04
+
+
+def test_leaked_task_at_loop_close(watch):
+    watch(watchdog=False)
+
+    async def background():
+        await asyncio.sleep(10)
+
+    async def main():
+        asyncio.create_task(background())
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    assert "leaked-task" in kinds()
+
+
+def test_kinds_can_be_disabled_and_sites_silenced(watch):
+    watch(watchdog=False, disable=["leaked-task"], ignore=[f"{__file__}"])
+
+    async def background():
+        await asyncio.sleep(10)
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass
+
+    async def main():
+        asyncio.create_task(background())
+        t = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        t.cancel()
+        await t
+
+    asyncio.run(main())
+    assert kinds() == []
+    assert taskwatch.report()["stats"]["silenced"] >= 1
+
+
+def test_findings_are_logged_with_structured_extra(watch, caplog):
+    watch(watchdog=False, log=True)
+
+    async def background():
+        await asyncio.sleep(10)
+
+    async def main():
+        asyncio.create_task(background())
+
+    with caplog.at_level(logging.WARNING, logger="taskwatch"):
+        asyncio.run(main())
+    (record,) = [r for r in caplog.records if r.name == "taskwatch"]
+    assert record.taskwatch_kind == "leaked-task"
+    assert record.taskwatch["task"]["state"] == "pending"
+    assert record.getMessage().startswith("[leaked-task] Task ")
+
+
+def test_report_matches_the_contract(watch, loop_kind):
+    watch(watchdog=False)
+
+    async def main():
+        asyncio.create_task(fails())
+        await asyncio.sleep(0.01)
+        gc.collect()
+
+    run(main(), loop_kind)
+    report = taskwatch.report()
+    assert set(report) >= {"taskwatch", "python", "loop", "started_at", "ended_at", "findings", "stats"}
+    assert report["loop"] == loop_kind
+    assert set(report["stats"]) >= {"tasks_created", "tasks_finished", "tasks_failed",
+                                    "tasks_cancelled", "max_block_s", "internal_errors", "dropped"}
+    (finding,) = report["findings"]
+    assert set(finding) >= {"kind", "severity", "time", "message", "task", "exception"}
+    task = finding["task"]
+    assert set(task) >= {"id", "name", "coro", "created_at", "creation_stack", "parent", "state"}
+    assert set(task["created_at"]) == {"file", "line", "function"}
+    import json
+
+    json.dumps(report)
+
+
+class _Server:
+    async def handle(self, reader, writer):
+        data = await reader.readline()
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _correct_program():
+    """Idiomatic, correct asyncio: none of this may raise a finding."""
+    async def ok(i):
+        await asyncio.sleep(0.001)
+        return i
+
+    async def fail():
+        raise ValueError("expected")
+
+    async with asyncio.TaskGroup() as tg:
+        for i in range(5):
+            tg.create_task(ok(i))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(asyncio.sleep(1))
+            tg.create_task(fail())
+    except* ValueError:
+        pass
+    try:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+    except TimeoutError:
+        pass
+    try:
+        await asyncio.wait_for(asyncio.sleep(1), 0.01)
+    except TimeoutError:
+        pass
+    results = await asyncio.gather(ok(1), fail(), return_exceptions=True)
+    assert isinstance(results[1], ValueError)
+    inner = asyncio.create_task(ok(2))
+    try:
+        await asyncio.wait_for(asyncio.shield(inner), 0.0001)
+    except TimeoutError:
+        pass
+    await inner
+    task = asyncio.create_task(asyncio.sleep(1))
+    await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    server = await asyncio.start_server(_Server().handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"ping\n")
+        assert await reader.readline() == b"PING\n"
+        writer.close()
+        await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    background = set()
+    for i in range(3):
+        t = asyncio.create_task(ok(i))
+        background.add(t)
+        t.add_done_callback(background.discard)
+    await asyncio.gather(*background)
+    done, _ = await asyncio.wait([asyncio.create_task(ok(i)) for i in range(3)])
+    for t in done:
+        t.result()
+    for coro in asyncio.as_completed([ok(1), ok(2)]):
+        await coro
+    await asyncio.to_thread(sum, [1, 2])
+
+
+def test_no_false_positives_on_correct_programs(watch, loop_kind):
+    watch(orphan_grace=0.05, slow_cancel=0.5)
+    run(_correct_program(), loop_kind)
+    assert kinds() == []
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "eager_task_factory"), reason="3.12+")
+def test_no_false_positives_with_eager_tasks(watch, loop_kind):
+    watch(orphan_grace=0.05)
+
+    async def main():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        await _correct_program()
+
+    run(main(), loop_kind)
+    assert kinds() == []

@@ -1,0 +1,181 @@
+"""The watchdog reports each loop block once, with the task, duration, CPU time and stack.
+
+Blocks are 0.3 s or more against a 0.1 s threshold, and duration checks are loose: these tests must
+not flake on a loaded 2-core machine. Accuracy is measured in benchmarks/, not here.
+"""
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import taskwatch
+
+from .conftest import here, run
+
+
+def _blocks():
+    return [f for f in taskwatch.findings() if f.kind == "blocked-loop"]
+
+
+def _spin(seconds):
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def test_cpu_block_in_a_task(watch, loop_kind):
+    watch(block_threshold=0.1)
+    lines = {}
+
+    async def crunch():
+        await asyncio.sleep(0.05)
+        lines["spin"] = here() + 1
+        _spin(0.4)
+
+    async def main():
+        await asyncio.create_task(crunch())
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    (block,) = _blocks()
+    assert 0.3 <= block.data["duration_s"] <= 3.0
+    assert block.data["cpu_s"] >= 0.15  # computing, not waiting (loose: the machine may be loaded)
+    assert block.task["coro"].endswith("crunch")
+    assert block.data["blocked_at"]["function"] == "_spin"  # the innermost user frame
+    assert "computing" in block.message
+    assert any(f["line"] == lines["spin"] for f in block.data["stack"])
+
+
+def test_sleep_block_in_a_task(watch, loop_kind):
+    watch(block_threshold=0.1)
+    lines = {}
+
+    async def handler():
+        await asyncio.sleep(0.05)
+        lines["sleep"] = here() + 1
+        time.sleep(0.4)
+
+    async def main():
+        await asyncio.create_task(handler())
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    (block,) = _blocks()
+    assert 0.35 <= block.data["duration_s"] <= 3.0
+    assert block.data["cpu_s"] < 0.5 * block.data["duration_s"]
+    assert "waiting in a blocking call" in block.message
+    assert block.data["blocked_at"]["line"] == lines["sleep"]
+    assert f"test_watchdog.py:{lines['sleep']}" in block.message
+
+
+def test_block_in_a_plain_callback(watch, loop_kind):
+    watch(block_threshold=0.1)
+    lines = {}
+
+    def on_timer():
+        lines["sleep"] = here() + 1
+        time.sleep(0.4)
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.05, on_timer)
+        await asyncio.sleep(0.6)
+
+    run(main(), loop_kind)
+    (block,) = _blocks()
+    assert block.task is None
+    assert "by a callback" in block.message
+    assert block.data["blocked_at"]["line"] == lines["sleep"]
+
+
+def test_several_blocks_each_reported_once(watch, loop_kind):
+    watch(block_threshold=0.1)
+
+    async def main():
+        for _ in range(3):
+            time.sleep(0.3)
+            await asyncio.sleep(0.1)
+
+    run(main(), loop_kind)
+    blocks = _blocks()
+    assert len(blocks) == 3
+    for block in blocks:
+        assert 0.25 <= block.data["duration_s"] <= 3.0
+    stats = taskwatch.report()["stats"]
+    assert stats["blocks"] == 3 and stats["max_block_s"] >= 0.25
+
+
+def test_short_steps_are_not_blocks(watch, loop_kind):
+    watch(block_threshold=0.3)
+
+    async def main():
+        for _ in range(10):
+            time.sleep(0.02)
+            await asyncio.sleep(0)
+
+    run(main(), loop_kind)
+    assert _blocks() == []
+
+
+def test_watchdog_thread_lifecycle(watch):
+    watch()
+
+    async def main():
+        await asyncio.sleep(0.01)
+        return [t for t in threading.enumerate() if t.name == "taskwatch-watchdog"]
+
+    threads = asyncio.run(main())
+    assert len(threads) == 1 and threads[0].daemon
+    taskwatch.uninstall()
+    threads[0].join(2)
+    assert not threads[0].is_alive()
+
+
+def test_watchdog_off(watch):
+    watch(watchdog=False)
+
+    async def main():
+        time.sleep(0.3)
+
+    asyncio.run(main())
+    assert _blocks() == []
+    assert not any(t.name == "taskwatch-watchdog" for t in threading.enumerate())
+
+
+def test_restarts_in_a_forked_child():
+    if not hasattr(os, "fork"):
+        return
+    code = textwrap.dedent("""
+        import asyncio, os, sys, time, taskwatch
+        taskwatch.install(log=False, block_threshold=0.1)
+        async def blocky():
+            await asyncio.sleep(0.05)
+            time.sleep(0.4)
+            await asyncio.sleep(0.05)
+        asyncio.run(asyncio.sleep(0.05))  # the watchdog thread is running in the parent now
+        pid = os.fork()
+        if pid == 0:
+            asyncio.run(blocky())
+            kinds = [f.kind for f in taskwatch.findings()]
+            os._exit(0 if kinds.count("blocked-loop") == 1 else 1)
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_never_keeps_the_process_alive():
+    code = "import asyncio, taskwatch; taskwatch.install(log=False); asyncio.run(asyncio.sleep(0.01))"
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert time.monotonic() - start < 30
