@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ._contenders import CONTENDERS
-from ._harness import WORKLOAD_ORDER, machine, make_plan, run_plan
+from ._harness import WORKLOAD_ORDER, machine, make_plan, run_plan, source_digest
 from ._report import write
 
 
@@ -65,12 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     say(f"benchmarks: {len(plan.workloads)} workloads x {len(plan.contenders)} contenders x "
         f"{plan.rounds} rounds, loop={plan.loop}, sizes={plan.sizes}")
     t0 = time.perf_counter()
+    before = source_digest()
     runs = run_plan(plan, say)
+    facts = machine()
+    if facts["taskwatch_source"] != before:
+        facts["taskwatch_source_changed_during_run"] = True
+        say("WARNING: taskwatch's source changed during the run; its numbers mix versions")
     plan_doc = {"mode": "quick" if plan.quick else "full", "rounds": plan.rounds,
                 "workloads": plan.workloads, "contenders": plan.contenders, "loop": plan.loop,
                 "sizes": plan.sizes, "params": plan.params, "scale": args.scale,
                 "wall_seconds": round(time.perf_counter() - t0, 1)}
-    js, md, doc = write(out_dir, machine(), plan_doc, runs, plan.skipped)
+    js, md, doc = write(out_dir, facts, plan_doc, runs, plan.skipped)
     say(f"wrote {js} and {md} in {plan_doc['wall_seconds']} s")
     for t in doc["targets"]:
         say(f"  target: {t['status']:<14} {t['target']}")

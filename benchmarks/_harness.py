@@ -8,6 +8,7 @@ that workload, so a broken contender costs one process, not ``rounds`` of them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ._contenders import CONTENDERS
 from ._worker import MARK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,6 +147,18 @@ def _progress(rnd: int, rounds: int, res: dict[str, Any], took: float) -> str:
     return f"{head} {metric}={res['metrics'][metric]:.4g}{active}  ({took:.1f} s)"
 
 
+def source_digest() -> str | None:
+    """Digest of taskwatch's source tree: a run whose code changed midway is flagged."""
+    files = sorted((REPO / "taskwatch").rglob("*.py"))
+    if not files:
+        return None
+    h = hashlib.sha1()
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def machine() -> dict[str, Any]:
     """Python, uvloop and machine facts for the report header (no contender imported here)."""
     import importlib.metadata as md
@@ -170,6 +182,8 @@ def machine() -> dict[str, Any]:
         usable = os.cpu_count() or 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
                             capture_output=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "taskwatch"], cwd=REPO,
+                           text=True, capture_output=True).stdout.strip()
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -179,11 +193,8 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "platform": platform.platform(),
-        "git_commit": commit or None,
+        "git_commit": (commit + ("+uncommitted taskwatch changes" if dirty else "")) or None,
+        "taskwatch_source": source_digest(),
         "packages": {d: ver(d) for d in ("aiomonitor", "opentelemetry-sdk",
                                          "opentelemetry-instrumentation-asyncio", "taskwatch")},
     }
-
-
-def all_contenders() -> list[str]:
-    return list(CONTENDERS)

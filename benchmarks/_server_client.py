@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 
 HOST = "127.0.0.1"  # loopback only, by design
@@ -92,7 +93,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--max-requests", type=int, default=10_000_000)
+    ap.add_argument("--cpu", type=int, help="pin the client to this CPU (the server has another)")
     args = ap.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     try:
         import uvloop
 

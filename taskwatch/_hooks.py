@@ -116,8 +116,8 @@ def _hook_loop_class(owner: Any) -> None:
     direct = owner is asyncio.BaseEventLoop  # uvloop passes the name its own way: keep its path
 
     def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
-        probe = getattr(self._task_factory, "__self__", None)
-        if probe.__class__ is Probe and probe.inner is None:
+        probe = getattr(self._task_factory, "probe", None)
+        if probe is not None and probe.inner is None and probe.__class__ is Probe:
             self._check_closed()
             return probe.create_task(self, coro, name, context, _getframe(1))
         return orig_create(self, coro, name=name, context=context)
@@ -193,12 +193,12 @@ def _hook_loop_class(owner: Any) -> None:
 
 def _register_wrapper(func: Any, inner_name: str, local: str) -> None:
     """Let the factory see through another library's coroutine wrapper to the user's coroutine."""
-    from ._probe import WRAPPERS
+    from ._hotpath import WRAPPERS
 
     code = getattr(func, "__code__", None)
     for const in (code.co_consts if code is not None else ()):
         if getattr(const, "co_name", None) == inner_name:
-            WRAPPERS[const] = local
+            WRAPPERS[id(const)] = (const, local)
 
 
 def _hook_uvloop(module: Any) -> None:
@@ -211,12 +211,12 @@ def _hook_uvloop(module: Any) -> None:
 
 def _hook_otel_asyncio(module: Any) -> None:
     try:
-        from ._probe import WRAPPERS
+        from ._hotpath import WRAPPERS
 
         method = getattr(getattr(module, "AsyncioInstrumentor", None), "trace_coroutine", None)
         code = getattr(method, "__code__", None)
         if code is not None:
-            WRAPPERS[code] = "coro"
+            WRAPPERS[id(code)] = (code, "coro")
     except BaseException:
         _guard.internal_error("hook opentelemetry asyncio")
 
@@ -262,7 +262,7 @@ def _cancel_all_tasks_hook(original: Callable[[Any], None]) -> Callable[[Any], N
             probe = state.probes.get(loop)
             if probe is not None:
                 try:
-                    probe.report_leaks("the main coroutine returned")
+                    probe.report_leaks("the runner shut down its loop (the main coroutine had returned)")
                 except BaseException:
                     _guard.internal_error("leak check at shutdown")
         return original(loop)
@@ -308,6 +308,7 @@ def _on_cancel(task: Any, msg: Any, frame: Any, via: int | None) -> None:
 
 
 def _on_exception_read(task: Any, frame: Any) -> None:
+    """exception() returned an error: the probe checks whether gather() is discarding it."""
     probe = _probe_for_task(task)
     if probe is not None and "lost-exception" in probe.state.kinds:
         probe.on_exception_read(task, frame)

@@ -7,7 +7,10 @@ original so the RuntimeWarning is exactly what the program would print anyway.
 
 from __future__ import annotations
 
+import linecache
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +24,33 @@ def make_hook(original: Callable[[Any], None]) -> Callable[[Any], None]:
             _report(coro)
         except BaseException:
             _guard.internal_error("never-awaited hook")
-        original(coro)
+        try:
+            _warn(coro)
+        except (Warning, KeyboardInterrupt):
+            raise  # -W error turns the warning into an exception, exactly as without taskwatch
+        except BaseException:
+            _guard.internal_error("never-awaited warning")
+            original(coro)
 
     _warn_unawaited_coroutine.__wrapped__ = original  # type: ignore[attr-defined]
     return _warn_unawaited_coroutine
+
+
+def _warn(coro: Any) -> None:
+    """Issue the RuntimeWarning CPython issues, attributed to the same frame.
+
+    CPython's own function warns with stacklevel=2 (the frame that dropped the coroutine); called
+    from this wrapper that would name taskwatch instead, so the warning is issued here with the
+    same text, category and source, one level further out.
+    """
+    text = f"coroutine '{coro.__qualname__}' was never awaited\n"
+    origin = getattr(coro, "cr_origin", None)
+    if origin is not None:
+        entries = [(filename, lineno, funcname, linecache.getline(filename, lineno))
+                   for filename, lineno, funcname in reversed(origin)]
+        text += "Coroutine created at (most recent call last)\n"
+        text += "".join(traceback.format_list(entries))
+    warnings.warn(text.rstrip("\n"), category=RuntimeWarning, stacklevel=3, source=coro)
 
 
 def _report(coro: Any) -> None:

@@ -8,7 +8,6 @@ loop's thread, so the hot path needs no locks.
 from __future__ import annotations
 
 import asyncio
-import asyncio.runners
 import collections
 import contextvars
 import sys
@@ -16,52 +15,25 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from . import _findings, _sites, _stacks
+from . import _findings, _hotpath, _sites, _stacks
 from ._guard import internal_error
-from ._record import CANCELLED, FAILED, FINISHED, PENDING, CancelRequest, TaskRecord, exception_brief
-from ._task import Task
+from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
+from ._record import PENDING, CancelRequest, TaskRecord, exception_brief
 
 if TYPE_CHECKING:
     from ._state import State
 
-_getframe = sys._getframe
 _monotonic = time.monotonic
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
-_copy_context = contextvars.copy_context
-_capture = _sites.capture
-_is_internal = _sites.is_internal
+__all__ = ["Probe", "LINEAGE", "WRAPPERS", "FOREIGN", "is_awaited", "adopt"]
 
-# The record of the task whose context is current: gives the parent of tasks created from plain
-# callbacks (call_soon, protocol callbacks), where current_task() is None.
-LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("taskwatch_task")
-_lineage_set = LINEAGE.set
-_lineage_get = LINEAGE.get
-
-_RUNNER_RUN = asyncio.runners.Runner.run.__code__
-_EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
-# Coroutine wrappers of other instrumentations: code object -> name of the local holding the user's
-# coroutine. Filled in lazily (see _state.register_wrappers) so names stay the user's.
-WRAPPERS: dict[Any, str] = {}
-
-# Flag bits of TaskRecord.flags
-FOREIGN = 1  # built by another factory: cancel() is not observed
+# Flag bits of TaskRecord.flags (FOREIGN = 1 lives in _hotpath)
 REPORTED_SWALLOWED = 2
 REPORTED_SLOW = 4
 REPORTED_LEAK = 8
 REPORTED_ORPHAN = 16
 REPORTED_LOST = 32
-
-
-def _coro_code(coro: Any) -> Any:
-    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-    if code is not None and code in WRAPPERS:
-        try:
-            inner = coro.cr_frame.f_locals.get(WRAPPERS[code])
-            code = getattr(inner, "cr_code", None) or code
-        except Exception:
-            pass
-    return code
 
 
 class Probe:
@@ -75,11 +47,6 @@ class Probe:
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
-        self.created = 0
-        self.finished = 0
-        self.failed = 0
-        self.cancelled = 0
-        self.dropped_history = 0
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
         self.closed = False
@@ -88,153 +55,30 @@ class Probe:
         # one); on_end(rec, task) runs at the end of the done callback.
         self.on_create: Any = None
         self.on_end: Any = None
+        # OpenTelemetry sets this before loops attach: spans need each task's exact end.
+        self.precise = bool(getattr(state, "precise_ends", False))
+        (self.factory, self.create_task, self.on_done, self.on_release,
+         self._stats) = _hotpath.build(self)
+        self.factory.probe = self  # type: ignore[attr-defined]  # lets the loop hook find us
 
-    # -- hot path -------------------------------------------------------------------------------
-    def _record(self, loop: Any, coro: Any, frame: Any) -> TaskRecord | None:
-        """The creation record: site, coroutine, parent, time. Taken before the task exists, so an
-        eager task that finishes inside its constructor is recorded like any other."""
-        try:
-            cur = _current_task(loop)
-            parent = getattr(cur, "_tw_rec", None) if cur is not None else None
-            if parent is None:
-                parent = _lineage_get(None)
-            code = _coro_code(coro)
-            rec = TaskRecord(_capture(frame, self.depth), code, parent, _monotonic())
-            if code is not None and _is_internal(code):
-                rec.internal = True  # asyncio's own tasks (shutdown_asyncgens, staggered...)
-            if parent is not None:
-                parent.live_children += 1
-            self.created += 1
-            return rec
-        except BaseException:
-            internal_error("task factory (record)")
-            return None
-
-    def _own_context(self, rec: TaskRecord | None, context: Any, frame: Any) -> Any:
-        """The task's context: a copy carrying the lineage, never a caller-supplied one modified,
-        except the Runner's private context for its main task (so callbacks scheduled by the main
-        task still know their task)."""
-        if context is None and rec is not None:
-            context = _copy_context()
-            context.run(_lineage_set, rec)
-            if self.on_create is not None:
-                self._call_on_create(rec, context)
-            return context
-        if rec is not None and frame is not None and frame.f_code is _RUNNER_RUN:
-            try:
-                context.run(_lineage_set, rec)
-                if self.on_create is not None:
-                    self._call_on_create(rec, context)
-                return context
-            except RuntimeError:  # the context is entered elsewhere: leave it alone
-                pass
-        if self.on_create is not None and rec is not None:
-            self._call_on_create(rec, None)
-        return context
-
-    def _attach(self, task: Any, rec: TaskRecord) -> None:
-        try:
-            try:
-                task._tw_rec = rec
-            except AttributeError:
-                return  # a foreign task type without room for the record: not watched
-            if type(task) is not Task:
-                rec.flags |= FOREIGN
-            task.add_done_callback(self.on_done, context=self.done_ctx)
-            tb = task._source_traceback
-            if tb:  # debug mode: drop taskwatch's frames, as the loop drops its own
-                tb[:] = [f for f in tb if not f.filename.startswith(_sites._TASKWATCH_DIR)] or tb
-        except BaseException:
-            internal_error("task factory (attach)")
-
-    @staticmethod
-    def _undo(rec: TaskRecord | None) -> None:
-        if rec is not None and rec.parent is not None:
-            rec.parent.live_children -= 1
-
-    def create_task(self, loop: Any, coro: Any, name: Any, context: Any, frame: Any) -> Any:
-        """Direct path for asyncio loops whose program set no factory: the task is built exactly as
-        the loop builds it without a factory (the name goes to the constructor, so unnamed tasks
-        get the same 'Task-N' numbers as without taskwatch)."""
-        rec = self._record(loop, coro, frame)
-        context = self._own_context(rec, context, frame)
-        try:
-            task = Task(coro, loop=loop, name=name, context=context)
-        except BaseException:
-            self._undo(rec)
-            raise
-        if rec is not None:
-            self._attach(task, rec)
-        return task
-
-    def factory(self, loop: Any, coro: Any, context: Any = None, **kw: Any) -> Any:
-        """The task factory installed on the loop: record, build (or delegate), watch."""
-        frame = _getframe(1)
-        rec = self._record(loop, coro, frame)
-        if kw and "eager_start" in kw and kw["eager_start"] is None:
-            del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
-        inner = self.inner
-        try:
-            if inner is None or inner is _EAGER_FACTORY:
-                context = self._own_context(rec, context, frame)
-                if inner is not None and "eager_start" not in kw:
-                    kw["eager_start"] = True
-                task = Task(coro, loop=loop, context=context, **kw)
-            else:
-                if self.on_create is not None and rec is not None:
-                    self._call_on_create(rec, None)
-                if context is None:
-                    task = inner(loop, coro, **kw)
-                else:
-                    task = inner(loop, coro, context=context, **kw)
-        except BaseException:
-            self._undo(rec)
-            raise
-        if rec is not None:
-            self._attach(task, rec)
-        return task
-
-    def on_done(self, task: Any) -> None:
-        """Done callback: close the record, count the outcome, run the end-of-task detectors."""
-        try:
-            rec = task._tw_rec
-            rec.ended = _monotonic()
-            rec.name = task.get_name()
-            if task.cancelled():
-                rec.state = CANCELLED
-                self.cancelled += 1
-            else:
-                exc = task._exception
-                if exc is None:
-                    rec.state = FINISHED
-                else:
-                    rec.state = FAILED
-                    rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
-                    self.failed += 1
-                if rec.cancels is not None and task.cancelling() > 0:
-                    self._swallowed(rec)
-            self.finished += 1
-            parent = rec.parent
-            if parent is not None:
-                if parent.__class__ is TaskRecord:
-                    parent.live_children -= 1
-                    rec.parent = (parent.id, parent.name, parent.coro, parent.stack)
-            if rec.live_children and not rec.internal:
-                self._schedule_orphan_check(rec)
-            history = self.history
-            if history.maxlen and len(history) == history.maxlen:
-                self.dropped_history += 1
-            history.append(rec)
-            if self.on_end is not None:
-                self.on_end(rec, task)
-        except BaseException:
-            internal_error("task done callback")
-
-    def _call_on_create(self, rec: TaskRecord, context: Any) -> None:
+    # -- rare paths called from the hot path -----------------------------------------------------
+    def call_on_create(self, rec: TaskRecord, context: Any) -> None:
         try:
             self.on_create(rec, context)
         except BaseException:
             internal_error("on_create hook")
+
+    @staticmethod
+    def trim_source_traceback(tb: list[Any]) -> None:
+        tb[:] = [f for f in tb if not f.filename.startswith(_sites._TASKWATCH_DIR)] or tb
+
+    def on_failed(self, task: Any, rec: TaskRecord, exc: BaseException) -> None:
+        """A task failed: keep a summary of the error, never the exception itself."""
+        rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
+
+    def check_swallowed(self, task: Any, rec: TaskRecord) -> None:
+        if task.cancelling() > 0:
+            self._swallowed(rec)
 
     # -- cancellation ---------------------------------------------------------------------------
     def on_cancel(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
@@ -252,6 +96,9 @@ class Probe:
         first = rec.cancels is None
         if first:
             rec.cancels = [req]
+            if not rec.flags & _hotpath.PRECISE:  # its end decides swallowed-cancel: watch it
+                rec.flags |= _hotpath.PRECISE
+                task.add_done_callback(self.on_done, context=self.done_ctx)
         elif len(rec.cancels) < 8:
             rec.cancels.append(req)
         if first and "slow-cancel" in self.state.kinds and loop is not None:
@@ -342,7 +189,7 @@ class Probe:
             self.state.emit(_findings.destroyed_pending(rec, *where))
 
     # -- parents and children -------------------------------------------------------------------
-    def _schedule_orphan_check(self, rec: TaskRecord) -> None:
+    def schedule_orphan_check(self, rec: TaskRecord) -> None:
         if "orphaned-task" not in self.state.kinds:
             return
         loop = self.loop_ref()
@@ -434,9 +281,7 @@ class Probe:
         return out
 
     def stats(self) -> dict[str, int]:
-        return {"tasks_created": self.created, "tasks_finished": self.finished,
-                "tasks_failed": self.failed, "tasks_cancelled": self.cancelled,
-                "dropped_history": self.dropped_history}
+        return self._stats()
 
 
 def _where(task: Any) -> tuple[list[_sites.Frame], str | None]:
@@ -455,7 +300,8 @@ def adopt(task: Any) -> TaskRecord | None:
     frame = getattr(coro, "cr_frame", None)
     if frame is not None:
         stack = (frame.f_code, frame.f_lasti)
-    rec = TaskRecord(stack, _coro_code(coro), None, _monotonic())
+    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+    rec = TaskRecord(stack, _hotpath.unwrap(coro, code), None, _monotonic())
     rec.flags |= FOREIGN
     rec.internal = True  # we do not know who created it: never blame it in findings
     try:

@@ -21,6 +21,8 @@ import dataclasses
 import fnmatch
 import gc
 import os
+import sys
+import sysconfig
 import time
 from typing import Any
 
@@ -34,8 +36,7 @@ from ._stacks import at_phrase
 OWNED_KINDS = frozenset({"leaked-task", "orphaned-task", "slow-cancel"})
 
 # Lineage of a task relative to a window, from the most to the least the test's own.
-TEST, SETUP, FIXTURE, BEFORE, INTERNAL, UNKNOWN = (
-    "test", "setup", "fixture", "before", "internal", "unknown")
+TEST, SETUP, FIXTURE, BEFORE, INTERNAL = "test", "setup", "fixture", "before", "internal"
 
 _PYTEST_PARTS = (os.sep + "_pytest" + os.sep, os.sep + "pluggy" + os.sep,
                  os.sep + "pytest_asyncio" + os.sep, os.sep + "anyio" + os.sep + "pytest_plugin.py",
@@ -140,6 +141,7 @@ class Entry:
 
     finding: Finding
     lineage: str
+    cancelling: bool = False  # a leaked task that was already being cancelled: not a leak
     evaluated: bool = False
 
 
@@ -153,11 +155,11 @@ class Window:
         # Tasks created outside [call_id, teardown_id) were created by the test's fixtures.
         self.call_id: int | None = None
         self.teardown_id: int | None = None
-        self.started = time.monotonic()
         self.entries: list[Entry] = []
         self.wide_ranges = wide_ranges  # id ranges of wider-than-function fixture setups (shared)
         self.test_failed = False
         self.reported: list[Entry] = []
+        self.counters: tuple[int, int, int] | None = None  # task counters when the test began
 
     def lineage(self, chain: list[tuple[int, bool]]) -> str:
         """How much a task is the test's own. ``chain`` is (id, internal) for the task, then its
@@ -189,8 +191,9 @@ def chain_of(rec: TaskRecord) -> list[tuple[int, bool]]:
         if isinstance(parent, TaskRecord):
             out.append((parent.id, parent.internal))
             parent = parent.parent
-        else:
-            out.append((parent[0], parent[3] is None))
+        else:  # an ended parent: (id, name, coroutine code, creation stack)
+            code = parent[2]
+            out.append((parent[0], parent[3] is None or (code is not None and _sites.is_internal(code))))
             break
     return out
 
@@ -203,9 +206,9 @@ def chain_of_dict(task: dict[str, Any]) -> list[tuple[int, bool]]:
     return out
 
 
-def find_live_record(state: Any, task_id: int) -> TaskRecord | None:
-    """The record of a still-pending task by id (used for shutdown-time findings, which are rare)."""
-    for probe in state.live_probes() + [p for p in list(state.probes.values()) if p.closed]:
+def find_live(state: Any, task_id: int) -> tuple[TaskRecord, Any] | None:
+    """A still-pending task and its record, by id (for shutdown-time findings, which are rare)."""
+    for probe in list(state.probes.values()):
         loop = probe.loop_ref()
         if loop is None:
             continue
@@ -216,8 +219,23 @@ def find_live_record(state: Any, task_id: int) -> TaskRecord | None:
         for task in tasks:
             rec = getattr(task, "_tw_rec", None)
             if rec is not None and rec.id == task_id:
-                return rec
+                return rec, task
     return None
+
+
+def being_cancelled(task: Any) -> bool:
+    """At a runner's shutdown, a task whose cancel() was called but not yet delivered: the runner
+    is about to run it to its end, as the caller intended. (When a bare ``loop.close()`` finds it,
+    it never ends: a leak.)"""
+    if not (getattr(task, "_must_cancel", False) or (
+            (waiter := getattr(task, "_fut_waiter", None)) is not None and waiter.cancelled())):
+        return False
+    frame: Any = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_cancel_all_tasks":  # asyncio.runners (or taskwatch's hook)
+            return True
+        frame = frame.f_back
+    return False
 
 
 # -- tasks left pending on loops that stay open ---------------------------------------------------
@@ -290,9 +308,48 @@ def still_pending(rec: TaskRecord, age: float, suspended: list[_sites.Frame], wa
                             stack=[f.as_dict() for f in suspended], still_running=True)
 
 
-def collect_garbage() -> None:
-    """Surface "exception was never retrieved", destroyed pending tasks and dropped coroutines."""
-    gc.collect()
+class Counters:
+    """Running totals of tasks created, ended and failed on every loop, read cheaply per test."""
+
+    def __init__(self) -> None:
+        self.retired_seen = 0
+        self.retired = [0, 0, 0]
+
+    def read(self, state: Any) -> tuple[int, int, int]:
+        with state.lock:
+            new = state.retired[self.retired_seen:]
+            self.retired_seen += len(new)
+        for stats in new:
+            self.retired[0] += stats["tasks_created"]
+            self.retired[1] += stats["tasks_finished"]
+            self.retired[2] += stats["tasks_failed"]
+        created, finished, failed = self.retired
+        for probe in state.live_probes():
+            stats = probe.stats()
+            created += stats["tasks_created"]
+            finished += stats["tasks_finished"]
+            failed += stats["tasks_failed"]
+        return created, finished, failed
+
+
+def collect_garbage(policy: str, before: tuple[int, int, int] | None,
+                    after: tuple[int, int, int] | None) -> bool:
+    """Surface "exception was never retrieved", destroyed pending tasks and dropped coroutines.
+
+    A full collection costs milliseconds per test on a big heap, so ``auto`` runs it only when a
+    task failed during the test or tasks are still pending (the cases where garbage hides a
+    finding), and otherwise collects the young generations, where a test's own cycles usually are.
+    Returns whether a full collection ran.
+    """
+    if policy == "never":
+        return False
+    full = policy == "always" or before is None or after is None or (
+        after[2] > before[2] or after[0] - before[0] > after[1] - before[1])
+    if full:
+        gc.collect()
+    else:
+        gc.collect(1)
+    return full
 
 
 # -- text -----------------------------------------------------------------------------------------
@@ -308,31 +365,58 @@ def _user(frames: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
             and not any(part in f["file"] for part in _PYTEST_PARTS)]
 
 
+_LIB_DIRS = tuple(sorted({os.path.join(p, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                          if (p := sysconfig.get_paths().get(key))}, key=len, reverse=True))
+
+
+def _lib_root(file: str) -> str | None:
+    """The installed package or stdlib module a file belongs to; None for the project's own code."""
+    for prefix in _LIB_DIRS:  # longest first: site-packages inside a stdlib tree wins
+        if file.startswith(prefix):
+            return prefix + file[len(prefix):].split(os.sep, 1)[0]
+    return None
+
+
+def _same_code(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From the innermost frame outward, the frames of the same code base (the project, or one
+    installed package): a chain of the user's own calls, without the framework's around it."""
+    if not frames:
+        return []
+    root = _lib_root(frames[-1]["file"])
+    out = [frames[-1]]
+    for frame in reversed(frames[:-1]):
+        if _lib_root(frame["file"]) != root:
+            break
+        out.append(frame)
+    out.reverse()
+    return out
+
+
 def describe(finding: Finding, index: int) -> str:
     """One finding for a failure message: the core's paragraph, then the user's lines."""
     lines = [f"{index}. [{finding.kind}] {finding.message}"]
     task = finding.task or {}
     details: list[str] = []
-    creation = _user(task.get("creation_stack"))
+    creation = _same_code(_user(task.get("creation_stack")))
     if len(creation) > 1:
         details.append("created via: " + " <- ".join(_short(f) for f in reversed(creation[-4:])))
     exc = finding.data.get("exception")
     if exc:
         frames = _user(exc.get("traceback"))
-        if frames:
+        if len(frames) > 1:
             details.append(f"{exc['type']} raised at:")
             details.extend(f"    {_short(f)}" for f in frames[-5:])
     if finding.kind in ("blocked-loop", "leaked-task", "orphaned-task", "slow-cancel",
                         "destroyed-pending"):
-        frames = _user(finding.data.get("stack"))
-        if frames and finding.kind == "blocked-loop":
+        frames = _same_code(_user(finding.data.get("stack")))
+        if len(frames) > 1 and finding.kind == "blocked-loop":
             details.append("blocking code (innermost last):")
             details.extend(f"    {_short(f)}" for f in frames[-6:])
         elif len(frames) > 1:
             details.append("suspended in: " + " -> ".join(_short(f) for f in frames[-4:]))
     coroutine = finding.data.get("coroutine")
     if coroutine and coroutine.get("origin"):
-        origin = _user(coroutine["origin"])
+        origin = _same_code(_user(coroutine["origin"]))
         if len(origin) > 1:
             details.append("created via: " + " <- ".join(_short(f) for f in reversed(origin[-4:])))
     cancel = finding.data.get("cancel")
@@ -367,7 +451,6 @@ def failure_text(nodeid: str, findings: list[Finding], phase: str, allow_hint: b
         parts.append("")
     if allow_hint:
         kinds = sorted({f.kind for f in findings})
-        parts.append("If this is intended: @pytest.mark.taskwatch(allow=[" +
-                     ", ".join(repr(k) for k in kinds) + "]), or ignore=['path/to/file.py'] for "
-                     "tasks created there; see `pytest --help` (taskwatch options).")
+        parts.append("Intended? @pytest.mark.taskwatch(allow=[" + ", ".join(repr(k) for k in kinds)
+                     + "]) on the test, or ignore=[a file or coroutine name]; more in pytest --help.")
     return "\n".join(parts).rstrip() + "\n"

@@ -70,8 +70,8 @@ class TaskRecord:
 
     __slots__ = (
         "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
-        "live_children", "exc_type", "exc_message", "exc_stack", "cancelling", "internal",
-        "main", "flags", "span", "__weakref__",
+        "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
+        "__weakref__",
     )
 
     def __init__(self, stack: tuple[Any, ...] | None, coro: CodeType | None,
@@ -87,7 +87,6 @@ class TaskRecord:
         self.cancels: list[CancelRequest] | None = None
         self.live_children = 0
         self.internal = stack is None
-        self.main = False
         self.flags = 0  # bit set of finding kinds already raised for this task
         # ``span`` (unset until an exporter sets it) holds OpenTelemetry's span for this task.
 

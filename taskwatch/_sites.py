@@ -29,16 +29,20 @@ _INTERNAL_PARTS = (
 )
 _CACHE_LIMIT = 20_000
 
-# code object -> True if the frame belongs to asyncio/taskwatch/a loop library.
-_internal: dict[CodeType, bool] = {}
+# id(code) -> (code, True if the frame belongs to asyncio/taskwatch/a loop library). Keyed by id:
+# hashing a code object hashes its bytecode and constants, far too slow for the hot path; the code
+# object is kept in the value so an id is never confused with a reused one.
+_internal: dict[int, tuple[CodeType, bool]] = {}
 # Codes of the frames that run the event loop itself (Runner.run, run_forever, Handle._run and
 # taskwatch's own run wrappers). A walk that reaches one without meeting a user frame is in a loop
 # callback: the user's line that started the loop is not where a task was created or cancelled.
-_boundary: set[CodeType] = set()
+_boundary: set[int] = set()
+_boundary_codes: list[CodeType] = []  # keeps the ids above valid
 
 
 def add_boundary(code: CodeType) -> None:
-    _boundary.add(code)
+    _boundary_codes.append(code)
+    _boundary.add(id(code))
 
 
 def _default_boundaries() -> None:
@@ -51,7 +55,7 @@ def _default_boundaries() -> None:
                  asyncio.base_events.BaseEventLoop.run_until_complete):
         code = getattr(func, "__code__", None)
         if code is not None:
-            _boundary.add(code)
+            add_boundary(code)
 
 
 class Frame(NamedTuple):
@@ -78,12 +82,13 @@ def add_internal_path(part: str) -> None:
 
 def is_internal(code: CodeType) -> bool:
     """True for code in asyncio, taskwatch or an event-loop library (cached per code object)."""
-    flag = _internal.get(code)
-    if flag is None:
-        flag = _classify(code.co_filename)
-        if len(_internal) >= _CACHE_LIMIT:
-            _internal.clear()
-        _internal[code] = flag
+    entry = _internal.get(id(code))
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    flag = _classify(code.co_filename)
+    if len(_internal) >= _CACHE_LIMIT:
+        _internal.clear()
+    _internal[id(code)] = (code, flag)
     return flag
 
 
@@ -111,14 +116,14 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
     the loop or a library created the task from a callback.
     """
     internal = _internal
+    boundary = _boundary
     while frame is not None:
         code = frame.f_code
-        flag = internal.get(code)
-        if flag is None:
-            flag = is_internal(code)
+        entry = internal.get(id(code))
+        flag = entry[1] if entry is not None and entry[0] is code else is_internal(code)
         if not flag:
             break
-        if code in _boundary:
+        if id(code) in boundary:
             return None
         frame = frame.f_back
     if frame is None:
@@ -128,9 +133,8 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
     frame = frame.f_back
     while left and frame is not None:
         code = frame.f_code
-        flag = internal.get(code)
-        if flag is None:
-            flag = is_internal(code)
+        entry = internal.get(id(code))
+        flag = entry[1] if entry is not None and entry[0] is code else is_internal(code)
         if flag:
             break
         out.append(code)
@@ -204,7 +208,10 @@ def module_of(filename: str) -> str:
     name = _modules.get(filename)
     if name is None:
         name = ""
-        for mod_name, module in list(sys.modules.items()):
+        main = sys.modules.get("__main__")
+        if getattr(main, "__file__", None) == filename:
+            name = "__main__"  # also loaded as __mp_main__ by multiprocessing
+        for mod_name, module in list(sys.modules.items()) if not name else ():
             if getattr(module, "__file__", None) == filename:
                 name = "__main__" if mod_name == "__main__" else mod_name
                 if mod_name != "__main__":

@@ -52,9 +52,13 @@ class State:
         self.listeners: list[Callable[[Finding], None]] = []
         # Called with (probe, loop) when a loop gets its probe: the watchdog and OpenTelemetry plug in.
         self.attach_listeners: list[Callable[[Probe, Any], None]] = []
+        # Called with stats()'s dict to add their counts (OpenTelemetry: spans exported, dropped).
+        self.stats_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.lock = threading.RLock()
         self.started_at = time.time()
         self.gather_callback_code = _gather_callback_code()
+        # Spans need each task's exact end: with OpenTelemetry on, every task gets a done callback.
+        self.precise_ends = options.otel
         self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": []}
         self._ignore = [_parse_ignore(item) for item in options.ignore]
 
@@ -178,6 +182,11 @@ class State:
                 "silenced": self.silenced,
                 "findings_by_kind": dict(sorted(self.counts.items())),
             }
+        for hook in list(self.stats_hooks):
+            try:
+                hook(out)
+            except BaseException:
+                _guard.internal_error("stats hook")
         return out
 
     def record_block(self, duration: float) -> None:

@@ -1,19 +1,51 @@
 """pytest plugin: a test fails when it leaks tasks, loses errors or blocks the event loop.
 
-Inactive until asked for, so installing taskwatch never changes a suite:
+It comes with taskwatch (``pytest11`` entry point) and does nothing until enabled, so installing
+taskwatch never changes a suite. Enable it for every test with ``pytest --taskwatch`` or
+``taskwatch = true`` in the ini file, or for some tests with ``@pytest.mark.taskwatch`` on a test,
+class or module (``pytestmark``). ``--no-taskwatch`` (or ``-p no:taskwatch``) wins over both.
 
-    pytest --taskwatch                      # every test
-    [tool.pytest.ini_options] taskwatch = true
-    @pytest.mark.taskwatch                  # one test, class or module (pytestmark)
+A watched test fails (or warns, in ``warn`` mode) when, between the start of its setup and the end
+of its teardown, taskwatch saw:
 
-When a watched test produced findings (tasks still pending after it, exceptions never retrieved or
-lost in gather(), coroutines never awaited, swallowed cancellations, event-loop blocks over the
-threshold), it fails with each finding and the user's lines, or warns with ``--taskwatch-mode=warn``.
-Per test or module: ``@pytest.mark.taskwatch(allow=["blocked-loop"], ignore=["tests/conftest.py"],
-ignore_fixtures=True, mode="warn", enabled=False)``. A summary closes the session.
+* ``leaked-task``: a task of the test still pending after it. Loops that close with the test
+  (pytest-asyncio's function loops, anyio's runner, ``asyncio.run``) report theirs when the runner
+  shuts down, as an error at teardown when a fixture closes the loop. On loops that stay open
+  (session or module loops, servers in threads) the test's pending tasks get a grace period of five
+  tries over ``taskwatch_grace`` (0.1 s), goleak-style, before they fail it;
+* ``unretrieved-exception``, ``lost-exception``, ``never-awaited``, ``destroyed-pending``,
+  ``swallowed-cancel``, ``slow-cancel``, ``orphaned-task``, and ``blocked-loop`` over the block
+  threshold (0.1 s). Garbage is collected after each test, so errors hidden in dropped tasks
+  surface in the test that dropped them.
 
-Works with pytest-asyncio (strict and auto), anyio's plugin on asyncio, uvloop, and plain tests that
-call ``asyncio.run``: taskwatch hooks the loop classes, so every loop any runner makes is watched.
+The failure shows each finding with the user's lines (creation site, raising line, blocking line).
+Tasks of fixtures wider than the test (a module-scoped server, a session loop's runner) and the tasks
+they spawn are never the test's leaks; the session ends with a summary: counts by kind, tests with
+findings, slowest blocks, findings outside any test, and the plugin's own time.
+
+Per test, class or module (the closest marker wins for ``enabled``, ``mode``, ``ignore_fixtures``;
+``allow`` and ``ignore`` add up)::
+
+    @pytest.mark.taskwatch(allow=["blocked-loop"],           # kinds that never fail the test
+                           ignore=["tests/helpers.py",       # tasks created in a file (suffix, glob,
+                                   "app/jobs.py:40",         #   or file:line)
+                                   "app.metrics.flush"],     # tasks of a coroutine (name or glob)
+                           ignore_fixtures=True,             # tasks started by the test's fixtures
+                           mode="warn",                      # report without failing
+                           enabled=False)                    # not this one
+
+Suite-wide: ``--taskwatch-mode=fail|warn`` (ini ``taskwatch_mode``), ``--taskwatch-allow=KINDS``
+(``taskwatch_allow``), ``--taskwatch-ignore=PATTERN`` (``taskwatch_ignore``, one per line),
+``taskwatch_ignore_fixtures = true``, ``--taskwatch-block-threshold=SECONDS``
+(``taskwatch_block_threshold``), ``taskwatch_grace``, ``taskwatch_gc = auto|always|never`` (full
+collections only when a task failed or is pending, the default; or after every test; or never),
+``--taskwatch-json=PATH`` (each watched test's findings). Other taskwatch options come from the
+``TASKWATCH_*`` variables; findings are not logged unless ``TASKWATCH_LOG=1``. In warn mode,
+``-W error::taskwatch.pytest_plugin.TaskwatchWarning`` fails again.
+
+Works with pytest-asyncio (strict and auto modes, any loop scope), anyio's plugin on the asyncio
+backend, uvloop (``event_loop_policy``, ``loop_factory``, ``uvloop.run``, anyio's ``use_uvloop``) and
+plain tests that call ``asyncio.run``: taskwatch hooks the loop classes, so every loop is watched.
 """
 
 from __future__ import annotations
@@ -29,7 +61,7 @@ import pytest
 
 import taskwatch
 
-from . import _guard, _options, _report, _sites
+from . import _guard, _hooks, _options, _report, _sites
 from . import _pytest_watch as watch
 from ._findings import Finding
 
@@ -37,6 +69,7 @@ __all__ = ["TaskwatchWarning"]
 
 MARKER_ARGS = ("allow", "ignore", "ignore_fixtures", "mode", "enabled")
 MODES = ("fail", "warn")
+GC_POLICIES = ("auto", "always", "never")
 _MARKER_DOC = (
     "taskwatch(allow=[kinds], ignore=[paths or coroutine names], ignore_fixtures=False, "
     "mode='fail'|'warn', enabled=True): check this test with taskwatch: it fails when it leaks "
@@ -87,6 +120,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   help="taskwatch: seconds an event-loop step may run (default 0.1)")
     parser.addini("taskwatch_grace", default="0.1",
                   help="taskwatch: seconds tasks still pending after a test get to finish")
+    parser.addini("taskwatch_gc", default="auto",
+                  help="taskwatch: garbage collection after each test, to surface lost errors: "
+                       "auto (full only when a task failed or is pending), always, never")
 
 
 def _kinds(value: Any, where: str) -> frozenset[str]:
@@ -180,9 +216,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.getini("taskwatch_block_threshold")).strip()
     block = _seconds(threshold, "the block threshold") if threshold else None
     grace = _seconds(config.getini("taskwatch_grace") or "0.1", "taskwatch_grace")
+    gc_policy = str(config.getini("taskwatch_gc")).strip() or "auto"
+    if gc_policy not in GC_POLICIES:
+        raise pytest.UsageError(f"taskwatch: taskwatch_gc must be one of {', '.join(GC_POLICIES)}; "
+                                f"got {gc_policy!r}")
+    options: dict[str, Any] = {}
+    if "TASKWATCH_LOG" not in os.environ:
+        options["log"] = False  # findings go into test reports, not log records
+    if "TASKWATCH_COROUTINE_ORIGIN" not in os.environ:
+        options["coroutine_origin"] = 1  # names the line that made a never-awaited coroutine
+    if block is not None:
+        options["block_threshold"] = block
+    if suite.enabled and flag is not False:
+        try:
+            _options.resolve(options)  # TASKWATCH_* variables too: a typo fails now, not mid-run
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(
-        TaskwatchSession(config, suite, forced_off=flag is False, block_threshold=block,
-                         grace=grace), "taskwatch-session")
+        TaskwatchSession(config, suite, forced_off=flag is False, install_options=options,
+                         grace=grace, gc_policy=gc_policy), "taskwatch-session")
 
 
 _SETTINGS = pytest.StashKey[Settings]()
@@ -214,11 +266,11 @@ class TaskwatchSession:
     """The plugin's state for one pytest session."""
 
     def __init__(self, config: pytest.Config, suite: Settings, *, forced_off: bool,
-                 block_threshold: float | None, grace: float) -> None:
+                 install_options: dict[str, Any], grace: float, gc_policy: str) -> None:
         self.config = config
         self.suite = suite
         self.forced_off = forced_off
-        self.block_threshold = block_threshold
+        self.install_options = install_options
         self.grace = grace
         self.state: Any = None
         self.installed_here = False
@@ -228,8 +280,11 @@ class TaskwatchSession:
         self.any_enabled = False
         # results
         self.watched = 0
-        self.failed_tests: list[tuple[str, list[str]]] = []
-        self.warned_tests: list[tuple[str, list[str]]] = []
+        # nodeid -> kinds, by what the findings did: failed the test, warned, or rode along with
+        # a test that failed anyway
+        self.failed_tests: dict[str, set[str]] = {}
+        self.warned_tests: dict[str, set[str]] = {}
+        self.noted_tests: dict[str, set[str]] = {}
         self.counts: Counter[str] = Counter()
         self.allowed: Counter[str] = Counter()
         self.ignored: Counter[str] = Counter()
@@ -240,20 +295,34 @@ class TaskwatchSession:
         self.overhead = 0.0
         self.results: list[dict[str, Any]] = []
         self.tasks_seen = 0
+        self.counters = watch.Counters()
+        self.gc_policy = gc_policy
 
     # -- collection: who is watched ---------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
+            self._settings(item)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:  # items other plugins made after modifyitems (anyio does)
+            self._settings(item)
+
+    def _settings(self, item: pytest.Item) -> Settings:
+        settings = item.stash.get(_SETTINGS, None)
+        if settings is None:
             settings = _item_settings(item, self.suite, self.forced_off)
             item.stash[_SETTINGS] = settings
             if settings.enabled:
                 self.any_enabled = True
+        return settings
 
     def pytest_report_header(self, config: pytest.Config) -> str | None:
         if not self.suite.enabled or self.forced_off:
             return None
-        extra = f", block threshold {self.block_threshold} s" if self.block_threshold else ""
+        block = self.install_options.get("block_threshold")
+        extra = f", block threshold {block} s" if block else ""
         return f"taskwatch: every test checked (mode {self.suite.mode}{extra})"
 
     # -- the session: install, uninstall --------------------------------------------------------
@@ -267,34 +336,28 @@ class TaskwatchSession:
             self._uninstall()
 
     def _install(self) -> None:
-        self.saved_internal = _sites._INTERNAL_PARTS
-        for part in watch._PYTEST_PARTS:
-            _sites.add_internal_path(part)
-        if not taskwatch.is_installed():
-            options: dict[str, Any] = {}
-            if "TASKWATCH_LOG" not in os.environ:
-                options["log"] = False  # findings go into test reports, not log records
-            if "TASKWATCH_COROUTINE_ORIGIN" not in os.environ:
-                options["coroutine_origin"] = 1  # the line that made a never-awaited coroutine
-            if self.block_threshold is not None:
-                options["block_threshold"] = self.block_threshold
+        if not taskwatch.is_installed():  # else: installed by the program (conftest, -m taskwatch)
             try:
-                taskwatch.install(**options)
-            except ValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
+                taskwatch.install(**self.install_options)
+            except ValueError as exc:  # a bad TASKWATCH_* variable
+                pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
             self.installed_here = taskwatch.is_installed()
-        self.state = taskwatch._hooks.current()
+        self.state = _hooks.current()
         if self.state is None:
             warnings.warn(TaskwatchWarning("taskwatch is disabled (TASKWATCH_ENABLED=false): "
                                            "no test is checked"), stacklevel=1)
             return
+        # pytest's and pluggy's frames are machinery, not the user's lines
+        self.saved_internal = _sites._INTERNAL_PARTS
+        for part in watch._PYTEST_PARTS:
+            _sites.add_internal_path(part)
         self.state.listeners.append(self._on_finding)
 
     def _uninstall(self) -> None:
         state, self.state = self.state, None
         if state is not None:
             try:
-                watch.collect_garbage()
+                watch.collect_garbage("always", None, None)
                 self.tasks_seen = state.stats()["tasks_created"]
             except Exception:
                 _guard.internal_error("pytest plugin (session end)")
@@ -318,16 +381,24 @@ class TaskwatchSession:
             self._note_outside(finding)
             return
         lineage = watch.TEST
+        cancelling = False
         task = finding.task
         if task is not None and "id" in task:
-            rec = watch.find_live_record(state, task["id"]) if finding.kind in watch.OWNED_KINDS else None
-            chain = watch.chain_of(rec) if rec is not None else watch.chain_of_dict(task)
+            live = watch.find_live(state, task["id"]) if finding.kind in watch.OWNED_KINDS else None
+            chain = watch.chain_of(live[0]) if live is not None else watch.chain_of_dict(task)
             lineage = window.lineage(chain)
+            cancelling = (finding.kind == "leaked-task" and live is not None
+                          and watch.being_cancelled(live[1]))
         if finding.kind in watch.OWNED_KINDS and lineage not in (watch.TEST, watch.SETUP):
             self._note_outside(finding)
             return
+        if task is None or lineage == watch.INTERNAL:
+            # no task of the user's (a never-awaited coroutine, a block in the runner's task):
+            # whose it is follows from the phase it came in
+            in_fixtures = window.call_id is None or window.teardown_id is not None
+            lineage = watch.SETUP if in_fixtures else watch.TEST
         if window.enabled:
-            window.entries.append(watch.Entry(finding, lineage))
+            window.entries.append(watch.Entry(finding, lineage, cancelling))
 
     def _note_outside(self, finding: Finding) -> None:
         if not self.any_enabled:
@@ -350,11 +421,12 @@ class TaskwatchSession:
         if self.state is None:
             yield
             return
-        settings = item.stash.get(_SETTINGS, None)
-        enabled = bool(settings and settings.enabled)
-        self.current = watch.Window(item.nodeid, enabled, self.wide_ranges)
+        enabled = self._settings(item).enabled
+        window = watch.Window(item.nodeid, enabled, self.wide_ranges)
         if enabled:
             self.watched += 1
+            window.counters = self.counters.read(self.state)
+        self.current = window
         try:
             yield
         finally:
@@ -388,7 +460,10 @@ class TaskwatchSession:
         window = self.current
         if window is None or not window.enabled or self.state is None:
             return
-        report = outcome.get_result()
+        try:
+            report = outcome.get_result()
+        except BaseException:  # making the report failed: pytest reports that itself
+            return
         started = time.perf_counter()
         try:
             self._on_report(item, window, report)
@@ -412,7 +487,7 @@ class TaskwatchSession:
                 self._apply(item, report, window, settings, failing, "call")
             return
         # teardown: everything the test left behind is known now
-        watch.collect_garbage()
+        watch.collect_garbage(self.gc_policy, window.counters, self.counters.read(self.state))
         watch.check_pending(self.state, window, ignore_fixtures=settings.ignore_fixtures,
                             grace=self.grace / _GRACE_RETRIES, retries=_GRACE_RETRIES)
         failing = self._evaluate(window, settings)
@@ -429,9 +504,8 @@ class TaskwatchSession:
             finding = entry.finding
             if finding.kind == "blocked-loop":
                 self._note_block(window.nodeid, finding)
-            if (finding.kind == "leaked-task" and not finding.data.get("still_running")
-                    and (finding.task or {}).get("cancels")):
-                # cancel() was requested before the loop closed: it was ending, not leaked
+            if entry.cancelling:
+                # cancel() was called and not yet delivered when the loop closed: it was ending
                 self.cancelling += 1
                 continue
             if settings.ignore_fixtures and entry.lineage in (watch.SETUP, watch.FIXTURE, watch.BEFORE):
@@ -452,10 +526,12 @@ class TaskwatchSession:
         for finding in failing:
             self.counts[finding.kind] += 1
         text = watch.failure_text(item.nodeid, failing, phase)
-        kinds = sorted({f.kind for f in failing})
+        kinds = {f.kind for f in failing}
         if window.test_failed or report.failed:
             # the test already failed: show the findings with it, do not add a second failure
             report.sections.append(("taskwatch findings (teardown)", text))
+            target = self.failed_tests if item.nodeid in self.failed_tests else self.noted_tests
+            target.setdefault(item.nodeid, set()).update(kinds)
             return
         if settings.mode == "warn":
             try:
@@ -463,12 +539,12 @@ class TaskwatchSession:
             except Warning:  # -W error turned the warning into an exception: fail as asked
                 pass
             else:
-                self.warned_tests.append((item.nodeid, kinds))
+                self.warned_tests.setdefault(item.nodeid, set()).update(kinds)
                 return
         report.outcome = "failed"
         report.longrepr = _Failure(text, watch.headline(failing))
         window.test_failed = True
-        self.failed_tests.append((item.nodeid, kinds))
+        self.failed_tests.setdefault(item.nodeid, set()).update(kinds)
 
     def _record_result(self, item: pytest.Item, window: watch.Window) -> None:
         if self.config.getoption("taskwatch_json") and window.reported:
@@ -504,15 +580,13 @@ class TaskwatchSession:
 
     def summary_lines(self) -> list[str]:
         lines = ["== taskwatch summary =="]
-        with_findings = len(self.failed_tests) + len(self.warned_tests)
+        tests = {**self.noted_tests, **self.warned_tests, **self.failed_tests}
         head = f"taskwatch: {self.watched} test{'s' if self.watched != 1 else ''} watched"
-        if with_findings:
-            parts = []
-            if self.failed_tests:
-                parts.append(f"{len(self.failed_tests)} failed")
-            if self.warned_tests:
-                parts.append(f"{len(self.warned_tests)} warned")
-            head += f", {with_findings} with findings ({', '.join(parts)})"
+        if tests:
+            parts = [f"{len(group)} {word}" for group, word in (
+                (self.failed_tests, "failed"), (self.warned_tests, "warned"),
+                (self.noted_tests, "failing anyway")) if group]
+            head += f", {len(tests)} with findings ({', '.join(parts)})"
         else:
             head += ", no findings"
         lines.append(head)
@@ -525,13 +599,13 @@ class TaskwatchSession:
         if self.ignored:
             others.append("ignored: " + ", ".join(f"{n} {k}" for k, n in sorted(self.ignored.items())))
         if self.cancelling:
-            others.append(f"{self.cancelling} task(s) pending at loop close after cancel() (not leaks)")
+            others.append(f"{self.cancelling} task(s) still being cancelled at loop close (not leaks)")
         if others:
             lines.append("; ".join(others))
-        for nodeid, kinds in (self.failed_tests + self.warned_tests)[:20]:
-            lines.append(f"  {nodeid}: {', '.join(kinds)}")
-        if len(self.failed_tests) + len(self.warned_tests) > 20:
-            lines.append(f"  ... and {with_findings - 20} more")
+        for nodeid, kinds in list(tests.items())[:20]:
+            lines.append(f"  {nodeid}: {', '.join(sorted(kinds))}")
+        if len(tests) > 20:
+            lines.append(f"  ... and {len(tests) - 20} more")
         blocks = sorted(self.blocks, key=lambda b: -b[0])[:_TOP_BLOCKS]
         if blocks:
             lines.append("slowest event-loop blocks:")

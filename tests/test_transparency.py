@@ -242,12 +242,12 @@ def test_no_strong_references_after_the_end(watch, loop_kind):
 
 def test_internal_error_is_counted_logged_once_never_raised(watch, monkeypatch, caplog):
     watch()
-    from taskwatch import _probe
+    from taskwatch import _hotpath
 
     def broken(*args, **kwargs):
         raise RuntimeError("taskwatch bug")
 
-    monkeypatch.setattr(_probe, "_capture", broken)
+    monkeypatch.setattr(_hotpath, "TaskRecord", broken)
 
     async def child(i):
         return i

@@ -1,0 +1,324 @@
+"""The per-task hot path: task factory, direct create_task and done callback, as closures.
+
+Every task pays for this code, so it is written for the interpreter rather than for elegance:
+closures over local names instead of attribute lookups, one Python call for the record, the frame
+walk inlined, code objects looked up by ``id()`` (hashing a code object hashes its bytecode), and
+nothing formatted. Rare paths (cancels, failures, findings) call back into the Probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.tasks
+import contextvars
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _sites
+from ._guard import internal_error
+from ._record import CANCELLED, FAILED, FINISHED, TaskRecord
+from ._task import Task
+
+if TYPE_CHECKING:
+    from ._probe import Probe
+
+# The record of the task whose context is current: gives the parent of tasks created from plain
+# callbacks (call_soon, protocol callbacks), where no task is running.
+LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("taskwatch_task")
+
+# Coroutine wrappers of other libraries (uvloop.run, OpenTelemetry's asyncio instrumentation):
+# id(code) -> (code, name of the local holding the user's coroutine), so names stay the user's.
+WRAPPERS: dict[int, tuple[Any, str]] = {}
+
+FOREIGN = 1  # TaskRecord.flags bit: built by another factory, cancel() is not observed
+RELEASED = 128  # TaskRecord.flags bit: closed when the task object was freed, not when it ended
+PRECISE = 64  # TaskRecord.flags bit: a done callback closes the record at the moment the task ends
+
+_EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
+_RUNNER_RUN = asyncio.runners.Runner.run.__code__
+# 3.11-3.13 keep the running task per loop in this dict; 3.14 keeps it on the thread state.
+if sys.version_info < (3, 14):
+    _current = asyncio.tasks._current_tasks.get
+else:  # pragma: no cover - no 3.14 interpreter on the CI machines
+    _current = asyncio.current_task
+
+
+def unwrap(coro: Any, code: Any) -> Any:
+    """The user's coroutine code behind a known wrapper coroutine (its unstarted frame's local)."""
+    entry = WRAPPERS.get(id(code))
+    if entry is None or entry[0] is not code:
+        return code
+    try:
+        inner = coro.cr_frame.f_locals.get(entry[1])
+        return getattr(inner, "cr_code", None) or code
+    except Exception:
+        return code
+
+
+def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], None],
+                                  Callable[[Any], None], Callable[[], dict[str, int]]]:
+    """Make (factory, create_task, on_done, on_release, stats) for one probe."""
+    depth = probe.depth
+    history = probe.history
+    append = history.append
+    maxlen = history.maxlen or 0
+    done_ctx = probe.done_ctx
+    internal = _sites._internal
+    boundary = _sites._boundary
+    classify = _sites.is_internal
+    monotonic = time.monotonic
+    getframe = sys._getframe
+    copy_context = contextvars.copy_context
+    lineage_get = LINEAGE.get
+    lineage_set = LINEAGE.set
+    current = _current
+    wrappers = WRAPPERS
+    task_class = Task
+    record_class = TaskRecord
+    created = finished = failed = cancelled = dropped = 0
+    precise = probe.precise  # every task gets a done callback (spans need exact ends)
+
+    def record(loop: Any, coro: Any, frame: Any) -> TaskRecord | None:
+        """Site, coroutine, parent and time, taken before the task exists (eager tasks may finish
+        inside their constructor)."""
+        nonlocal created
+        try:
+            cur = current(loop)
+            if cur is not None:
+                try:
+                    parent = cur._tw_rec
+                    if not parent.flags & PRECISE:
+                        # A parent's end must be seen when it happens (orphaned children).
+                        parent.flags |= PRECISE
+                        cur.add_done_callback(on_done, context=done_ctx)
+                except AttributeError:
+                    parent = lineage_get(None)
+            else:
+                parent = lineage_get(None)
+            try:
+                code = coro.cr_code
+            except AttributeError:
+                code = getattr(coro, "gi_code", None)
+            if wrappers and id(code) in wrappers:
+                code = unwrap(coro, code)
+            # The user's stack: skip asyncio/taskwatch frames to the first user frame (stopping at
+            # the loop's own frames: then a callback created the task), then keep contiguous user
+            # frames outward. The common single-frame case allocates one small tuple.
+            stack = None
+            while frame is not None:
+                fcode = frame.f_code
+                entry = internal.get(id(fcode))
+                if not (entry[1] if entry is not None and entry[0] is fcode else classify(fcode)):
+                    site_code, site_lasti = fcode, frame.f_lasti
+                    frame = frame.f_back if depth > 1 else None
+                    if frame is not None:
+                        fcode = frame.f_code
+                        entry = internal.get(id(fcode))
+                        if entry[1] if entry is not None and entry[0] is fcode else classify(fcode):
+                            frame = None
+                    if frame is None:
+                        stack = (site_code, site_lasti)
+                        break
+                    out = [site_code, site_lasti, fcode, frame.f_lasti]
+                    left = depth - 2
+                    frame = frame.f_back
+                    while left and frame is not None:
+                        fcode = frame.f_code
+                        entry = internal.get(id(fcode))
+                        if entry[1] if entry is not None and entry[0] is fcode else classify(fcode):
+                            break
+                        out.append(fcode)
+                        out.append(frame.f_lasti)
+                        left -= 1
+                        frame = frame.f_back
+                    stack = tuple(out)
+                    break
+                if id(fcode) in boundary:
+                    break
+                frame = frame.f_back
+            rec = record_class(stack, code, parent, monotonic())
+            if code is not None:
+                entry = internal.get(id(code))
+                if entry[1] if entry is not None and entry[0] is code else classify(code):
+                    rec.internal = True  # asyncio's own tasks (shutdown_asyncgens, staggered...)
+            if parent is not None:
+                parent.live_children += 1
+            created += 1
+            return rec
+        except BaseException:
+            internal_error("task factory (record)")
+            return None
+
+    def own_context(rec: TaskRecord, context: Any, frame: Any) -> Any:
+        """A fresh copy carrying the lineage; a caller's context is never modified, except the
+        Runner's private one for its main task (callbacks of the main task then know it)."""
+        if context is None:
+            context = copy_context()
+            context.run(lineage_set, rec)
+            if probe.on_create is not None:
+                probe.call_on_create(rec, context)
+            return context
+        if frame is not None and frame.f_code is _RUNNER_RUN:
+            try:
+                context.run(lineage_set, rec)
+                if probe.on_create is not None:
+                    probe.call_on_create(rec, context)
+                return context
+            except RuntimeError:  # entered elsewhere: leave it alone
+                pass
+        if probe.on_create is not None:
+            probe.call_on_create(rec, None)
+        return context
+
+    def undo(rec: TaskRecord | None) -> None:
+        if rec is not None and rec.parent is not None:
+            rec.parent.live_children -= 1
+
+    def attach(task: Any, rec: TaskRecord) -> None:
+        try:
+            if task.__class__ is task_class:
+                task._tw_rec = rec
+                task._tw_probe_release = on_release
+                exact = precise
+            else:
+                try:
+                    task._tw_rec = rec
+                except AttributeError:
+                    return  # a foreign task type with no room for the record: not watched
+                rec.flags |= FOREIGN
+                exact = True  # no __del__ of ours on it: only a done callback sees its end
+            if exact:
+                rec.flags |= PRECISE
+                task.add_done_callback(on_done, context=done_ctx)
+            tb = task._source_traceback
+            if tb:  # debug mode: drop taskwatch's frames, as the loop drops its own
+                probe.trim_source_traceback(tb)
+        except BaseException:
+            internal_error("task factory (attach)")
+
+    def create_task(loop: Any, coro: Any, name: Any, context: Any, frame: Any) -> Any:
+        """Direct path for asyncio loops whose program set no factory: the task is built exactly
+        as the loop builds it without one (the name goes to the constructor, so unnamed tasks get
+        the same 'Task-N' numbers as without taskwatch)."""
+        rec = record(loop, coro, frame)
+        if rec is None:
+            return task_class(coro, loop=loop, name=name, context=context)
+        if context is None and probe.on_create is None:  # the common case, inlined
+            context = copy_context()
+            context.run(lineage_set, rec)
+        else:
+            context = own_context(rec, context, frame)
+        try:
+            task = task_class(coro, loop=loop, name=name, context=context)
+        except BaseException:
+            undo(rec)
+            raise
+        if precise:
+            attach(task, rec)
+        else:
+            task._tw_rec = rec
+            task._tw_probe_release = on_release
+            if task._source_traceback:
+                probe.trim_source_traceback(task._source_traceback)
+        return task
+
+    def factory(loop: Any, coro: Any, context: Any = None, **kw: Any) -> Any:
+        """The task factory installed on the loop: record, build (or delegate), watch."""
+        frame = getframe(1)
+        rec = record(loop, coro, frame)
+        if kw and kw.get("eager_start", 0) is None:
+            del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
+        inner = probe.inner
+        try:
+            if inner is None or inner is _EAGER_FACTORY:
+                if rec is None:
+                    pass
+                elif context is None and probe.on_create is None:  # the common case, inlined
+                    context = copy_context()
+                    context.run(lineage_set, rec)
+                else:
+                    context = own_context(rec, context, frame)
+                if inner is not None and "eager_start" not in kw:
+                    kw["eager_start"] = True
+                task = task_class(coro, loop=loop, context=context, **kw)
+            else:
+                if probe.on_create is not None and rec is not None:
+                    probe.call_on_create(rec, None)
+                if context is None:
+                    task = inner(loop, coro, **kw)
+                else:
+                    task = inner(loop, coro, context=context, **kw)
+        except BaseException:
+            undo(rec)
+            raise
+        if rec is None:
+            return task
+        if precise or task.__class__ is not task_class:
+            attach(task, rec)
+        else:  # the common case, inlined
+            task._tw_rec = rec
+            task._tw_probe_release = on_release
+            if task._source_traceback:
+                probe.trim_source_traceback(task._source_traceback)
+        return task
+
+    def close(task: Any, rec: TaskRecord) -> None:
+        """Close a record: outcome, counters, history; rare cases go to the probe."""
+        nonlocal finished, failed, cancelled, dropped
+        rec.name = task.get_name()
+        if task.cancelled():
+            rec.state = CANCELLED
+            cancelled += 1
+        else:
+            exc = task._exception
+            if exc is None:
+                rec.state = FINISHED
+            else:
+                rec.state = FAILED
+                failed += 1
+                probe.on_failed(task, rec, exc)
+            if rec.cancels is not None:
+                probe.check_swallowed(task, rec)
+        finished += 1
+        parent = rec.parent
+        if parent is not None and parent.__class__ is record_class:
+            parent.live_children -= 1
+            if parent.ended:  # keep no chain of ended records: a brief copy will do
+                rec.parent = (parent.id, parent.name, parent.coro, parent.stack)
+        if rec.live_children and not rec.internal:
+            probe.schedule_orphan_check(rec)
+        if len(history) == maxlen:
+            dropped += 1
+        append(rec)
+        if probe.on_end is not None:
+            probe.on_end(rec, task)
+
+    def on_done(task: Any) -> None:
+        """Done callback of tasks whose end matters when it happens (cancelled, parents, spans)."""
+        try:
+            rec = task._tw_rec
+            if not rec.ended:
+                rec.ended = monotonic()
+                close(task, rec)
+        except BaseException:
+            internal_error("task done callback")
+
+    def on_release(task: Any) -> None:
+        """From Task.__del__: the task object is being freed. Tasks without a done callback are
+        closed here, which costs a fifth of a done callback; their end time is the release time."""
+        try:
+            rec = task._tw_rec
+            if not rec.ended and task.done():
+                rec.ended = monotonic()
+                rec.flags |= RELEASED
+                close(task, rec)
+        except BaseException:
+            internal_error("task release")
+
+    def stats() -> dict[str, int]:
+        return {"tasks_created": created, "tasks_finished": finished, "tasks_failed": failed,
+                "tasks_cancelled": cancelled, "dropped_history": dropped if maxlen else 0}
+
+    return factory, create_task, on_done, on_release, stats

@@ -1,0 +1,294 @@
+"""The SDK set-up of ``python -m taskwatch --otel``, and the count of spans the export pipeline drops.
+
+When the program configures no TracerProvider / MeterProvider, the session exports to the
+providers built here from the standard ``OTEL_*`` variables (exporter, OTLP protocol, endpoint,
+headers, service name, resource attributes, sampler, batch sizes). They are taskwatch's own: the
+global providers are left unset, so a program that sets its own later is never refused, and
+taskwatch then follows the program's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+logger = logging.getLogger("taskwatch")
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip().lower() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def _protocol(signal: str) -> str:
+    return (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+            or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip().lower()
+
+
+def _disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _service_name() -> str:
+    """The program's name (``app`` for ``app.py``): better than the SDK's ``unknown_service``."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    base = os.path.splitext(os.path.basename(argv0))[0]
+    if base in ("", "-c", "-m", "__main__"):
+        return "unknown_service:taskwatch"
+    return base
+
+
+def resource() -> Any:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    res = Resource.create()
+    name = str(res.attributes.get(SERVICE_NAME) or "")
+    if not name or name.startswith("unknown_service"):
+        res = res.merge(Resource({SERVICE_NAME: _service_name()}))
+    return res
+
+
+def span_exporters() -> list[Any]:
+    out = []
+    for name in _env_list("OTEL_TRACES_EXPORTER", "otlp"):
+        if name == "none":
+            return []
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            out.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            protocol = _protocol("TRACES")
+            try:
+                if protocol == "grpc":
+                    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+                elif protocol in ("http/protobuf", "http"):
+                    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+                else:
+                    logger.warning("taskwatch: OTLP protocol %r is not supported for traces "
+                                   "(use http/protobuf or grpc); no spans exported", protocol)
+                    continue
+            except ImportError:
+                _missing(protocol)
+                continue
+            out.append(OTLPSpanExporter())
+        else:
+            logger.warning("taskwatch: OTEL_TRACES_EXPORTER=%s is not supported by the taskwatch "
+                           "session (otlp, console, none)", name)
+    return out
+
+
+def metric_exporters() -> list[Any]:
+    out = []
+    for name in _env_list("OTEL_METRICS_EXPORTER", "otlp"):
+        if name == "none":
+            return []
+        if name == "console":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            out.append(ConsoleMetricExporter())
+        elif name == "otlp":
+            protocol = _protocol("METRICS")
+            try:
+                if protocol == "grpc":
+                    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                        OTLPMetricExporter,
+                    )
+                elif protocol in ("http/protobuf", "http"):
+                    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                        OTLPMetricExporter,
+                    )
+                else:
+                    logger.warning("taskwatch: OTLP protocol %r is not supported for metrics", protocol)
+                    continue
+            except ImportError:
+                _missing(protocol)
+                continue
+            out.append(OTLPMetricExporter())
+        else:
+            logger.warning("taskwatch: OTEL_METRICS_EXPORTER=%s is not supported by the taskwatch "
+                           "session (otlp, console, none)", name)
+    return out
+
+
+_warned: set[str] = set()
+
+
+def _missing(protocol: str) -> None:
+    package = ("opentelemetry-exporter-otlp-proto-grpc" if protocol == "grpc"
+               else "opentelemetry-exporter-otlp-proto-http (pip install 'taskwatch[otlp]')")
+    if protocol not in _warned:
+        _warned.add(protocol)
+        logger.warning("taskwatch: --otel needs %s to export over OTLP/%s", package, protocol)
+
+
+class SessionSdk:
+    """Providers built on first use, for a session whose program set none of its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tracer_provider: Any = None
+        self._meter_provider: Any = None
+        self._tried_traces = False
+        self._tried_metrics = False
+        self._resource: Any = None
+
+    def _res(self) -> Any:
+        if self._resource is None:
+            self._resource = resource()
+        return self._resource
+
+    def tracer_provider(self) -> Any:
+        if self._tried_traces:
+            return self._tracer_provider
+        with self._lock:
+            if not self._tried_traces:
+                try:
+                    self._tracer_provider = self._make_tracer_provider()
+                except Exception:
+                    logger.exception("taskwatch: could not set up OpenTelemetry tracing")
+                self._tried_traces = True
+        return self._tracer_provider
+
+    def _make_tracer_provider(self) -> Any:
+        if _disabled():
+            return None
+        exporters = span_exporters()
+        if not exporters:
+            return None
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=self._res())
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        return provider
+
+    def meter_provider(self) -> Any:
+        if self._tried_metrics:
+            return self._meter_provider
+        with self._lock:
+            if not self._tried_metrics:
+                try:
+                    self._meter_provider = self._make_meter_provider()
+                except Exception:
+                    logger.exception("taskwatch: could not set up OpenTelemetry metrics")
+                self._tried_metrics = True
+        return self._meter_provider
+
+    def _make_meter_provider(self) -> Any:
+        if _disabled():
+            return None
+        exporters = metric_exporters()
+        if not exporters:
+            return None
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers = [PeriodicExportingMetricReader(exporter) for exporter in exporters]
+        return MeterProvider(resource=self._res(), metric_readers=readers)
+
+    def shutdown(self) -> None:
+        for provider in (self._tracer_provider, self._meter_provider):
+            if provider is not None:
+                try:
+                    provider.shutdown()
+                except Exception:
+                    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropped spans
+
+
+class _CountingMetrics:
+    """Stands in front of a BatchSpanProcessor's self-metrics, which hear of every dropped span
+    (queue full, or after shutdown): counts them, and passes everything on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.dropped = 0
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        self.dropped += count
+        self.inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self.inner.finish_items(count)
+
+    def register_queue_size(self, get_queue_size: Any) -> None:
+        self.inner.register_queue_size(get_queue_size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Drops:
+    """Counts the spans that the batch span processors of the providers taskwatch exports to drop.
+
+    A BatchSpanProcessor drops a span when its bounded queue is full (the exporter is slow or the
+    endpoint unreachable): the queue keeps memory bounded and the loop never waits; the count goes
+    to ``report()['stats']['spans_dropped']``. It covers every span those processors handle, the
+    program's own included.
+    """
+
+    def __init__(self) -> None:
+        self._providers: list[tuple[Any, Any]] = []  # (provider, its processors tuple when seen)
+        self._wrapped: list[tuple[Any, _CountingMetrics]] = []
+        self._lock = threading.Lock()
+
+    def watch(self, provider: Any) -> None:
+        processors = _processors(provider)
+        with self._lock:
+            for index, (known, seen) in enumerate(self._providers):
+                if known is provider:
+                    if seen is processors:
+                        return
+                    self._providers[index] = (provider, processors)
+                    break
+            else:
+                self._providers.append((provider, processors))
+            for processor in processors or ():
+                self._wrap(processor)
+
+    def rewatch(self) -> None:
+        for provider, _seen in list(self._providers):
+            self.watch(provider)
+
+    def _wrap(self, processor: Any) -> None:
+        for inner in _processors(processor) or ():  # nested multi-span processors
+            self._wrap(inner)
+        batch = getattr(processor, "_batch_processor", None)
+        metrics = getattr(batch, "_metrics", None)
+        if metrics is None or not hasattr(metrics, "drop_items"):
+            return
+        if isinstance(metrics, _CountingMetrics):
+            if all(c is not metrics for _b, c in self._wrapped):
+                self._wrapped.append((batch, metrics))
+            return
+        counting = _CountingMetrics(metrics)
+        batch._metrics = counting
+        self._wrapped.append((batch, counting))
+
+    def dropped(self) -> int:
+        self.rewatch()
+        with self._lock:
+            return sum(c.dropped for _b, c in self._wrapped)
+
+    def restore(self) -> None:
+        with self._lock:
+            for batch, counting in self._wrapped:
+                if getattr(batch, "_metrics", None) is counting:
+                    batch._metrics = counting.inner
+            self._wrapped.clear()
+            self._providers.clear()
+
+
+def _processors(owner: Any) -> Any:
+    multi = getattr(owner, "_active_span_processor", None)
+    if multi is not None:
+        owner = multi
+    procs = getattr(owner, "_span_processors", None)
+    return procs if isinstance(procs, tuple) else None

@@ -1,0 +1,1223 @@
+"""Task spans: one OpenTelemetry span per exported task, nested where the task was created.
+
+A task gets its span in one of three ways:
+
+* **eagerly**, in the task factory (``spans="all"``, or a recording span is current where the task is
+  created): the span starts at creation and is made current in the context taskwatch made for the
+  task, so the spans the program opens inside the task nest under it;
+* **retroactively**, when a task that had no span ends and turned out interesting (failed, cancelled,
+  ran longer than ``span_threshold``, had a finding): the span is built with the task's own start and
+  end times;
+* **by promotion**, when a still-running task without a span must parent something now (a blocked
+  loop, an interesting child): its span starts at the task's creation and ends with the task.
+
+No holes: the parent of an exported task span is the user's span that was current at creation, or
+the parent task's span, which is then exported too (promoted if running, rebuilt from its record if
+it already ended).
+
+``TaskRecord.span`` holds, in turn: the parent task's record (so a task that ends interesting can find
+its parent cheaply; set by the factory hook in ``interesting`` mode), a :class:`TaskSpan` while the
+task's span is live, the span's ``SpanContext`` once it was exported (children and late findings
+still find it), or None. Span objects are dropped when their task ends.
+
+With the SDK's ``TracerProvider`` the span is handed to the provider's span processors as the SDK's
+own ``ReadableSpan`` (sampler, resource, id generator and processors are the provider's), which costs
+a fraction of ``Tracer.start_span`` + ``end``. Any other provider goes through the plain API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import linecache
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from . import _probe, _sites
+from ._guard import internal_error
+from ._record import FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
+
+if TYPE_CHECKING:
+    from ._findings import Finding
+    from ._state import State
+
+try:  # the key under which OpenTelemetry keeps the current span in a Context
+    from opentelemetry.trace.propagation import _SPAN_KEY
+except ImportError:  # pragma: no cover - present in every API release taskwatch supports
+    _SPAN_KEY = None
+
+VERSION = "0.1.0"
+SCOPE = "taskwatch"
+BLOCK_SPAN = "taskwatch blocked-loop"
+# TaskRecord.flags bits meaning "a finding was raised for this task" (REPORTED_SWALLOWED, ...)
+_FLAGGED = 0
+for _name in dir(_probe):
+    if _name.startswith("REPORTED_"):
+        _FLAGGED |= getattr(_probe, _name)
+_UNSET = Status(StatusCode.UNSET)
+_NO_OUTCOME: dict[str, str] = {}
+_KIND = SpanKind.INTERNAL
+_MAX_EVENTS = 64  # events kept per span (user's + findings); more are counted as dropped
+_MAX_LIVE = 1 << 16  # live task spans reachable by id (for findings); oldest forgotten beyond
+_MAX_ENDED = 1 << 13  # ended task spans reachable by id (late findings, outliving children)
+_MAX_PENDING = 4096  # running tasks without a span that have findings waiting for their end
+_MAX_CACHE = 20_000
+_MAX_ROOT_FINDING_SPANS = 20  # per (kind, site) for findings without a task (never-awaited)
+_PARENT_DEPTH = 64
+# TaskRecord.span of a task whose eager span the sampler dropped: never exported later either.
+SAMPLED_OUT = "sampled-out"
+
+
+def _current_context_getter() -> Any:
+    """A zero-argument callable returning the current OpenTelemetry Context, as cheap as possible."""
+    try:
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+        if isinstance(runtime, ContextVarsRuntimeContext) and _SPAN_KEY is not None:
+            var = runtime._current_context  # type: ignore[attr-defined]
+            return var.get, var.set
+    except Exception:
+        pass
+    return otel_context.get_current, otel_context.attach
+
+
+_context_get, _context_set = _current_context_getter()
+
+
+def _with_span(ctx: Any, span: Any) -> Context:
+    if _SPAN_KEY is None:  # pragma: no cover
+        return trace.set_span_in_context(span, ctx)
+    values = dict(ctx)
+    values[_SPAN_KEY] = span
+    return Context(values)
+
+
+def _fast_span_context_layout() -> bool:
+    """True when ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, trace_flags,
+    trace_state, is_valid)``, so the hot path can build it without the constructor's checks."""
+    try:
+        from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+        flags = TraceFlags(1)
+        made = tuple.__new__(SpanContext, (1, 2, False, flags, DEFAULT_TRACE_STATE, True))
+        return bool(made == SpanContext(1, 2, False, flags, DEFAULT_TRACE_STATE) and made.is_valid
+                    and made.trace_id == 1 and made.span_id == 2 and made.trace_flags == flags)
+    except Exception:  # pragma: no cover
+        return False
+
+
+_FAST_SPAN_CONTEXT = _fast_span_context_layout()
+
+
+def _span_context_maker() -> Any:
+    """``SpanContext(trace_id, span_id, False, flags, trace_state)`` for ids known to be valid,
+    without the constructor's checks when the API's tuple layout is the one checked here."""
+    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+    new = tuple.__new__
+    flags = TraceFlags(1)
+    try:
+        if tuple(SpanContext(1, 2, False, flags, DEFAULT_TRACE_STATE)) == (
+                1, 2, False, flags, DEFAULT_TRACE_STATE, True):
+            def make(trace_id: int, span_id: int, flags: Any, trace_state: Any) -> SpanContext:
+                return new(SpanContext, (trace_id, span_id, False, flags,
+                                         trace_state if trace_state is not None else DEFAULT_TRACE_STATE,
+                                         True))
+            probe = make(1, 2, flags, None)
+            if probe == SpanContext(1, 2, False, flags, None) and probe.is_valid:
+                return make
+    except Exception:
+        pass
+
+    def slow(trace_id: int, span_id: int, flags: Any, trace_state: Any) -> SpanContext:
+        return SpanContext(trace_id, span_id, False, flags, trace_state)
+
+    return slow
+
+
+_new_span_context = _span_context_maker()
+
+
+def wall_ns(monotonic_time: float) -> int:
+    """A record's monotonic timestamp as OpenTelemetry's epoch nanoseconds."""
+    return int((monotonic_time + WALL_OFFSET) * 1e9)
+
+
+def epoch_ns(seconds: float) -> int:
+    return int(seconds * 1e9)
+
+
+class TaskSpan(trace.Span):
+    """The span of one running task.
+
+    It is the current span in the task's context, so it is what ``trace.get_current_span()`` returns
+    inside the task: attributes, events, links and status the program sets on it are recorded and
+    exported with the task's own when the task ends. ``end()`` from the program is ignored: the span
+    ends with its task.
+    """
+
+    __slots__ = ("_ctx", "_parent", "_start", "_name", "_ended", "attached", "creator")
+    # Rarely set: class-level defaults, set per instance only when used.
+    _attrs: dict[str, Any] | None = None
+    _events: list[tuple[str, Any, int]] | None = None
+    _links: list[Any] | None = None
+    _status: Status | None = None
+    real: Any = None  # the API span, when the provider is not the SDK's
+    claimed = False  # opentelemetry-instrumentation-asyncio's span for this task was merged in
+    dropped_events = 0
+
+    def __init__(self, ctx: SpanContext, parent: SpanContext | None, start: int, name: str) -> None:
+        self._ctx = ctx
+        self._parent = parent
+        self._start = start
+        self._name = name
+        self._ended = False
+        self.attached = False  # current in the task's context
+        self.creator: Any = None  # the span that was current where the task was created
+
+    # -- opentelemetry.trace.Span ----------------------------------------------------------------
+    def get_span_context(self) -> SpanContext:
+        return self._ctx
+
+    def is_recording(self) -> bool:
+        return not self._ended
+
+    def set_attributes(self, attributes: Any) -> None:
+        for key, value in (attributes or {}).items():
+            self.set_attribute(key, value)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.set_attribute(key, value)
+            return
+        value = _clean(value)
+        if value is None or not isinstance(key, str) or not key:
+            return
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = {}
+        if len(attrs) < 128 or key in attrs:
+            attrs[key] = value
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.add_event(name, attributes, timestamp)
+            return
+        self.add_taskwatch_event(name, _clean_attrs(attributes),
+                                 timestamp if timestamp is not None else time.time_ns())
+
+    def add_taskwatch_event(self, name: str, attributes: Any, timestamp: int) -> bool:
+        events = self._events
+        if events is None:
+            events = self._events = []
+        if len(events) >= _MAX_EVENTS:
+            self.dropped_events += 1
+            return False
+        events.append((name, attributes, timestamp))
+        return True
+
+    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.add_link(context, attributes)
+            return
+        if context is None or not context.is_valid:
+            return
+        links = self._links
+        if links is None:
+            links = self._links = []
+        if len(links) < 32:
+            links.append(trace.Link(context, _clean_attrs(attributes)))
+
+    def update_name(self, name: str) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.update_name(name)
+        else:
+            self._name = name
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.set_status(status, description)
+            return
+        if self._status is not None and self._status.status_code is StatusCode.OK:
+            return  # OK is final, as in the SDK
+        if isinstance(status, Status):
+            self._status = status
+        elif isinstance(status, StatusCode):
+            self._status = Status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        if self._ended:
+            return
+        if self.real is not None:
+            self.real.record_exception(exception, attributes, timestamp, escaped)
+            return
+        attrs = exception_attributes(exception)
+        attrs.update(_clean_attrs(attributes) or {})
+        self.add_taskwatch_event("exception", attrs,
+                                 timestamp if timestamp is not None else time.time_ns())
+
+    def end(self, end_time: int | None = None) -> None:
+        """Ignored: a task's span ends when the task ends."""
+
+    # -- what span processors read in on_start -----------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context(self) -> SpanContext:
+        return self._ctx
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def kind(self) -> SpanKind:
+        return _KIND
+
+    @property
+    def start_time(self) -> int:
+        return self._start
+
+    @property
+    def end_time(self) -> None:
+        return None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return dict(self._attrs or {})
+
+    @property
+    def status(self) -> Status:
+        return self._status or _UNSET
+
+    def __repr__(self) -> str:
+        return f"<taskwatch TaskSpan {self._name!r} {self._ctx.span_id:016x}>"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [v for v in value if isinstance(v, (str, bool, int, float))]
+        return tuple(items) if len(items) == len(value) else None
+    return None
+
+
+def _clean_attrs(attributes: Any) -> dict[str, Any] | None:
+    if not attributes:
+        return None
+    out = {}
+    for key, value in dict(attributes).items():
+        value = _clean(value)
+        if value is not None and isinstance(key, str):
+            out[key] = value
+    return out
+
+
+def exception_attributes(exc: BaseException) -> dict[str, Any]:
+    import traceback
+
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else (
+        f"{kind.__module__}.{kind.__qualname__}")
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<unprintable>"
+    return {"exception.type": name, "exception.message": message,
+            "exception.stacktrace": "".join(traceback.format_exception(exc))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: how a TaskSpan becomes an exported span
+
+
+_getrandbits = random.getrandbits
+_tuple_new = tuple.__new__
+
+
+def _random_span_id() -> int:  # RandomIdGenerator's, without two method calls
+    span_id = _getrandbits(64)
+    while not span_id:
+        span_id = _getrandbits(64)
+    return span_id
+
+
+def _random_trace_id() -> int:
+    trace_id = _getrandbits(128)
+    while not trace_id:
+        trace_id = _getrandbits(128)
+    return trace_id
+
+
+class _SdkBackend:
+    """The SDK's TracerProvider: sample with its sampler, hand its processors a ReadableSpan."""
+
+    kind = "sdk"
+
+    def __init__(self, provider: Any, tracer: Any) -> None:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
+
+        self.provider = provider
+        self.processor = tracer.span_processor
+        self.sampler = tracer.sampler
+        self.resource = tracer.resource
+        self.ids = tracer.id_generator
+        self.info = getattr(tracer, "instrumentation_info", None)
+        self.scope = getattr(tracer, "_instrumentation_scope", None)
+        self.Event = Event
+        self.ReadableSpan = ReadableSpan
+        self.Decision = Decision
+        s = self.sampler
+        # The default sampler (ParentBased(ALWAYS_ON)) follows the parent's sampled flag: decide
+        # that without building a Context; any other sampler is asked.
+        self.parent_based = (type(s) is ParentBased
+                             and getattr(s, "_remote_parent_sampled", None) is ALWAYS_ON
+                             and getattr(s, "_local_parent_sampled", None) is ALWAYS_ON
+                             and getattr(s, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+                             and getattr(s, "_local_parent_not_sampled", None) is ALWAYS_OFF)
+        self.root_always = self.parent_based and getattr(s, "_root", None) is ALWAYS_ON
+        random_ids = getattr(self.ids, "is_trace_id_random", None)
+        self.random_roots = bool(random_ids()) if random_ids is not None else False
+        self.flags = {n: TraceFlags(n) for n in range(4)}
+        self.random_bit = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
+        try:
+            from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+            plain_random = type(self.ids) is RandomIdGenerator
+        except ImportError:  # pragma: no cover
+            plain_random = False
+        self.span_id = _random_span_id if plain_random else self.ids.generate_span_id
+        self.trace_id = _random_trace_id if plain_random else self.ids.generate_trace_id
+        self.seen: Any = getattr(self.processor, "_span_processors", None)
+        self.starts = _needs_on_start(self.processor)  # rechecked when processors are added
+        # The default set-up (ParentBased(ALWAYS_ON), random ids, the API's SpanContext layout)
+        # lets the task factory build the span context inline.
+        self.fast = self.root_always and plain_random and _FAST_SPAN_CONTEXT
+        from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+
+        self.trace_state = DEFAULT_TRACE_STATE
+        self.root_flags = self.flags[1 | (self.random_bit if self.random_roots else 0)]
+
+    def start(self, name: str, parent: SpanContext | None, ctx: Any, start: int) -> TaskSpan | None:
+        """A new TaskSpan under ``parent`` (None: a new trace), or None when sampled out."""
+        trace_state = None
+        attributes = None
+        if parent is None:
+            trace_id = self.trace_id()
+            rnd = self.random_roots
+            if self.root_always:
+                sampled = True
+            else:
+                sampled, attributes, trace_state = self._ask(None, trace_id, name)
+                if sampled is None:
+                    return None
+        else:
+            trace_id = parent.trace_id
+            rnd = getattr(parent.trace_flags, "random_trace_id", False)
+            if self.parent_based:
+                if not parent.trace_flags & 1:
+                    return None
+                sampled = True
+                trace_state = parent.trace_state
+            else:
+                if ctx is None:
+                    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+                sampled, attributes, trace_state = self._ask(ctx, trace_id, name)
+                if sampled is None:
+                    return None
+        flags = self.flags[(1 if sampled else 0) | (self.random_bit if rnd else 0)]
+        span = TaskSpan(_new_span_context(trace_id, self.span_id(), flags, trace_state), parent,
+                        start, name)
+        if attributes:
+            span._attrs = dict(attributes)
+        return span
+
+    def _ask(self, ctx: Any, trace_id: int, name: str) -> tuple[Any, Any, Any]:
+        if ctx is None:
+            ctx = Context()  # a root: no parent span, whatever is current now
+        result = self.sampler.should_sample(ctx, trace_id, name, _KIND, None, None)
+        decision = result.decision
+        if not decision.is_recording():
+            return None, None, None
+        return decision.is_sampled(), result.attributes, result.trace_state
+
+    def on_start(self, span: TaskSpan, ctx: Any) -> None:
+        processors = getattr(self.processor, "_span_processors", None)
+        if processors is not self.seen:
+            self.seen = processors
+            self.starts = _needs_on_start(self.processor)
+        if self.starts:
+            self.processor.on_start(span, parent_context=ctx)
+
+    def end(self, span: TaskSpan, attrs: dict[str, Any], events: list[tuple[str, Any, int]],
+            status: Status, end: int) -> None:
+        Event = self.Event
+        links = span._links or ()
+        readable = self.ReadableSpan(
+            name=span._name, context=span._ctx, parent=span._parent, resource=self.resource,
+            attributes=attrs, events=[Event(n, a, t) for n, a, t in events] if events else (),
+            links=links, kind=_KIND, instrumentation_info=self.info, status=status,
+            start_time=span._start, end_time=end, instrumentation_scope=self.scope)
+        self.processor.on_end(readable)
+
+
+class _ApiBackend:
+    """Any other TracerProvider: the plain API (start_span with explicit times, then end)."""
+
+    kind = "api"
+    fast = False
+    starts = False  # the API span's own provider calls its processors
+    processor = seen = None
+
+    def __init__(self, provider: Any, tracer: Any) -> None:
+        self.provider = provider
+        self.tracer = tracer
+
+    def start(self, name: str, parent: SpanContext | None, ctx: Any, start: int) -> TaskSpan | None:
+        if ctx is None:
+            ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
+        real = self.tracer.start_span(name, context=ctx, kind=_KIND, start_time=start)
+        if not real.is_recording():
+            return None
+        span = TaskSpan(real.get_span_context(), parent, start, name)
+        span.real = real
+        return span
+
+    def on_start(self, span: TaskSpan, ctx: Any) -> None:
+        pass
+
+    def end(self, span: TaskSpan, attrs: dict[str, Any], events: list[tuple[str, Any, int]],
+            status: Status, end: int) -> None:
+        real = span.real
+        real.set_attributes(attrs)
+        for name, attributes, timestamp in events:
+            real.add_event(name, attributes, timestamp)
+        if status.status_code is not StatusCode.UNSET:
+            real.set_status(status)
+        real.end(end_time=end)
+
+
+def _needs_on_start(processor: Any) -> bool:
+    """False when every span processor's on_start is the SDK's no-op (batch, simple, base)."""
+    try:
+        from opentelemetry.sdk.trace import SpanProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+        noops = {SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
+    except ImportError:  # pragma: no cover
+        return True
+    processors = getattr(processor, "_span_processors", None)
+    if not isinstance(processors, tuple):
+        return True
+    for item in processors:
+        inner = getattr(item, "_span_processors", None)
+        if isinstance(inner, tuple):
+            if _needs_on_start(item):
+                return True
+        elif getattr(type(item), "on_start", None) not in noops:
+            return True
+    return False
+
+
+def make_backend(provider: Any) -> Any:
+    """The backend for a TracerProvider, or None when it records nothing."""
+    tracer = provider.get_tracer(SCOPE, VERSION)
+    if isinstance(tracer, (trace.NoOpTracer,)):
+        return None
+    try:
+        from opentelemetry.sdk.trace import Tracer as SdkTracer
+
+        if isinstance(tracer, SdkTracer):
+            enabled = getattr(tracer, "_is_enabled", None)
+            if enabled is not None and not enabled():
+                return None
+            if all(hasattr(tracer, a) for a in ("span_processor", "sampler", "resource", "id_generator")):
+                return _SdkBackend(provider, tracer)
+    except ImportError:
+        pass
+    return _ApiBackend(provider, tracer)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class TaskSpans:
+    """Turns the records of one installed State into spans; the probe hooks and finding listener."""
+
+    def __init__(self, state: State, providers: Any, metrics: Any, drops: Any) -> None:
+        options = state.options
+        self.state = state
+        self.all = options.spans == "all"
+        self.none = options.spans == "none"
+        self.threshold = options.span_threshold
+        self.providers = providers  # .tracer() -> (TracerProvider or None, final), .generation
+        self.metrics: Any = None
+        self.record_duration: Any = None
+        self.outcomes: dict[str, dict[str, str]] = {}
+        self.set_metrics(metrics)
+        self.drops = drops
+        self.bound: Any = False
+        self.backend: Any = None
+        self.final = -1  # the providers' generation when the bound provider cannot change any more
+        self.live: collections.OrderedDict[int, TaskRecord] = collections.OrderedDict()
+        self.ended: collections.OrderedDict[int, SpanContext] = collections.OrderedDict()
+        self.pending: dict[int, list[tuple[str, Any, int]]] = {}
+        # blocked-loop findings of a task that was done but not yet through its done callback
+        # (uvloop runs the heartbeat first): their spans wait for the task's own
+        self.deferred: dict[int, list[Finding]] = {}
+        self.root_findings: dict[tuple[str, Any], int] = {}
+        self.exported = 0
+        self.dropped_events = 0
+        self.asyncio_names: frozenset[str] | None = None
+        self.names: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+        self.sites: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
+        self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
+        self.closed = False
+
+    def set_metrics(self, metrics: Any) -> None:
+        self.metrics = metrics
+        if metrics is None:
+            self.record_duration = None
+        else:
+            self.outcomes = metrics.outcomes
+            self.record_duration = metrics.record_duration
+
+    # -- provider ---------------------------------------------------------------------------------
+    def get_backend(self) -> Any:
+        providers = self.providers
+        if self.final == providers.generation:
+            return self.backend
+        provider, final = providers.tracer()
+        if provider is not self.bound:
+            self._bind(provider)
+        self.final = providers.generation if final else -1
+        return self.backend
+
+    def _bind(self, provider: Any) -> Any:
+        backend = None
+        if provider is not None:
+            try:
+                backend = make_backend(provider)
+            except BaseException:
+                internal_error("OpenTelemetry tracer provider")
+        self.bound = provider
+        self.backend = backend
+        if backend is not None and self.drops is not None:
+            self.drops.watch(provider)
+        return backend
+
+    # -- hot path: task factory -------------------------------------------------------------------
+    def on_create_interesting(self, rec: TaskRecord, context: Any) -> None:
+        """``spans="interesting"``: a span now only if a recording span is current (or
+        opentelemetry-instrumentation-asyncio traces this coroutine); else remember the parent."""
+        ctx = _context_get()
+        span = ctx.get(_SPAN_KEY)
+        if span is None or not span.is_recording():
+            names = self.asyncio_names
+            if names is None or rec.coro is None or rec.coro.co_name not in names:
+                rec.span = rec.parent
+                return
+        self._start_eager(rec, context, ctx, span)
+
+    def on_create_all(self, rec: TaskRecord, context: Any) -> None:
+        if rec.stack is None and _loop_own(rec):
+            rec.span = rec.parent  # the loop's own housekeeping (shutdown_asyncgens...): no span
+            return
+        ctx = _context_get()
+        self._start_eager(rec, context, ctx, ctx.get(_SPAN_KEY))
+
+    def _start_eager(self, rec: TaskRecord, context: Any, ctx: Any, current: Any) -> None:
+        backend = self.get_backend()
+        if backend is None:
+            rec.span = rec.parent
+            return
+        parent = None
+        if current is not None:
+            parent = current.get_span_context()
+            if not parent.is_valid:
+                parent = None
+        sample_ctx = ctx
+        owner = rec.parent
+        if owner is not None and owner.__class__ is TaskRecord:
+            # The parent task's span could not be made current (its context was the caller's, as
+            # for asyncio.run's main task): while nothing else was opened since, it is the parent.
+            try:
+                theirs = owner.span
+            except AttributeError:
+                theirs = None
+            if (theirs.__class__ is TaskSpan and not theirs.attached and theirs.creator is current
+                    and not theirs._ended):
+                parent = theirs._ctx
+                sample_ctx = None
+        code = rec.coro
+        entry = self.names.get(id(code))
+        name = entry[1] if entry is not None and entry[0] is code else self._name(code)
+        start = int((rec.created + WALL_OFFSET) * 1e9)
+        if backend.fast:  # what _SdkBackend.start does for the default sampler and id generator
+            span_id = _getrandbits(64) or _random_span_id()
+            if parent is None:
+                span = TaskSpan(_tuple_new(SpanContext, (
+                    _getrandbits(128) or _random_trace_id(), span_id, False, backend.root_flags,
+                    backend.trace_state, True)), None, start, name)
+            else:
+                flags = parent[3]
+                if not flags & 1:
+                    rec.span = SAMPLED_OUT
+                    return
+                span = TaskSpan(_tuple_new(SpanContext, (
+                    parent[0], span_id, False, backend.flags[flags & 3], parent[4], True)),
+                    parent, start, name)
+        else:
+            span = backend.start(name, parent, sample_ctx, start)
+            if span is None:
+                rec.span = SAMPLED_OUT
+                return
+        span.creator = current
+        rec.span = span
+        live = self.live
+        live[rec.id] = rec
+        if len(live) > _MAX_LIVE:
+            live.popitem(last=False)
+        if context is not None:
+            context.run(_context_set, _with_span(ctx, span if span.real is None else span.real))
+            span.attached = True
+        if backend.starts or getattr(backend.processor, "_span_processors", None) is not backend.seen:
+            backend.on_start(span, ctx if sample_ctx is not None else None)
+
+    # -- hot path: done callback ------------------------------------------------------------------
+    def on_end(self, rec: TaskRecord, task: Any) -> None:
+        try:
+            duration = rec.ended - rec.created
+            record = self.record_duration  # the task duration histogram's record(), or None
+            if record is not None:
+                record(duration, self.outcomes.get(rec.state) or _NO_OUTCOME)
+            try:
+                span = rec.span
+            except AttributeError:  # created before OpenTelemetry was enabled
+                span = rec.parent
+            if span.__class__ is TaskSpan:
+                self._finish(rec, span, int((rec.ended + WALL_OFFSET) * 1e9))
+                if self.deferred:
+                    for finding in self.deferred.pop(rec.id, ()):
+                        self._blocked_loop(finding, rec.id, span._ctx)
+                return
+            if span is SAMPLED_OUT:
+                return
+            if self.none:
+                rec.span = None
+                return
+            if (rec.state is FINISHED and duration < self.threshold and not rec.flags & _FLAGGED
+                    and not (self.pending and rec.id in self.pending)
+                    and not (self.deferred and rec.id in self.deferred)
+                    and (not self.all or (rec.stack is None and _loop_own(rec)))):
+                rec.span = None
+                return
+            rec.span = None
+            ctx = self._export_ended(rec, span if span.__class__ is TaskRecord else rec.parent, 0)
+            if self.deferred:
+                for finding in self.deferred.pop(rec.id, ()):
+                    self._blocked_loop(finding, rec.id, ctx)
+        except BaseException:
+            internal_error("OpenTelemetry task end")
+
+    # -- building spans ---------------------------------------------------------------------------
+    def _export_ended(self, rec: TaskRecord, parent: Any, depth: int) -> SpanContext | None:
+        """Export an ended task that has no span yet, with its own start and end times."""
+        backend = self.get_backend()
+        if backend is None:
+            return None
+        pctx = self._parent_context(parent, depth + 1)
+        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
+        if span is None:
+            return None
+        self._finish(rec, span, wall_ns(rec.ended))
+        return span._ctx
+
+    def _promote(self, rec: TaskRecord, depth: int) -> SpanContext | None:
+        """Give a running task its span now (starting at its creation, ending with it)."""
+        backend = self.get_backend()
+        if backend is None:
+            return None
+        try:
+            parent = rec.span
+        except AttributeError:
+            parent = rec.parent
+        if parent.__class__ is not TaskRecord:
+            parent = rec.parent
+        pctx = self._parent_context(parent, depth + 1)
+        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
+        if span is None:
+            return None
+        rec.span = span
+        self.live[rec.id] = rec
+        return span._ctx
+
+    def _parent_context(self, parent: Any, depth: int) -> SpanContext | None:
+        """The SpanContext of a parent task (a live record or an ended one's tuple), exporting it
+        if it has none yet; None for a root."""
+        if parent is None or depth > _PARENT_DEPTH:
+            return None
+        if parent.__class__ is TaskRecord:
+            try:
+                theirs = parent.span
+            except AttributeError:
+                theirs = None
+            if theirs.__class__ is TaskSpan:
+                return theirs._ctx
+            if theirs.__class__ is SpanContext:
+                return theirs
+            if theirs is SAMPLED_OUT:
+                return None
+            if parent.state is PENDING:
+                return self._promote(parent, depth)
+            if parent.ended:
+                parent.span = None
+                return self._export_ended(parent, theirs if theirs.__class__ is TaskRecord
+                                          else parent.parent, depth)
+            return None
+        pid = parent[0]
+        return self._context_for_id(pid, depth, promote=True)
+
+    def _context_for_id(self, task_id: int, depth: int, promote: bool) -> SpanContext | None:
+        ctx = self.ended.get(task_id)
+        if ctx is not None:
+            return ctx
+        rec = self.live.get(task_id)
+        if rec is not None:
+            theirs = getattr(rec, "span", None)
+            if theirs.__class__ is TaskSpan:
+                return theirs._ctx
+        rec = self._find_ended(task_id)
+        if rec is not None:
+            theirs = getattr(rec, "span", None)
+            if theirs.__class__ is SpanContext:
+                return theirs
+            if theirs.__class__ is TaskSpan:
+                return theirs._ctx
+            if theirs is SAMPLED_OUT:
+                return None
+            rec.span = None
+            return self._export_ended(rec, rec.parent, depth)
+        if promote:
+            rec = self._find_live(task_id)
+            if rec is not None:
+                theirs = getattr(rec, "span", None)
+                if theirs.__class__ is TaskSpan:
+                    return theirs._ctx
+                return self._promote(rec, depth)
+        return None
+
+    def _find_ended(self, task_id: int) -> TaskRecord | None:
+        state = self.state
+        for probe in state.live_probes():
+            for rec in reversed(list(probe.history)):
+                if rec.id == task_id:
+                    return rec
+        with state.lock:
+            retired = list(state.retired_history)
+        for rec in reversed(retired):
+            if rec.id == task_id:
+                return rec
+        return None
+
+    def _find_live(self, task_id: int) -> TaskRecord | None:
+        for probe in self.state.live_probes():
+            loop = probe.loop_ref()
+            if loop is None or loop.is_closed():
+                continue
+            try:
+                tasks = asyncio.all_tasks(loop)
+            except RuntimeError:
+                continue
+            for task in tasks:
+                rec = getattr(task, "_tw_rec", None)
+                if rec is not None and rec.id == task_id and rec.state is PENDING:
+                    return rec
+        return None
+
+    def _finish(self, rec: TaskRecord, span: TaskSpan, end: int, outcome: str | None = None) -> None:
+        """Export the task's span with everything known about the task; forget the span object."""
+        if span._ended:
+            return
+        span._ended = True
+        attrs = self._task_attributes(rec, outcome)
+        if span._attrs:
+            merged = dict(span._attrs)
+            merged.update(attrs)
+            attrs = merged
+        events: Any = span._events or ()  # most tasks: none, and no list is made
+        if rec.cancels:
+            events = [*events, *map(_cancel_event, rec.cancels)]
+        status = _UNSET
+        if rec.state is FAILED:
+            attrs["error.type"] = rec.exc_type
+            status = Status(StatusCode.ERROR, rec.exc_message or rec.exc_type)
+            events = [*events, ("exception", _exception_event(rec), end)]
+        elif span._status is not None:
+            status = span._status
+        if self.pending:
+            waiting = self.pending.pop(rec.id, None)
+            if waiting:
+                events = [*events, *waiting]
+        if len(events) > 1:
+            events = sorted(events, key=_event_time)
+        if span.dropped_events:
+            self.dropped_events += span.dropped_events
+        backend = self.backend
+        rec.span = span._ctx
+        self.live.pop(rec.id, None)
+        if rec.state is not FINISHED or rec.flags & _FLAGGED or rec.live_children:
+            # late findings (a lost exception found at collection) and children that outlive
+            # the task find its span by id, even after its record left the history ring
+            ended = self.ended
+            ended[rec.id] = span._ctx
+            if len(ended) > _MAX_ENDED:
+                ended.popitem(last=False)
+        if backend is None:
+            return
+        backend.end(span, attrs, events, status, end)
+        self.exported += 1
+
+    def _name(self, code: Any) -> str:
+        return self._code(code)[1]
+
+    def _code(self, code: Any) -> tuple[Any, str, dict[str, Any]]:
+        entry = self.names.get(id(code))
+        if entry is None or entry[0] is not code:
+            name = _sites.qualified_name(code)
+            attrs: dict[str, Any] = {"code.function.name": name}
+            if code is not None:
+                attrs["code.file.path"] = code.co_filename
+                attrs["code.line.number"] = code.co_firstlineno
+            entry = (code, name, attrs)
+            if len(self.names) >= _MAX_CACHE:
+                self.names.clear()
+            self.names[id(code)] = entry
+        return entry
+
+    def _site(self, stack: tuple[Any, ...] | None) -> dict[str, Any] | None:
+        if not stack:
+            return None
+        key = (id(stack[0]), stack[1])
+        entry = self.sites.get(key)
+        if entry is None or entry[0] is not stack[0]:
+            frame = _sites.site(stack)
+            attrs: dict[str, Any] = {}
+            if frame is not None:
+                attrs = {"taskwatch.creation.file.path": frame.file,
+                         "taskwatch.creation.line.number": frame.line,
+                         "taskwatch.creation.function.name": _function_name(frame)}
+            entry = (stack[0], attrs)
+            if len(self.sites) >= _MAX_CACHE:
+                self.sites.clear()
+            self.sites[key] = entry
+        return entry[1]
+
+    def _task_attributes(self, rec: TaskRecord, outcome: str | None = None) -> dict[str, Any]:
+        code = rec.coro
+        stack = rec.stack
+        where = stack[0] if stack else None
+        key = (id(code), id(where), stack[1] if stack else -1)
+        entry = self.bases.get(key)
+        if entry is None or entry[0] is not code or entry[1] is not where:
+            base = dict(self._code(code)[2])
+            site = self._site(stack)
+            if site:
+                base.update(site)
+            entry = (code, where, base)
+            if len(self.bases) >= _MAX_CACHE:
+                self.bases.clear()
+            self.bases[key] = entry
+        attrs = entry[2].copy()
+        attrs["taskwatch.task.id"] = rec.id
+        if rec.name is not None:
+            attrs["taskwatch.task.name"] = rec.name
+        attrs["taskwatch.task.outcome"] = outcome or rec.state
+        parent = rec.parent
+        if parent is not None:
+            if parent.__class__ is TaskRecord:
+                pid, pname, pcoro = parent.id, parent.name, parent.coro
+            else:
+                pid, pname, pcoro = parent[0], parent[1], parent[2]
+            attrs["taskwatch.parent_task.id"] = pid
+            if pname is not None:
+                attrs["taskwatch.parent_task.name"] = pname
+            attrs["taskwatch.parent_task.coroutine"] = self._name(pcoro)
+        if rec.internal:
+            attrs["taskwatch.task.internal"] = True
+        return attrs
+
+    def emit(self, name: str, parent: SpanContext | None, start: int, end: int,
+             attrs: dict[str, Any], status: Status = _UNSET,
+             events: list[tuple[str, Any, int]] | None = None) -> SpanContext | None:
+        """A complete span (a loop block, a finding): start, end and everything known."""
+        backend = self.get_backend()
+        if backend is None:
+            return None
+        span = backend.start(name, parent, None, start)
+        if span is None:
+            return None
+        span._ended = True
+        backend.end(span, attrs, events or [], status, max(end, start))
+        self.exported += 1
+        return span._ctx
+
+    # -- findings ---------------------------------------------------------------------------------
+    def on_finding(self, finding: Finding) -> None:
+        try:
+            if self.closed:
+                return
+            metrics = self.metrics
+            if metrics is not None:
+                metrics.finding(finding)
+            if self.none:
+                return
+            task = finding.task
+            task_id = task.get("id") if task else None
+            if finding.kind == "blocked-loop":
+                self._blocked_loop(finding, task_id)
+            elif task_id is None:
+                self._root_finding(finding)
+            else:
+                self._task_finding(finding, task_id)
+        except BaseException:
+            internal_error("OpenTelemetry finding")
+
+    def _task_finding(self, finding: Finding, task_id: int) -> None:
+        event = _finding_event(finding)
+        rec = self.live.get(task_id)
+        span = getattr(rec, "span", None) if rec is not None else None
+        if span.__class__ is TaskSpan and not span._ended:
+            if not span.add_taskwatch_event(*event):
+                self.dropped_events += 1
+            if finding.kind == "destroyed-pending":  # the task will never end: end its span now
+                self._finish(rec, span, epoch_ns(finding.time), outcome="destroyed")
+            return
+        ctx = self._context_for_id(task_id, 0, promote=False)
+        if ctx is not None:  # the task's span has ended: a short child span
+            self._finding_span(finding, ctx)
+            return
+        if finding.kind == "destroyed-pending":
+            parent = (finding.task or {}).get("parent") or {}
+            pctx = self._context_for_id(parent["id"], 0, promote=True) if parent.get("id") else None
+            self._finding_span(finding, pctx)
+            return
+        pending = self.pending
+        waiting = pending.get(task_id)
+        if waiting is None:
+            if len(pending) >= _MAX_PENDING:
+                self.dropped_events += 1
+                return
+            waiting = pending[task_id] = []
+        if len(waiting) < _MAX_EVENTS:
+            waiting.append(event)
+        else:
+            self.dropped_events += 1
+
+    def _finding_span(self, finding: Finding, parent: SpanContext | None) -> None:
+        at = epoch_ns(finding.time)
+        attrs = _finding_attributes(finding)
+        task = finding.task
+        if task:
+            attrs["taskwatch.task.id"] = task["id"]
+            if task.get("name"):
+                attrs["taskwatch.task.name"] = task["name"]
+            if task.get("coro"):
+                attrs["code.function.name"] = task["coro"]
+        status = Status(StatusCode.ERROR, finding.kind) if finding.severity == "error" else _UNSET
+        self.emit(f"taskwatch {finding.kind}", parent, at, at, attrs, status)
+
+    def _root_finding(self, finding: Finding) -> None:
+        key = (finding.kind, finding.site)
+        seen = self.root_findings.get(key, 0)
+        if seen >= _MAX_ROOT_FINDING_SPANS:
+            return
+        if len(self.root_findings) >= _MAX_CACHE:
+            self.root_findings.clear()
+        self.root_findings[key] = seen + 1
+        self._finding_span(finding, None)
+
+    def _blocked_loop(self, finding: Finding, task_id: int | None,
+                      parent: SpanContext | None = None) -> None:
+        data = finding.data
+        started = data.get("started_at")
+        ended = data.get("ended_at")
+        if started is None or ended is None:
+            return
+        if parent is None and task_id is not None:
+            parent = self._context_for_id(task_id, 0, promote=True)
+            if parent is None and (finding.task or {}).get("state") == "pending":
+                # done, but its done callback has not run yet: the span waits for the task's
+                deferred = self.deferred
+                if task_id in deferred or len(deferred) < _MAX_PENDING:
+                    deferred.setdefault(task_id, []).append(finding)
+                    return
+        attrs = _finding_attributes(finding)
+        attrs["taskwatch.block.duration"] = float(data.get("duration_s") or 0.0)
+        attrs["taskwatch.block.cpu_time"] = float(data.get("cpu_s") or 0.0)
+        attrs["taskwatch.block.samples"] = int(data.get("samples") or 0)
+        top = [f"{_frame_text(item['frame'])} ({item['share']:.0%})"
+               for item in data.get("top_frames") or () if item.get("frame")]
+        if top:
+            attrs["taskwatch.block.top_frames"] = tuple(top)
+        where = data.get("blocked_at")
+        if where:
+            attrs["code.function.name"] = where["function"]
+            attrs["code.file.path"] = where["file"]
+            attrs["code.line.number"] = where["line"]
+        stack = data.get("stack")
+        if stack:
+            attrs["code.stacktrace"] = "".join(
+                f'  File "{f["file"]}", line {f["line"]}, in {f["function"]}\n' for f in stack)
+        task = finding.task
+        if task:
+            attrs["taskwatch.task.id"] = task["id"]
+            if task.get("name"):
+                attrs["taskwatch.task.name"] = task["name"]
+            if task.get("coro"):
+                attrs["taskwatch.task.coroutine"] = task["coro"]
+        self.emit(BLOCK_SPAN, parent, epoch_ns(started), epoch_ns(ended), attrs)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Uninstall: export the spans of tasks still running (so no exported child lacks its
+        parent), then stop."""
+        if self.closed:
+            return
+        now = time.time_ns()
+        for rec in list(self.live.values()):
+            span = getattr(rec, "span", None)
+            if span.__class__ is TaskSpan and not span._ended:
+                try:
+                    self._finish(rec, span, now, outcome="pending")
+                except BaseException:
+                    internal_error("OpenTelemetry close")
+        self.live.clear()
+        self.pending.clear()
+        self.deferred.clear()
+        self.closed = True
+
+    def stats(self, out: dict[str, Any]) -> None:
+        out["spans_exported"] = self.exported
+        dropped = self.drops.dropped() if self.drops is not None else 0
+        out["spans_dropped"] = dropped
+        out["span_events_dropped"] = self.dropped_events
+        out["dropped"] = out.get("dropped", 0) + dropped
+
+
+def _loop_own(rec: TaskRecord) -> bool:
+    """A task the event loop or asyncio made for itself (no user frame, asyncio's coroutine)."""
+    code = rec.coro
+    if code is None:
+        return False
+    return _sites.is_internal(code) or code.co_filename.startswith("uvloop/")  # uvloop's .pyx
+
+
+def _event_time(event: tuple[str, Any, int]) -> int:
+    return event[2]
+
+
+def _function_name(frame: _sites.Frame) -> str:
+    return f"{_sites.module_of(frame.file)}.{frame.function}"
+
+
+def _frame_text(frame: dict[str, Any]) -> str:
+    return f"{frame['file']}:{frame['line']} in {frame['function']}"
+
+
+def _cancel_event(req: Any) -> tuple[str, Any, int]:
+    attrs: dict[str, Any] = {}
+    frame = _sites.site(req.stack) if req.stack else None
+    if frame is not None:
+        attrs["taskwatch.cancel.file.path"] = frame.file
+        attrs["taskwatch.cancel.line.number"] = frame.line
+        attrs["taskwatch.cancel.function.name"] = _function_name(frame)
+    by = req.by
+    if by:
+        attrs["taskwatch.cancel.by_task.id"] = by["id"]
+        if by.get("name"):
+            attrs["taskwatch.cancel.by_task.name"] = by["name"]
+        if by.get("coro"):
+            attrs["taskwatch.cancel.by_task.coroutine"] = by["coro"]
+    if req.message is not None:
+        attrs["taskwatch.cancel.message"] = req.message
+    if req.via is not None:
+        attrs["taskwatch.cancel.via_task.id"] = req.via
+    return ("taskwatch.cancel", attrs, wall_ns(req.at))
+
+
+def _exception_event(rec: TaskRecord) -> dict[str, Any]:
+    lines = ["Traceback (most recent call last):\n"]
+    for frame in _sites.resolve(rec.exc_stack):
+        lines.append(f'  File "{frame.file}", line {frame.line}, in {frame.function}\n')
+        source = linecache.getline(frame.file, frame.line).strip()
+        if source:
+            lines.append(f"    {source}\n")
+    lines.append(f"{rec.exc_type}: {rec.exc_message}\n" if rec.exc_message else f"{rec.exc_type}\n")
+    return {"exception.type": rec.exc_type, "exception.message": rec.exc_message,
+            "exception.stacktrace": "".join(lines)}
+
+
+def _finding_attributes(finding: Finding) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"taskwatch.finding.kind": finding.kind,
+                             "taskwatch.finding.severity": finding.severity,
+                             "taskwatch.finding.message": finding.message}
+    data = finding.data
+    exc = data.get("exception")
+    if exc:
+        attrs["exception.type"] = exc.get("type") or ""
+        attrs["exception.message"] = exc.get("message") or ""
+    cancel = data.get("cancel")
+    if cancel:
+        where = cancel.get("requested_at")
+        if where:
+            attrs["taskwatch.cancel.file.path"] = where["file"]
+            attrs["taskwatch.cancel.line.number"] = where["line"]
+            attrs["taskwatch.cancel.function.name"] = where["function"]
+        by = cancel.get("by_task")
+        if by:
+            attrs["taskwatch.cancel.by_task.id"] = by["id"]
+            if by.get("name"):
+                attrs["taskwatch.cancel.by_task.name"] = by["name"]
+        if cancel.get("message") is not None:
+            attrs["taskwatch.cancel.message"] = str(cancel["message"])
+    parent = data.get("parent")
+    if parent:
+        attrs["taskwatch.parent_task.id"] = parent["id"]
+    coroutine = data.get("coroutine")
+    if coroutine:
+        attrs["code.function.name"] = coroutine.get("name") or ""
+        where = coroutine.get("created_at")
+        if where:
+            attrs["taskwatch.creation.file.path"] = where["file"]
+            attrs["taskwatch.creation.line.number"] = where["line"]
+    for key in ("age_s", "waited_s"):
+        if data.get(key) is not None:
+            attrs[f"taskwatch.finding.{key}"] = float(data[key])
+    return attrs
+
+
+def _finding_event(finding: Finding) -> tuple[str, Any, int]:
+    return ("taskwatch.finding", _finding_attributes(finding), epoch_ns(finding.time))

@@ -1,0 +1,591 @@
+"""OpenTelemetry export: the span tree, attributes, failures, cancellations, findings, blocks, metrics.
+
+Spans go through the SDK's in-memory exporter behind a SimpleSpanProcessor (exported when they end,
+no timing involved), on asyncio and on uvloop. Every test also checks that taskwatch hit no internal
+error and that no exported span lacks its parent ("no holes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import context as otel_context  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+
+import taskwatch  # noqa: E402
+import taskwatch.otel as tw_otel  # noqa: E402
+from taskwatch._record import WALL_OFFSET  # noqa: E402
+
+from .conftest import here, run  # noqa: E402
+
+
+class Pipeline:
+    """A TracerProvider + MeterProvider of the test's own, given to taskwatch explicitly."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        self.tracer = self.provider.get_tracer("test-app")
+
+    def spans(self):
+        return list(self.exporter.get_finished_spans())
+
+    def named(self, suffix):
+        return [s for s in self.spans() if s.name.endswith(suffix)]
+
+    def one(self, suffix):
+        found = self.named(suffix)
+        assert len(found) == 1, f"{len(found)} spans named *{suffix}: {[s.name for s in self.spans()]}"
+        return found[0]
+
+    def metrics(self):
+        out = {}
+        data = self.reader.get_metrics_data()
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                if sm.scope.name != "taskwatch":
+                    continue
+                for metric in sm.metrics:
+                    out[metric.name] = metric
+        return out
+
+
+def assert_no_holes(spans):
+    ids = {s.context.span_id for s in spans}
+    for s in spans:
+        if s.parent is not None:
+            assert s.parent.span_id in ids, f"{s.name}'s parent was never exported"
+
+
+def parent_of(span, spans):
+    if span.parent is None:
+        return None
+    for s in spans:
+        if s.context.span_id == span.parent.span_id:
+            return s
+    return None
+
+
+@pytest.fixture
+def otel(watch):
+    pipe = Pipeline()
+    tw_otel.set_providers(pipe.provider, pipe.meter_provider)
+
+    def install(**options):
+        options.setdefault("otel", True)
+        options.setdefault("watchdog", False)
+        return watch(**options)
+
+    pipe.install = install
+    yield pipe
+    stats = taskwatch.report()["stats"] if taskwatch.is_installed() else None
+    taskwatch.uninstall()
+    tw_otel.set_providers(None, None)
+    if stats is not None:
+        assert stats["internal_errors"] == 0
+    assert_no_holes(pipe.spans())
+    pipe.provider.shutdown()
+    pipe.meter_provider.shutdown()
+
+
+def ns(monotonic_time):
+    return int((monotonic_time + WALL_OFFSET) * 1e9)
+
+
+# -- the span tree --------------------------------------------------------------------------------
+
+def test_task_span_nests_under_the_request_span_and_outlives_it(otel, loop_kind):
+    otel.install()  # spans="interesting": tasks created under a recording span are exported
+    tracer = otel.tracer
+    seen = {}
+
+    async def audit(order):
+        await asyncio.sleep(0.05)  # still running after the request's span ended
+        with tracer.start_as_current_span("audit.write") as inner:
+            seen["inner_parent"] = inner.parent
+        seen["current"] = trace.get_current_span().get_span_context()
+
+    async def quick():
+        return 1
+
+    async def main():
+        await asyncio.create_task(quick())  # no span current: not exported
+        with tracer.start_as_current_span("GET /orders", kind=SpanKind.SERVER) as request:
+            seen["request"] = request.get_span_context()
+            task = asyncio.create_task(audit(42))
+        await task
+
+    run(main(), loop_kind)
+    spans = otel.spans()
+    request = next(s for s in spans if s.name == "GET /orders")
+    audit_span = otel.one(".audit")
+    inner = next(s for s in spans if s.name == "audit.write")
+    assert audit_span.kind is SpanKind.INTERNAL
+    assert audit_span.parent.span_id == request.context.span_id
+    assert audit_span.context.trace_id == request.context.trace_id
+    assert inner.parent.span_id == audit_span.context.span_id  # the user's span nests under the task
+    assert seen["current"].span_id == audit_span.context.span_id  # current inside the task
+    assert audit_span.start_time >= request.start_time
+    assert audit_span.end_time > request.end_time  # it outlived the request
+    assert audit_span.attributes["taskwatch.task.outcome"] == "finished"
+    assert not otel.named(".quick")
+    assert audit_span.status.status_code is StatusCode.UNSET
+
+
+def test_all_tasks_attributes_and_tree(otel, loop_kind):
+    otel.install(spans="all")
+    lines = {}
+
+    async def worker(n):
+        await asyncio.sleep(0)
+        return n
+
+    async def main():
+        lines["create"] = here() + 1
+        task = asyncio.create_task(worker(1), name="worker-1")
+        lines["main_task"] = id(asyncio.current_task())
+        return await task
+
+    assert run(main(), loop_kind) == 1
+    spans = otel.spans()
+    main_span = otel.one(".main")
+    span = otel.one(".worker")
+    assert span.name == f"{__name__}.test_all_tasks_attributes_and_tree.<locals>.worker"
+    a = span.attributes
+    assert a["code.function.name"] == span.name
+    assert a["code.file.path"] == __file__
+    assert a["code.line.number"] == worker.__code__.co_firstlineno
+    assert a["taskwatch.creation.file.path"] == __file__
+    assert a["taskwatch.creation.line.number"] == lines["create"]
+    assert a["taskwatch.creation.function.name"].endswith("main")
+    assert a["taskwatch.task.name"] == "worker-1"
+    assert a["taskwatch.task.outcome"] == "finished"
+    assert a["taskwatch.parent_task.id"] == main_span.attributes["taskwatch.task.id"]
+    assert a["taskwatch.parent_task.coroutine"] == main_span.name
+    assert isinstance(a["taskwatch.task.id"], int)
+    assert span.parent.span_id == main_span.context.span_id  # main's span is current in main
+    assert main_span.parent is None
+    assert span.start_time >= main_span.start_time and span.end_time <= main_span.end_time
+    assert span.end_time >= span.start_time
+    assert span.instrumentation_scope.name == "taskwatch"
+    assert not [s for s in spans if "shutdown_asyncgens" in s.name]  # the loop's own tasks
+
+
+def test_failure_status_and_exception_event(otel, loop_kind):
+    otel.install(spans="all")
+    lines = {}
+
+    async def charge():
+        await asyncio.sleep(0)
+        lines["raise"] = here() + 1
+        raise ValueError("card declined")
+
+    async def main():
+        with pytest.raises(ValueError):
+            await asyncio.create_task(charge())
+
+    run(main(), loop_kind)
+    span = otel.one(".charge")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "card declined"
+    assert span.attributes["error.type"] == "ValueError"
+    assert span.attributes["taskwatch.task.outcome"] == "failed"
+    (event,) = [e for e in span.events if e.name == "exception"]
+    assert event.attributes["exception.type"] == "ValueError"
+    assert event.attributes["exception.message"] == "card declined"
+    trace_text = event.attributes["exception.stacktrace"]
+    assert f'line {lines["raise"]}, in ' in trace_text and 'raise ValueError("card declined")' in trace_text
+    assert trace_text.rstrip().endswith("ValueError: card declined")
+    assert span.start_time <= event.timestamp <= span.end_time
+
+
+def test_cancellation_event_names_the_canceller(otel, loop_kind):
+    otel.install()  # interesting: a cancelled task is exported
+    lines = {}
+
+    async def slow():
+        await asyncio.sleep(10)
+
+    async def supervisor(task):
+        await asyncio.sleep(0.01)
+        lines["cancel"] = here() + 1
+        task.cancel("shutting down")
+
+    async def main():
+        task = asyncio.create_task(slow())
+        await asyncio.create_task(supervisor(task), name="supervisor")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main(), loop_kind)
+    span = otel.one(".slow")
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes["taskwatch.task.outcome"] == "cancelled"
+    (event,) = [e for e in span.events if e.name == "taskwatch.cancel"]
+    a = event.attributes
+    assert a["taskwatch.cancel.message"] == "shutting down"
+    assert a["taskwatch.cancel.line.number"] == lines["cancel"]
+    assert a["taskwatch.cancel.file.path"] == __file__
+    assert a["taskwatch.cancel.function.name"].endswith("supervisor")
+    assert a["taskwatch.cancel.by_task.name"] == "supervisor"
+    assert a["taskwatch.cancel.by_task.coroutine"].endswith("supervisor")
+    assert span.start_time <= event.timestamp <= span.end_time
+
+
+def test_interesting_exports_only_what_matters_without_holes(otel, loop_kind):
+    otel.install(span_threshold=0.2)
+
+    async def ok():
+        await asyncio.sleep(0)
+
+    async def fails():
+        await asyncio.sleep(0)
+        raise KeyError("gone")
+
+    async def long_running():
+        await asyncio.sleep(0.3)
+
+    async def middle():  # not interesting itself, but its child fails
+        await asyncio.gather(ok(), asyncio.create_task(fails()), return_exceptions=True)
+
+    async def main():
+        await asyncio.gather(ok(), ok(), long_running(), asyncio.create_task(middle()))
+
+    run(main(), loop_kind)
+    spans = otel.spans()
+    names = sorted(s.name.rpartition(".")[2] for s in spans)
+    assert names == ["fails", "long_running", "main", "middle"]  # ok() tasks are not exported
+    fails_span, middle_span, main_span = otel.one(".fails"), otel.one(".middle"), otel.one(".main")
+    assert fails_span.parent.span_id == middle_span.context.span_id
+    assert middle_span.parent.span_id == main_span.context.span_id
+    assert otel.one(".long_running").parent.span_id == main_span.context.span_id
+    assert middle_span.attributes["taskwatch.task.outcome"] == "finished"
+    assert_no_holes(spans)
+    assert taskwatch.report()["stats"]["spans_exported"] == len(spans)
+
+
+def test_spans_none_exports_no_span(otel, loop_kind):
+    otel.install(spans="none")
+
+    async def fails():
+        raise RuntimeError("x")
+
+    async def main():
+        await asyncio.gather(asyncio.create_task(fails()), return_exceptions=True)
+
+    run(main(), loop_kind)
+    assert otel.spans() == []
+    assert otel.metrics()["taskwatch.task.finished"]
+
+
+# -- findings and blocks --------------------------------------------------------------------------
+
+def _spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_blocked_loop_span_under_the_blocking_task(otel, loop_kind):
+    otel.install(watchdog=True, block_threshold=0.1)
+
+    async def crunch():
+        await asyncio.sleep(0.02)
+        _spin(0.35)  # finishes right after blocking: exported because it blocked the loop
+
+    async def main():
+        await asyncio.create_task(crunch())
+        await asyncio.sleep(0.1)  # let the heartbeat report the block
+
+    run(main(), loop_kind)
+    (finding,) = [f for f in taskwatch.findings() if f.kind == "blocked-loop"]
+    block = next(s for s in otel.spans() if s.name == "taskwatch blocked-loop")
+    task_span = otel.one(".crunch")
+    assert block.parent.span_id == task_span.context.span_id
+    assert block.start_time == int(finding.data["started_at"] * 1e9)
+    assert block.end_time == int(finding.data["ended_at"] * 1e9)
+    a = block.attributes
+    assert a["taskwatch.block.duration"] == finding.data["duration_s"] >= 0.3
+    assert a["taskwatch.block.cpu_time"] == finding.data["cpu_s"]
+    assert a["code.function.name"] == "_spin"
+    top = finding.data["top_frames"]  # what the watchdog sampled; may be few on a loaded machine
+    assert list(a.get("taskwatch.block.top_frames", ())) == [
+        f'{t["frame"]["file"]}:{t["frame"]["line"]} in {t["frame"]["function"]} ({t["share"]:.0%})'
+        for t in top]
+    assert a["taskwatch.finding.kind"] == "blocked-loop"
+    if finding.data["stack"]:
+        assert "_spin" in a["code.stacktrace"]
+    assert task_span.start_time <= block.start_time
+
+
+def test_blocked_loop_by_a_task_still_running(otel, loop_kind):
+    otel.install(watchdog=True, block_threshold=0.1)
+
+    async def periodic():
+        await asyncio.sleep(0.02)
+        _spin(0.3)
+        await asyncio.sleep(0.3)  # still running when the block is reported: the span is promoted
+
+    async def main():
+        await asyncio.create_task(periodic())
+
+    run(main(), loop_kind)
+    block = next(s for s in otel.spans() if s.name == "taskwatch blocked-loop")
+    task_span = otel.one(".periodic")
+    assert block.parent.span_id == task_span.context.span_id
+    assert task_span.end_time > block.end_time
+    assert task_span.parent.span_id == otel.one(".main").context.span_id
+
+
+def test_finding_is_an_event_on_the_task_span(otel, loop_kind):
+    otel.install()
+
+    async def stubborn():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass  # swallowed
+        await asyncio.sleep(0)
+
+    async def main():
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    run(main(), loop_kind)
+    span = otel.one(".stubborn")
+    kinds = [e.attributes.get("taskwatch.finding.kind") for e in span.events if e.name == "taskwatch.finding"]
+    assert kinds == ["swallowed-cancel"]
+    (event,) = [e for e in span.events if e.name == "taskwatch.finding"]
+    assert event.attributes["taskwatch.finding.severity"] == "warning"
+    (finding,) = [f for f in taskwatch.findings() if f.kind == "swallowed-cancel"]
+    assert event.attributes["taskwatch.finding.message"] == finding.message
+    assert event.timestamp == int(finding.time * 1e9)
+    assert span.attributes["taskwatch.task.outcome"] == "finished"
+
+
+def test_late_finding_is_a_child_span(otel, loop_kind):
+    otel.install()
+
+    async def doomed():
+        raise ConnectionError("reset")
+
+    async def main():
+        asyncio.create_task(doomed())  # nobody keeps it: its error is never retrieved
+        await asyncio.sleep(0.01)
+        gc.collect()
+        await asyncio.sleep(0)
+
+    run(main(), loop_kind)
+    gc.collect()
+    task_span = otel.one(".doomed")
+    assert task_span.status.status_code is StatusCode.ERROR
+    (child,) = [s for s in otel.spans() if s.name == "taskwatch unretrieved-exception"]
+    assert child.parent.span_id == task_span.context.span_id
+    assert child.start_time >= task_span.end_time
+    assert child.attributes["exception.type"] == "ConnectionError"
+    assert child.status.status_code is StatusCode.ERROR
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+def test_metrics(otel, loop_kind):
+    otel.install(watchdog=True, block_threshold=0.1)
+
+    async def ok():
+        await asyncio.sleep(0)
+
+    async def fails():
+        raise ValueError("no")
+
+    async def blocks():
+        _spin(0.3)
+
+    async def main():
+        await asyncio.gather(*[asyncio.create_task(ok()) for _ in range(5)])
+        await asyncio.gather(asyncio.create_task(fails()), return_exceptions=True)
+        t = asyncio.create_task(asyncio.sleep(5))
+        await asyncio.sleep(0)
+        t.cancel()
+        await asyncio.gather(t, return_exceptions=True)
+        await asyncio.create_task(blocks())
+        await asyncio.sleep(0.1)
+
+    run(main(), loop_kind)
+    m = otel.metrics()
+    created = m["taskwatch.task.created"]
+    assert created.unit == "{task}"
+    assert created.data.data_points[0].value >= 9
+    finished = {p.attributes["taskwatch.task.outcome"]: p.value
+                for p in m["taskwatch.task.finished"].data.data_points}
+    assert finished["failed"] == 1 and finished["cancelled"] == 1 and finished["finished"] >= 7
+    assert m["taskwatch.task.active"].data.data_points[0].value == 0
+    duration = m["taskwatch.task.duration"]
+    assert duration.unit == "s"
+    counts = {p.attributes["taskwatch.task.outcome"]: p.count for p in duration.data.data_points}
+    assert counts["failed"] == 1 and counts["cancelled"] == 1 and counts["finished"] >= 7
+    block = m["taskwatch.loop.block.duration"].data.data_points[0]
+    assert block.count == 1 and block.sum >= 0.25
+    findings = {p.attributes["taskwatch.finding.kind"]: p.value
+                for p in m["taskwatch.findings"].data.data_points}
+    assert findings == {"blocked-loop": 1}
+
+
+# -- transparency ---------------------------------------------------------------------------------
+
+def test_a_callers_context_is_never_modified(otel, loop_kind):
+    otel.install(spans="all")
+    tracer = otel.tracer
+
+    async def job():
+        return trace.get_current_span().get_span_context()
+
+    async def main():
+        with tracer.start_as_current_span("outer"):
+            ctx = contextvars.copy_context()
+            before = ctx.run(otel_context.get_current)
+            loop = asyncio.get_running_loop()
+            seen = await loop.create_task(job(), context=ctx)
+            assert ctx.run(otel_context.get_current) is before
+            return seen
+
+    seen = run(main(), loop_kind)
+    span = otel.one(".job")  # still exported, under the span current where it was created
+    outer = next(s for s in otel.spans() if s.name == "outer")
+    assert span.parent.span_id == outer.context.span_id
+    assert seen.span_id == outer.context.span_id  # the caller's context was left as it was
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks are 3.12+")
+def test_eager_tasks(otel, loop_kind):
+    otel.install(spans="all")
+    tracer = otel.tracer
+
+    async def eager_child():
+        with tracer.start_as_current_span("inside"):
+            pass
+        return 5
+
+    async def main():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        return await asyncio.create_task(eager_child())
+
+    assert run(main(), loop_kind) == 5
+    child = otel.one(".eager_child")
+    inside = next(s for s in otel.spans() if s.name == "inside")
+    assert inside.parent.span_id == child.context.span_id
+    assert child.parent.span_id == otel.one(".main").context.span_id
+
+
+def test_user_attributes_on_the_task_span(otel, loop_kind):
+    otel.install(spans="all")
+
+    async def handler():
+        span = trace.get_current_span()
+        span.set_attribute("order.id", 42)
+        span.add_event("validated", {"ok": True})
+        span.set_status(StatusCode.OK)
+        span.end()  # ignored: the span ends with the task
+        await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.create_task(handler())
+
+    run(main(), loop_kind)
+    span = otel.one(".handler")
+    assert span.attributes["order.id"] == 42
+    assert span.attributes["taskwatch.task.outcome"] == "finished"
+    assert [e.name for e in span.events] == ["validated"]
+    assert span.status.status_code is StatusCode.OK
+
+
+def test_uninstall_exports_running_tasks(otel):
+    otel.install(spans="all")
+    done = {}
+
+    async def forever():
+        await asyncio.sleep(10)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        done["task"] = loop.create_task(forever())
+        await asyncio.sleep(0.01)
+        taskwatch.uninstall()
+        done["task"].cancel()
+
+    run(main())
+    span = otel.one(".forever")
+    assert span.attributes["taskwatch.task.outcome"] == "pending"
+    assert otel.one(".main").attributes["taskwatch.task.outcome"] == "pending"
+
+
+# -- a TracerProvider that is not the SDK's ---------------------------------------------------------
+
+class ApiOnlyTracer(trace.Tracer):
+    def __init__(self, inner):
+        self.inner = inner
+
+    def start_span(self, *args, **kwargs):
+        return self.inner.start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args, **kwargs):
+        return self.inner.start_as_current_span(*args, **kwargs)
+
+
+class ApiOnlyProvider(trace.TracerProvider):
+    """Any vendor's provider: taskwatch can only use the API (start_span with times, then end)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_tracer(self, *args, **kwargs):
+        return ApiOnlyTracer(self.inner.get_tracer(*args, **kwargs))
+
+
+def test_a_provider_that_is_not_the_sdks(otel, loop_kind):
+    tw_otel.set_providers(ApiOnlyProvider(otel.provider), otel.meter_provider)
+    otel.install(spans="all")
+    tracer = otel.tracer
+
+    async def step(n):
+        with tracer.start_as_current_span("inside"):
+            await asyncio.sleep(0)
+        trace.get_current_span().set_attribute("step.n", n)
+        if n == 2:
+            raise LookupError("missing")
+
+    async def main():
+        with tracer.start_as_current_span("job"):
+            await asyncio.gather(*(asyncio.create_task(step(n)) for n in range(3)),
+                                 return_exceptions=True)
+
+    run(main(), loop_kind)
+    spans = otel.spans()
+    job = next(s for s in spans if s.name == "job")
+    steps = otel.named(".step")
+    assert len(steps) == 3 and all(s.parent.span_id == job.context.span_id for s in steps)
+    inside = [s for s in spans if s.name == "inside"]
+    assert {s.parent.span_id for s in inside} == {s.context.span_id for s in steps}
+    failed = next(s for s in steps if s.attributes["step.n"] == 2)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["taskwatch.task.outcome"] == "failed"
+    assert [e.name for e in failed.events] == ["exception"]
+    assert_no_holes(spans)
