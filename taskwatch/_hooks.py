@@ -186,8 +186,10 @@ def _hook_loop_class(owner: Any) -> None:
         func.__qualname__ = f"{owner.__qualname__}.{name}"
         func.__doc__ = getattr(original, "__doc__", None)
         func.__wrapped__ = original  # type: ignore[attr-defined]
-        if name in ("run_forever", "run_until_complete"):
+        if name == "run_forever":
             _sites.add_boundary(func.__code__)
+        elif name == "run_until_complete":
+            _sites.add_entry(func.__code__)
         _patch(owner, name, func)
 
 

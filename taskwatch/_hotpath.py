@@ -68,6 +68,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     internal = _sites._internal
     boundary = _sites._boundary
     classify = _sites.is_internal
+    capture_at_boundary = _sites.capture_at_boundary
     monotonic = time.monotonic
     getframe = sys._getframe
     copy_context = contextvars.copy_context
@@ -107,6 +108,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             # the loop's own frames: then a callback created the task), then keep contiguous user
             # frames outward. The common single-frame case allocates one small tuple.
             stack = None
+            start = frame
             while frame is not None:
                 fcode = frame.f_code
                 entry = internal.get(id(fcode))
@@ -135,7 +137,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
                         frame = frame.f_back
                     stack = tuple(out)
                     break
-                if id(fcode) in boundary:
+                if id(fcode) in boundary:  # a loop frame: the main task, or a callback's task
+                    stack = capture_at_boundary(start, depth)
                     break
                 frame = frame.f_back
             rec = record_class(stack, code, parent, monotonic())

@@ -642,7 +642,7 @@ class TaskSpans:
         self._start_eager(rec, context, ctx, span)
 
     def on_create_all(self, rec: TaskRecord, context: Any) -> None:
-        if rec.stack is None and _loop_own(rec):
+        if _loop_own(rec):
             rec.span = rec.parent  # the loop's own housekeeping (shutdown_asyncgens...): no span
             return
         ctx = _context_get()
@@ -731,7 +731,7 @@ class TaskSpans:
             if (rec.state is FINISHED and duration < self.threshold and not rec.flags & _FLAGGED
                     and not (self.pending and rec.id in self.pending)
                     and not (self.deferred and rec.id in self.deferred)
-                    and (not self.all or (rec.stack is None and _loop_own(rec)))):
+                    and (not self.all or (_loop_own(rec)))):
                 rec.span = None
                 return
             rec.span = None

@@ -45,17 +45,63 @@ def add_boundary(code: CodeType) -> None:
     _boundary.add(id(code))
 
 
+_entries: set[int] = set()  # Runner.run, run_until_complete: where the main task is created
+# Frames a main task is created through: task-creation functions and the runners.
+_creation_files = tuple(os.path.join(_ASYNCIO_DIR, name) for name in (
+    "tasks.py", "taskgroups.py", "base_events.py", "runners.py")) + (_TASKWATCH_DIR,)
+_creation_parts = (os.sep + os.path.join("uvloop", "__init__.py"),)
+
+
+def add_entry(code: CodeType) -> None:
+    """A loop entry point (run_until_complete and its wrappers): a boundary for callbacks, but the
+    main task created right there is the program's own, created at the line that started the loop."""
+    add_boundary(code)
+    _entries.add(id(code))
+
+
+def capture_at_boundary(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
+    """The slow path for a walk that met a loop frame: the main task (created by Runner.run or
+    run_until_complete, through task-creation functions only) gets the line that started the loop;
+    a task created from a loop callback gets no user site (None)."""
+    while frame is not None:
+        code = frame.f_code
+        if not is_internal(code):
+            return _capture_from(frame, depth)
+        if id(code) in _boundary and id(code) not in _entries:
+            return None
+        filename = code.co_filename
+        if not (filename.startswith(_creation_files) or filename.endswith(_creation_parts)
+                or id(code) in _entries):
+            return None  # a callback frame (timeouts, streams...) created it
+        frame = frame.f_back
+    return None
+
+
+def _capture_from(frame: FrameType, depth: int) -> tuple[Any, ...]:
+    out = [frame.f_code, frame.f_lasti]
+    left = depth - 1
+    frame = frame.f_back
+    while left and frame is not None and not is_internal(frame.f_code):
+        out.append(frame.f_code)
+        out.append(frame.f_lasti)
+        left -= 1
+        frame = frame.f_back
+    return tuple(out)
+
+
 def _default_boundaries() -> None:
     import asyncio.base_events
     import asyncio.events
     import asyncio.runners
 
-    for func in (asyncio.events.Handle._run, asyncio.runners.Runner.run,
-                 asyncio.base_events.BaseEventLoop.run_forever,
-                 asyncio.base_events.BaseEventLoop.run_until_complete):
+    for func in (asyncio.events.Handle._run, asyncio.base_events.BaseEventLoop.run_forever):
         code = getattr(func, "__code__", None)
         if code is not None:
             add_boundary(code)
+    for func in (asyncio.runners.Runner.run, asyncio.base_events.BaseEventLoop.run_until_complete):
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            add_entry(code)
 
 
 class Frame(NamedTuple):
@@ -103,7 +149,7 @@ def is_asyncio_file(filename: str) -> bool:
 
 
 def _classify(filename: str) -> bool:
-    if filename.startswith((_ASYNCIO_DIR, _TASKWATCH_DIR)):
+    if filename.startswith((_ASYNCIO_DIR, _TASKWATCH_DIR, "uvloop" + os.sep)):  # uvloop's .pyx
         return True
     return any(part in filename for part in _INTERNAL_PARTS)
 
@@ -117,6 +163,7 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
     """
     internal = _internal
     boundary = _boundary
+    start = frame
     while frame is not None:
         code = frame.f_code
         entry = internal.get(id(code))
@@ -124,7 +171,7 @@ def capture(frame: FrameType | None, depth: int) -> tuple[Any, ...] | None:
         if not flag:
             break
         if id(code) in boundary:
-            return None
+            return capture_at_boundary(start, depth)
         frame = frame.f_back
     if frame is None:
         return None
