@@ -34,7 +34,7 @@ def _idle(sample: tuple[tuple[str, int, str], ...]) -> bool:
 
 
 def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s: float,
-                 started: float, ended: float) -> Finding | None:
+                 started: float, ended: float, gc_s: float = 0.0) -> Finding | None:
     samples = block.samples if block is not None else []
     if samples and all(_idle(s) for s in samples):
         return None  # the loop thread was idle: another thread starved it of the GIL, not the loop
@@ -59,6 +59,8 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s:
     computing = duration > 0 and cpu_s >= 0.5 * duration
     what = (f"CPU {cpu_s:.2f} s: computing" if computing
             else f"CPU {cpu_s:.2f} s: waiting in a blocking call")
+    if gc_s >= 0.01:
+        what += f"; {gc_s:.2f} s of it in Python's garbage collector"
     if rec is not None:
         who = f" by {rec.describe()}"
     elif block is not None and samples:
@@ -72,10 +74,14 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s:
     else:
         at = (", where taskwatch could not sample the loop thread (C code held the GIL, or the block "
               "ended before the watchdog looked)")
+    advice = ("Move CPU work off the loop (await asyncio.to_thread(...) or a process pool) and "
+              "replace blocking calls (time.sleep, synchronous clients) with their async versions.")
+    if gc_s >= 0.5 * duration:
+        advice = ("Most of it was a garbage-collection pause, not this code: reduce reference "
+                  "cycles among long-lived objects, or tune gc (gc.freeze() after startup, "
+                  "gc.set_threshold()).")
     message = (f"The event loop was blocked for {duration:.3f} s ({what}){who}{at}. Every other task, "
-               "timer and I/O callback waited that long. Move CPU work off the loop (await "
-               "asyncio.to_thread(...) or a process pool) and replace blocking calls (time.sleep, "
-               "synchronous clients) with their async versions.")
+               f"timer and I/O callback waited that long. {advice}")
     return Finding(
         kind="blocked-loop",
         message=message,
@@ -83,6 +89,7 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s:
         data={
             "duration_s": round(duration, 6),
             "cpu_s": round(cpu_s, 6),
+            "gc_s": round(gc_s, 6),
             "stack": [f.as_dict() for f in stack],
             "samples": len(samples),
             "top_frames": top,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _sites
 from ._guard import internal_error
-from ._record import CANCELLED, FAILED, FINISHED, TaskRecord
+from ._record import CANCELLED, FAILED, FINISHED, RELEASED, TaskRecord
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("tas
 WRAPPERS: dict[int, tuple[Any, str]] = {}
 
 FOREIGN = 1  # TaskRecord.flags bit: built by another factory, cancel() is not observed
-RELEASED = 128  # TaskRecord.flags bit: closed when the task object was freed, not when it ended
 PRECISE = 64  # TaskRecord.flags bit: a done callback closes the record at the moment the task ends
 
 _EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)

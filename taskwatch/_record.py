@@ -15,6 +15,7 @@ from typing import Any
 from . import _sites
 
 PENDING, FINISHED, FAILED, CANCELLED = "pending", "finished", "failed", "cancelled"
+RELEASED = 128  # TaskRecord.flags bit: closed when the task object was freed, not when it ended
 
 # Stable ids, never reused, shared by all loops and threads (itertools.count is atomic under the GIL).
 next_id = itertools.count(1).__next__
@@ -144,6 +145,7 @@ class TaskRecord:
         if self.ended:
             out["ended"] = self.ended + WALL_OFFSET
             out["duration_s"] = round(self.ended - self.created, 6)
+            out["closed"] = "released" if self.flags & RELEASED else "done"
         if self.state == FAILED:
             out["exception"] = {"type": self.exc_type, "message": self.exc_message}
         if self.cancels:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import faulthandler
+import gc
 import os
 import sys
 import threading
@@ -33,6 +34,20 @@ _thread_time = time.thread_time
 _MAX_FRAMES = 64
 _LAG_SAMPLES = 4096
 
+# Seconds spent in the cyclic garbage collector since enable(): a block that is really a GC pause
+# says so instead of blaming the task that happened to be running.
+_gc_seconds = 0.0
+_gc_started = 0.0
+
+
+def _gc_callback(phase: str, info: dict[str, Any]) -> None:
+    global _gc_seconds, _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    elif _gc_started:
+        _gc_seconds += time.perf_counter() - _gc_started
+        _gc_started = 0.0
+
 
 class _Block:
     """A block in progress, filled in by the watchdog thread, closed by the next heartbeat."""
@@ -46,7 +61,7 @@ class _Block:
         self.task_rec: Any = None
         self.task_name: str | None = None
         self.first_stack: tuple[tuple[str, int, str], ...] = ()
-        self.internal = False
+        self.internal = 0
 
 
 class LoopWatch:
@@ -63,6 +78,7 @@ class LoopWatch:
         self.thread_id: int | None = None
         self.last_beat = 0.0
         self.last_cpu = 0.0
+        self.last_gc = 0.0
         self.block: _Block | None = None
         self.lock = threading.Lock()
         self.handle: Any = None
@@ -89,6 +105,7 @@ class LoopWatch:
                     self._close_block(now, cpu, late)
             self.last_beat = now
             self.last_cpu = cpu
+            self.last_gc = _gc_seconds
             loop = self.loop_ref()
             if loop is not None and not loop.is_closed():
                 self.handle = loop.call_later(self.interval, self.beat)
@@ -103,12 +120,13 @@ class LoopWatch:
         # The block began between the last beat and the moment the next one was due.
         duration = (now - self.last_beat + late) / 2
         cpu_s = max(0.0, cpu - self.last_cpu)
-        if block is not None and block.internal:
-            return
+        if block is not None and block.samples and block.internal * 2 > len(block.samples):
+            return  # mostly taskwatch's own work: not the user's block
         self.state.record_block(duration)
         from ._blocks import blocked_loop
 
-        finding = blocked_loop(self, block, duration, cpu_s, now - duration, now)
+        gc_s = min(duration, max(0.0, _gc_seconds - self.last_gc))
+        finding = blocked_loop(self, block, duration, cpu_s, now - duration, now, gc_s)
         if finding is not None:
             self.state.emit(finding)
 
@@ -168,12 +186,15 @@ class LoopWatch:
             frame = frame.f_back
         del frame
         stack.reverse()
+        if stack and stack[-1][2] == "_gc_callback" and stack[-1][0] == __file__:
+            # The GIL changes hands at the first bytecode after a long collection, which is this
+            # module's gc callback: the sample belongs to the code that triggered the collection.
+            stack.pop()
         sample = tuple(stack)
         if not block.samples:
             block.first_stack = sample
-            # taskwatch's own work on the loop thread is not the user's block
-            if sample and sample[-1][0].startswith(_sites._TASKWATCH_DIR):
-                block.internal = True
+        if sample and sample[-1][0].startswith(_sites._TASKWATCH_DIR):
+            block.internal += 1  # samples of taskwatch's own work on the loop thread
         if len(block.samples) < 1000:
             block.samples.append(sample)
 
@@ -281,6 +302,8 @@ def enable(state: State) -> None:
     global _dog, _fork_registered
     _dog = _Watchdog(state)
     state.attach_listeners.append(_on_attach)
+    if _gc_callback not in gc.callbacks:
+        gc.callbacks.append(_gc_callback)
     for probe in state.live_probes():
         loop = probe.loop_ref()
         if loop is not None:
@@ -319,6 +342,8 @@ def disable(state: State) -> None:
     """Stop the thread and every heartbeat (called by uninstall())."""
     global _dog
     dog, _dog = _dog, None
+    if _gc_callback in gc.callbacks:
+        gc.callbacks.remove(_gc_callback)
     if dog is None:
         return
     for watch in list(dog.watches):

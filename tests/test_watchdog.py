@@ -179,3 +179,32 @@ def test_never_keeps_the_process_alive():
     start = time.monotonic()
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert time.monotonic() - start < 30
+
+
+def test_gc_pause_is_named_as_such(watch):
+    import gc
+
+    watch(block_threshold=0.05)
+
+    class Node:
+        def __init__(self, other=None):
+            self.other = other
+            self.me = self
+
+    async def main():
+        await asyncio.sleep(0.05)
+        junk = [Node() for _ in range(3_000_000)]  # cycles for the collector to walk
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        gc.collect()
+        gc_time = time.perf_counter() - start
+        del junk
+        await asyncio.sleep(0.05)
+        return gc_time
+
+    gc_time = asyncio.run(main())
+    blocks = [b for b in _blocks() if b.data["gc_s"] > 0]
+    assert gc_time >= 0.1, "the collection must be long enough to be a block (3M cyclic objects)"
+    assert blocks, [b.data for b in _blocks()]
+    assert blocks[-1].data["gc_s"] >= 0.5 * gc_time
+    assert "garbage collector" in blocks[-1].message
