@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from . import _guard, _hooks, _options, _report
+from . import _hooks, _options, _report
 from ._findings import Finding
 from ._options import KINDS, Options
 from ._state import State

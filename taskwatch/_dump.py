@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _sites, _stacks
+from . import _stacks
 from ._state import State
 
 

@@ -27,7 +27,6 @@ a fraction of ``Tracer.start_span`` + ``end``. Any other provider goes through t
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import linecache
 import random
@@ -843,19 +842,10 @@ class TaskSpans:
         return None
 
     def _find_live(self, task_id: int) -> TaskRecord | None:
-        for probe in self.state.live_probes():
-            loop = probe.loop_ref()
-            if loop is None or loop.is_closed():
-                continue
-            try:
-                tasks = asyncio.all_tasks(loop)
-            except RuntimeError:
-                continue
-            for task in tasks:
-                rec = getattr(task, "_tw_rec", None)
-                if rec is not None and rec.id == task_id and rec.state is PENDING:
-                    return rec
-        return None
+        found = self.state.find_live(task_id)
+        if found is None or found[0].state is not PENDING:
+            return None
+        return found[0]
 
     def _finish(self, rec: TaskRecord, span: TaskSpan, end: int, outcome: str | None = None) -> None:
         """Export the task's span with everything known about the task; forget the span object."""

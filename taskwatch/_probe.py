@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
-import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any

@@ -208,19 +208,7 @@ def chain_of_dict(task: dict[str, Any]) -> list[tuple[int, bool]]:
 
 def find_live(state: Any, task_id: int) -> tuple[TaskRecord, Any] | None:
     """A still-pending task and its record, by id (for shutdown-time findings, which are rare)."""
-    for probe in list(state.probes.values()):
-        loop = probe.loop_ref()
-        if loop is None:
-            continue
-        try:
-            tasks = asyncio.all_tasks(loop)
-        except RuntimeError:
-            continue
-        for task in tasks:
-            rec = getattr(task, "_tw_rec", None)
-            if rec is not None and rec.id == task_id:
-                return rec, task
-    return None
+    return state.find_live(task_id, include_closed=True)
 
 
 def being_cancelled(task: Any) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import sys
 import threading
 import time
 import weakref
@@ -97,6 +96,25 @@ class State:
                 probe.watchdog.stop()
             except BaseException:
                 _guard.internal_error("watchdog stop")
+
+    def find_live(self, task_id: int, include_closed: bool = False) -> tuple[TaskRecord, Any] | None:
+        """A still-pending task and its record, by id: a scan of the loops' tasks, so only for
+        rare paths (shutdown findings, spans that must be parented now)."""
+        with self.lock:
+            probes = list(self.probes.values())
+        for probe in probes:
+            loop = probe.loop_ref()
+            if loop is None or (not include_closed and loop.is_closed()):
+                continue
+            try:
+                tasks = asyncio.all_tasks(loop)
+            except RuntimeError:
+                continue
+            for task in tasks:
+                rec = getattr(task, "_tw_rec", None)
+                if rec is not None and rec.id == task_id:
+                    return rec, task
+        return None
 
     def live_probes(self) -> list[Probe]:
         with self.lock:
