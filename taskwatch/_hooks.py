@@ -115,12 +115,14 @@ def _hook_loop_class(owner: Any) -> None:
     orig_create = _originals[(owner, "create_task")]
     direct = owner is asyncio.BaseEventLoop  # uvloop passes the name its own way: keep its path
 
-    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None) -> Any:
+    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None,
+                    **kwargs: Any) -> Any:
         probe = getattr(self._task_factory, "probe", None)
-        if probe is not None and probe.inner is None and probe.__class__ is Probe:
+        if not kwargs and probe is not None and probe.inner is None and probe.__class__ is Probe:
             self._check_closed()
             return probe.create_task(self, coro, name, context, _getframe(1))
-        return orig_create(self, coro, name=name, context=context)
+        # 3.14 accepts more keywords (eager_start...): the loop's own path, through the factory.
+        return orig_create(self, coro, name=name, context=context, **kwargs)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)

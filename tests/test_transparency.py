@@ -282,3 +282,27 @@ def test_real_workload_identical_with_and_without(loop_name):
 
 def _asyncio_lines(text):
     return [re.sub(r"0x[0-9a-f]+", "0x", line) for line in text.splitlines() if "taskwatch" not in line]
+
+
+def test_loop_create_task_keywords_behave_as_without(watch):
+    async def noop():
+        pass
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(noop(), name="kw", context=contextvars.copy_context())
+        await task
+        coro = noop()
+        try:
+            loop.create_task(coro, not_an_option=True)
+        except TypeError as exc:
+            error = type(exc)
+        else:  # 3.14 forwards unknown keywords to the Task, which rejects them too
+            error = None
+        finally:
+            coro.close()
+        return task.get_name(), error
+
+    plain = asyncio.run(main())
+    watch()
+    assert asyncio.run(main()) == plain
