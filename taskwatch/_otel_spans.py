@@ -1029,13 +1029,7 @@ class TaskSpans:
     def _finding_span(self, finding: Finding, parent: SpanContext | None) -> None:
         at = epoch_ns(finding.time)
         attrs = _finding_attributes(finding)
-        task = finding.task
-        if task:
-            attrs["taskwatch.task.id"] = task["id"]
-            if task.get("name"):
-                attrs["taskwatch.task.name"] = task["name"]
-            if task.get("coro"):
-                attrs["code.function.name"] = task["coro"]
+        _add_task_attributes(attrs, finding.task, "code.function.name")
         status = Status(StatusCode.ERROR, finding.kind) if finding.severity == "error" else _UNSET
         self.emit(f"taskwatch {finding.kind}", parent, at, at, attrs, status)
 
@@ -1081,13 +1075,7 @@ class TaskSpans:
         if stack:
             attrs["code.stacktrace"] = "".join(
                 f'  File "{f["file"]}", line {f["line"]}, in {f["function"]}\n' for f in stack)
-        task = finding.task
-        if task:
-            attrs["taskwatch.task.id"] = task["id"]
-            if task.get("name"):
-                attrs["taskwatch.task.name"] = task["name"]
-            if task.get("coro"):
-                attrs["taskwatch.task.coroutine"] = task["coro"]
+        _add_task_attributes(attrs, finding.task, "taskwatch.task.coroutine")
         self.emit(BLOCK_SPAN, parent, epoch_ns(started), epoch_ns(ended), attrs)
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -1115,6 +1103,17 @@ class TaskSpans:
         out["spans_dropped"] = dropped
         out["span_events_dropped"] = self.dropped_events
         out["dropped"] = out.get("dropped", 0) + dropped
+
+
+def _add_task_attributes(attrs: dict[str, Any], task: dict[str, Any] | None, coro_key: str) -> None:
+    """The finding's task (id, name, coroutine under ``coro_key``) on a finding or block span."""
+    if not task:
+        return
+    attrs["taskwatch.task.id"] = task["id"]
+    if task.get("name"):
+        attrs["taskwatch.task.name"] = task["name"]
+    if task.get("coro"):
+        attrs[coro_key] = task["coro"]
 
 
 def _loop_own(rec: TaskRecord) -> bool:
