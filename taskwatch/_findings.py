@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from . import _sites
-from ._record import WALL_OFFSET, CancelRequest, TaskRecord
+from ._record import CancelRequest, TaskRecord
 from ._stacks import at_phrase
 
 SEVERITY = {
@@ -212,6 +212,3 @@ def _cancel_dict(req: CancelRequest | None, rec: TaskRecord) -> dict[str, Any]:
     out["count"] = len(rec.cancels or ())
     return out
 
-
-def wall(monotonic_time: float) -> float:
-    return monotonic_time + WALL_OFFSET

@@ -241,12 +241,6 @@ def site(stack: tuple[Any, ...] | None) -> Frame | None:
     return Frame(stack[0].co_filename, line_of(stack[0], stack[1]), stack[0].co_qualname)
 
 
-def frame_of_live(frame: FrameType) -> Frame:
-    """Resolve a live frame immediately (used where the frame will not outlive the call)."""
-    return Frame(frame.f_code.co_filename, frame.f_lineno or frame.f_code.co_firstlineno,
-                 frame.f_code.co_qualname)
-
-
 _modules: dict[str, str] = {}
 
 
