@@ -1066,11 +1066,7 @@ class TaskSpans:
                for item in data.get("top_frames") or () if item.get("frame")]
         if top:
             attrs["taskwatch.block.top_frames"] = tuple(top)
-        where = data.get("blocked_at")
-        if where:
-            attrs["code.function.name"] = where["function"]
-            attrs["code.file.path"] = where["file"]
-            attrs["code.line.number"] = where["line"]
+        _add_frame_attributes(attrs, "code", data.get("blocked_at"))
         stack = data.get("stack")
         if stack:
             attrs["code.stacktrace"] = "".join(
@@ -1103,6 +1099,14 @@ class TaskSpans:
         out["spans_dropped"] = dropped
         out["span_events_dropped"] = self.dropped_events
         out["dropped"] = out.get("dropped", 0) + dropped
+
+
+def _add_frame_attributes(attrs: dict[str, Any], prefix: str, frame: dict[str, Any] | None) -> None:
+    """A report FRAME as ``{prefix}.file.path``, ``.line.number``, ``.function.name``."""
+    if frame:
+        attrs[f"{prefix}.file.path"] = frame["file"]
+        attrs[f"{prefix}.line.number"] = frame["line"]
+        attrs[f"{prefix}.function.name"] = frame["function"]
 
 
 def _add_task_attributes(attrs: dict[str, Any], task: dict[str, Any] | None, coro_key: str) -> None:
@@ -1180,11 +1184,7 @@ def _finding_attributes(finding: Finding) -> dict[str, Any]:
         attrs["exception.message"] = exc.get("message") or ""
     cancel = data.get("cancel")
     if cancel:
-        where = cancel.get("requested_at")
-        if where:
-            attrs["taskwatch.cancel.file.path"] = where["file"]
-            attrs["taskwatch.cancel.line.number"] = where["line"]
-            attrs["taskwatch.cancel.function.name"] = where["function"]
+        _add_frame_attributes(attrs, "taskwatch.cancel", cancel.get("requested_at"))
         by = cancel.get("by_task")
         if by:
             attrs["taskwatch.cancel.by_task.id"] = by["id"]
