@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _sites
+from . import _sites, _task
+from ._accel import speedups
 from ._guard import internal_error
-from ._record import CANCELLED, FAILED, FINISHED, RELEASED, TaskRecord
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, TaskRecord
 from ._task import Task
 
 if TYPE_CHECKING:
@@ -323,4 +324,19 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         return {"tasks_created": created, "tasks_finished": finished, "tasks_failed": failed,
                 "tasks_cancelled": cancelled, "dropped_history": dropped if maxlen else 0}
 
-    return factory, create_task, on_done, on_release, stats
+    if speedups is None or not probe.options.speedups or not _task.speedups_on():
+        return factory, create_task, on_done, on_release, stats
+    # The C recorder takes the common case (no factory of the program's, no on_create hook, no
+    # precise ends) and hands every other call to the Python closures above, which then use its
+    # record() and close() so counters and decisions stay in one place.
+    recorder = speedups.Recorder(
+        probe=probe, py_factory=factory, py_create_task=create_task,
+        at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
+        current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
+        current_task=asyncio.current_task, lineage=LINEAGE, task_type=Task,
+        record_type=TaskRecord, history=history, on_done=on_done, done_ctx=done_ctx,
+        states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth)
+    record = recorder.record
+    close = recorder.close
+    on_release = recorder  # Task.__del__ in C closes through the recorder directly
+    return recorder, recorder.create_task, on_done, on_release, recorder.stats

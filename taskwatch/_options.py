@@ -156,6 +156,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("otel", _bool, False, "Export tasks, findings and blocks to OpenTelemetry (needs the `otel` extra)."),
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
+    OptionSpec("speedups", _bool, True, "Use the C hot path when it is built (same results, a fraction of the cost); `TASKWATCH_SPEEDUPS=0` also keeps it from loading."),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -183,6 +184,7 @@ class Options:
     otel: bool = False
     spans: str = "interesting"
     span_threshold: float = 1.0
+    speedups: bool = True
 
     @property
     def active_kinds(self) -> frozenset[str]:

@@ -42,7 +42,10 @@ class Probe:
         self.loop_ref = weakref.ref(loop)
         self.state = state
         self.options = state.options
-        self.inner = inner  # the program's own task factory, called behind ours
+        self.factory: Any = None
+        self._inner = inner  # the program's own task factory, called behind ours
+        self._on_create: Any = None
+        self._on_end: Any = None
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
@@ -52,13 +55,46 @@ class Probe:
         # Extension points (OpenTelemetry): on_create(rec, context) runs before the task is built,
         # with the context taskwatch made for it (None when the caller or a foreign factory supplies
         # one); on_end(rec, task) runs at the end of the done callback.
-        self.on_create: Any = None
-        self.on_end: Any = None
         # OpenTelemetry sets this before loops attach: spans need each task's exact end.
         self.precise = bool(getattr(state, "precise_ends", False))
         (self.factory, self.create_task, self.on_done, self.on_release,
          self._stats) = _hotpath.build(self)
-        self.factory.probe = self  # type: ignore[attr-defined]  # lets the loop hook find us
+        self.factory.probe = self  # lets the loop hook find us
+        self._sync()
+
+    # The C hot path takes only the common case; these keep it told when that changes.
+    @property
+    def inner(self) -> Any:
+        return self._inner
+
+    @inner.setter
+    def inner(self, value: Any) -> None:
+        self._inner = value
+        self._sync()
+
+    @property
+    def on_create(self) -> Any:
+        return self._on_create
+
+    @on_create.setter
+    def on_create(self, value: Any) -> None:
+        self._on_create = value
+        self._sync()
+
+    @property
+    def on_end(self) -> Any:
+        return self._on_end
+
+    @on_end.setter
+    def on_end(self, value: Any) -> None:
+        self._on_end = value
+        self._sync()
+
+    def _sync(self) -> None:
+        configure = getattr(self.factory, "configure", None)
+        if configure is not None:
+            configure(self._inner is None and self._on_create is None and not self.precise,
+                      self._on_end)
 
     # -- rare paths called from the hot path -----------------------------------------------------
     def call_on_create(self, rec: TaskRecord, context: Any) -> None:

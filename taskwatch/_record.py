@@ -13,12 +13,13 @@ from types import CodeType
 from typing import Any
 
 from . import _sites
+from ._accel import speedups
 
 PENDING, FINISHED, FAILED, CANCELLED = "pending", "finished", "failed", "cancelled"
 RELEASED = 128  # TaskRecord.flags bit: closed when the task object was freed, not when it ended
 
-# Stable ids, never reused, shared by all loops and threads (itertools.count is atomic under the GIL).
-next_id = itertools.count(1).__next__
+# Stable ids, never reused, shared by all loops and threads (both counters are atomic under the GIL).
+next_id = speedups.next_id if speedups is not None else itertools.count(1).__next__
 
 # Offset from time.monotonic() to wall-clock time, fixed at import so timestamps stay comparable.
 WALL_OFFSET = time.time() - time.monotonic()
@@ -66,21 +67,29 @@ class CancelRequest:
         }
 
 
-class TaskRecord:
-    """The record of one task. Hot-path fields are set in ``__init__``; the rest at the end."""
+if speedups is not None:
+    _Fields: Any = speedups.RecordBase  # the same fields, laid out in C for the C hot path
+else:
+    class _Fields:
+        __slots__ = (
+            "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
+            "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
+            "__weakref__",
+        )
 
-    __slots__ = (
-        "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
-        "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
-        "__weakref__",
-    )
+
+class TaskRecord(_Fields):
+    """The record of one task. Hot-path fields are set in ``__init__`` (or by the C hot path, which
+    sets the same fields directly); the rest at the end."""
+
+    __slots__ = ()
 
     def __init__(self, stack: tuple[Any, ...] | None, coro: CodeType | None,
                  parent: TaskRecord | None, created: float) -> None:
         self.id = next_id()
         self.stack = stack
         self.coro = coro
-        self.parent: Any = parent  # the parent's record while this task lives, then a brief dict
+        self.parent: Any = parent  # the parent's record while this task lives, then a brief tuple
         self.created = created
         self.ended = 0.0
         self.state = PENDING

@@ -13,6 +13,8 @@ import sys
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
+from ._accel import speedups
+
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _TASKWATCH_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Libraries whose frames sit between the user's line and the loop: creation and cancel sites skip
@@ -43,6 +45,14 @@ _boundary_codes: list[CodeType] = []  # keeps the ids above valid
 def add_boundary(code: CodeType) -> None:
     _boundary_codes.append(code)
     _boundary.add(id(code))
+    forget_classes()
+
+
+def forget_classes() -> None:
+    """Drop the cached internal/boundary class of every code object (after either rule changed)."""
+    _internal.clear()
+    if speedups is not None:
+        speedups.invalidate()
 
 
 _entries: set[int] = set()  # Runner.run, run_until_complete: where the main task is created
@@ -123,7 +133,7 @@ def add_internal_path(part: str) -> None:
     global _INTERNAL_PARTS
     if part not in _INTERNAL_PARTS:
         _INTERNAL_PARTS = _INTERNAL_PARTS + (part,)
-        _internal.clear()
+        forget_classes()
 
 
 def is_internal(code: CodeType) -> bool:
@@ -286,3 +296,10 @@ def display_path(path: str) -> str:
 
 
 _default_boundaries()
+if speedups is not None:
+    from ._guard import internal_error
+
+    def _classify_for_c(code: CodeType) -> bool:
+        return is_internal(code)  # looked up at each call, so tests can break it
+
+    speedups.configure(internal_error, _classify_for_c, _boundary)

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._accel import speedups
+
 _base_cancel = asyncio.Task.cancel
 _base_del = asyncio.Task.__del__
 _base_exception = asyncio.Task.exception
@@ -81,3 +83,19 @@ class Task(asyncio.Task):  # type: ignore[misc]
 
 
 _LOOP_CREATE_TASK = asyncio.BaseEventLoop.create_task.__code__
+
+_PY_METHODS = (Task.__dict__["__del__"], Task.__dict__["exception"])
+# The same two methods in C (taskwatch/_speedups.c), when the accelerator is built.
+_C_METHODS = speedups.bind_task(Task, globals()) if speedups is not None else None
+
+
+def use_speedups(on: bool) -> bool:
+    """Give Task the C ``__del__``/``exception`` (on) or the Python ones; True if C is in use."""
+    methods = _C_METHODS if on and _C_METHODS is not None else _PY_METHODS
+    Task.__del__, Task.exception = methods  # type: ignore[method-assign]
+    return methods is _C_METHODS
+
+
+def speedups_on() -> bool:
+    """True while Task uses the C methods (the C hot path relies on its ``__del__``)."""
+    return _C_METHODS is not None and Task.__dict__["__del__"] is _C_METHODS[0]

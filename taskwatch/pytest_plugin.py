@@ -370,7 +370,7 @@ class TaskwatchSession:
                 self.installed_here = False
         if self.saved_internal is not None:
             _sites._INTERNAL_PARTS = self.saved_internal
-            _sites._internal.clear()
+            _sites.forget_classes()
             self.saved_internal = None
 
     # -- findings as they come --------------------------------------------------------------------

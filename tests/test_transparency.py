@@ -242,12 +242,14 @@ def test_no_strong_references_after_the_end(watch, loop_kind):
 
 def test_internal_error_is_counted_logged_once_never_raised(watch, monkeypatch, caplog):
     watch()
-    from taskwatch import _hotpath
+    from taskwatch import _sites
 
     def broken(*args, **kwargs):
         raise RuntimeError("taskwatch bug")
 
-    monkeypatch.setattr(_hotpath, "TaskRecord", broken)
+    # Classifying a frame fails: both the Python and the C hot path meet it for every task.
+    monkeypatch.setattr(_sites, "is_internal", broken)
+    _sites.forget_classes()
 
     async def child(i):
         return i
@@ -259,6 +261,8 @@ def test_internal_error_is_counted_logged_once_never_raised(watch, monkeypatch, 
         assert asyncio.run(main()) == [0, 1, 2, 3, 4]
     assert taskwatch.report()["stats"]["internal_errors"] >= 5
     assert caplog.text.count("taskwatch internal error in task factory (record)") == 1
+    monkeypatch.undo()
+    _sites.forget_classes()
     _guard.reset()
 
 

@@ -1,0 +1,1224 @@
+/* taskwatch._speedups: the per-task hot path in C (optional; taskwatch/_hotpath.py is the reference).
+ *
+ * Every task pays for the factory, the record, the creation-stack walk, the close at release and
+ * the exception() override. In Python they cost about 500 bytecodes per task (3x plain uvloop on a
+ * churn of trivial tasks); here they cost a few hundred nanoseconds. The logic mirrors the Python
+ * closures in _hotpath.build() line by line, and every rare path (cancels, failures, orphans,
+ * boundaries, wrapped coroutines, other factories, OpenTelemetry) calls back into the same Python
+ * code, so the two implementations cannot drift apart in what they decide, only in speed.
+ *
+ * Records (RecordBase) are not tracked by the cyclic GC: they reference only older records, code
+ * objects, tuples, strings and span objects, never anything that leads back to them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+#define F_INTERNAL 1
+#define F_BOUNDARY 2
+#define PRECISE 64   /* TaskRecord.flags: a done callback closes the record */
+#define RELEASED 128 /* TaskRecord.flags: closed when the task object was freed */
+#define MAX_DEPTH 64
+
+static PyObject *s_cr_code, *s_gi_code, *s_get_name, *s_cancelled, *s_exception_attr, *s_done,
+    *s_add_done_callback, *s_source_tb, *s_tw_rec, *s_on_failed, *s_check_swallowed,
+    *s_schedule_orphan_check, *s_trim_source_traceback, *s_context, *s_eager_start,
+    *s_on_exception_read;
+static PyObject *kw_loop_context, *kw_loop_name_context, *kw_context;
+static PyObject *internal_error_fn; /* taskwatch._guard.internal_error */
+#if !defined(__linux__)
+static PyObject *monotonic_fn; /* time.monotonic, off Linux */
+#endif
+static long long next_id_value;
+
+/* ---------------------------------------------------------------------------------------------
+ * helpers */
+
+static double
+now(void)
+{
+#if defined(__linux__)
+    /* time.monotonic() reads this same clock on Linux. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#else
+    PyObject *r = PyObject_CallNoArgs(monotonic_fn);
+    double v = r ? PyFloat_AsDouble(r) : 0.0;
+    Py_XDECREF(r);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    return v;
+#endif
+}
+
+/* Hand the pending exception to taskwatch's internal_error(where) as the handled exception, so it
+ * is counted and logged once like every other internal error, then clear it. */
+static void
+report_internal(const char *where)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL && tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    if (internal_error_fn != NULL && value != NULL) {
+        PyObject *prev = PyErr_GetHandledException();
+        PyErr_SetHandledException(value);
+        PyObject *r = PyObject_CallFunction(internal_error_fn, "s", where);
+        if (r == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(r);
+        PyErr_SetHandledException(prev);
+        Py_XDECREF(prev);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * RecordBase: the fields of TaskRecord (taskwatch/_record.py adds the methods) */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *weakreflist;
+    long long id;
+    PyObject *stack, *coro, *parent, *state, *name, *cancels;
+    PyObject *exc_type, *exc_message, *exc_stack, *span;
+    double created, ended;
+    Py_ssize_t live_children;
+    long flags;
+    char internal;
+} RecordObject;
+
+static PyTypeObject RecordType;
+
+static void
+record_dealloc(RecordObject *self)
+{
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    Py_CLEAR(self->stack);
+    Py_CLEAR(self->coro);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->cancels);
+    Py_CLEAR(self->exc_type);
+    Py_CLEAR(self->exc_message);
+    Py_CLEAR(self->exc_stack);
+    Py_CLEAR(self->span);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef record_members[] = {
+    {"id", T_LONGLONG, offsetof(RecordObject, id), 0, NULL},
+    {"stack", T_OBJECT_EX, offsetof(RecordObject, stack), 0, NULL},
+    {"coro", T_OBJECT_EX, offsetof(RecordObject, coro), 0, NULL},
+    {"parent", T_OBJECT_EX, offsetof(RecordObject, parent), 0, NULL},
+    {"state", T_OBJECT_EX, offsetof(RecordObject, state), 0, NULL},
+    {"name", T_OBJECT_EX, offsetof(RecordObject, name), 0, NULL},
+    {"cancels", T_OBJECT_EX, offsetof(RecordObject, cancels), 0, NULL},
+    {"exc_type", T_OBJECT_EX, offsetof(RecordObject, exc_type), 0, NULL},
+    {"exc_message", T_OBJECT_EX, offsetof(RecordObject, exc_message), 0, NULL},
+    {"exc_stack", T_OBJECT_EX, offsetof(RecordObject, exc_stack), 0, NULL},
+    {"span", T_OBJECT_EX, offsetof(RecordObject, span), 0, NULL},
+    {"created", T_DOUBLE, offsetof(RecordObject, created), 0, NULL},
+    {"ended", T_DOUBLE, offsetof(RecordObject, ended), 0, NULL},
+    {"live_children", T_PYSSIZET, offsetof(RecordObject, live_children), 0, NULL},
+    {"flags", T_LONG, offsetof(RecordObject, flags), 0, NULL},
+    {"internal", T_BOOL, offsetof(RecordObject, internal), 0, NULL},
+    {NULL},
+};
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskwatch._speedups.RecordBase",
+    .tp_basicsize = sizeof(RecordObject),
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Storage of a TaskRecord, laid out in C so the hot path sets fields directly.",
+    .tp_weaklistoffset = offsetof(RecordObject, weakreflist),
+    .tp_members = record_members,
+    .tp_new = PyType_GenericNew,
+};
+
+#define IS_RECORD(o) PyObject_TypeCheck((o), &RecordType)
+
+/* ---------------------------------------------------------------------------------------------
+ * Code classification cache: code pointer -> internal/boundary flags, with the code kept alive so
+ * a pointer is never confused with a reused one. Misses ask _sites.is_internal and the boundary
+ * set; _sites calls invalidate() whenever either changes. */
+
+typedef struct {
+    PyObject *code;
+    int flags;
+} CodeEntry;
+
+#define CACHE_SIZE (1 << 15)
+#define CACHE_LIMIT (CACHE_SIZE / 2)
+static CodeEntry code_cache[CACHE_SIZE];
+static Py_ssize_t code_cache_count;
+static PyObject *classify_fn; /* _sites.is_internal */
+static PyObject *boundary_set; /* _sites._boundary (ids) */
+
+static void
+cache_clear(void)
+{
+    for (Py_ssize_t i = 0; i < CACHE_SIZE; i++) {
+        Py_CLEAR(code_cache[i].code);
+    }
+    code_cache_count = 0;
+}
+
+static int
+code_flags(PyObject *code)
+{
+    size_t h = ((size_t)(uintptr_t)code >> 4) & (CACHE_SIZE - 1);
+    for (;;) {
+        PyObject *c = code_cache[h].code;
+        if (c == code) {
+            return code_cache[h].flags;
+        }
+        if (c == NULL) {
+            break;
+        }
+        h = (h + 1) & (CACHE_SIZE - 1);
+    }
+    if (classify_fn == NULL || boundary_set == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "taskwatch._speedups is not configured");
+        return -1;
+    }
+    PyObject *r = PyObject_CallOneArg(classify_fn, code);
+    if (r == NULL) {
+        return -1;
+    }
+    int internal = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (internal < 0) {
+        return -1;
+    }
+    PyObject *key = PyLong_FromVoidPtr(code);
+    if (key == NULL) {
+        return -1;
+    }
+    int boundary = PySet_Contains(boundary_set, key);
+    Py_DECREF(key);
+    if (boundary < 0) {
+        return -1;
+    }
+    int flags = (internal ? F_INTERNAL : 0) | (boundary ? F_BOUNDARY : 0);
+    if (code_cache_count >= CACHE_LIMIT) {
+        cache_clear();
+        h = ((size_t)(uintptr_t)code >> 4) & (CACHE_SIZE - 1);
+    }
+    while (code_cache[h].code != NULL) {
+        h = (h + 1) & (CACHE_SIZE - 1);
+    }
+    Py_INCREF(code);
+    code_cache[h].code = code;
+    code_cache[h].flags = flags;
+    code_cache_count++;
+    return flags;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Recorder: the hot path of one probe. Calling it is the task factory. */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *probe;
+    PyObject *py_factory, *py_create_task; /* the Python paths, for everything but the common case */
+    PyObject *at_boundary;                 /* _sites.capture_at_boundary(frame, depth) */
+    PyObject *wrappers, *unwrap;           /* _hotpath.WRAPPERS, _hotpath.unwrap */
+    PyObject *current;                     /* asyncio.tasks._current_tasks, or None (3.14) */
+    PyObject *current_task;                /* asyncio.current_task */
+    PyObject *lineage;                     /* _hotpath.LINEAGE */
+    PyObject *task_type, *record_type;
+    PyObject *history, *history_append;
+    PyObject *on_done, *done_ctx, *on_end;
+    PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
+    Py_ssize_t maxlen, off_rec, off_release;
+    int depth, fast;
+    long long created, finished, failed, cancelled, dropped;
+} RecorderObject;
+
+static PyTypeObject RecorderType;
+
+static inline PyObject **
+slot(PyObject *obj, Py_ssize_t offset)
+{
+    return (PyObject **)((char *)obj + offset);
+}
+
+/* The user's creation stack at frame: a flat (code, lasti, ...) tuple, or None. New reference. */
+static PyObject *
+capture(RecorderObject *self, PyFrameObject *frame)
+{
+    PyObject *items[2 * MAX_DEPTH];
+    int n = 0;
+    PyFrameObject *f = frame;
+    Py_XINCREF(f);
+    while (f != NULL) {
+        PyObject *code = (PyObject *)PyFrame_GetCode(f);
+        int fl = code_flags(code);
+        if (fl < 0) {
+            Py_DECREF(code);
+            Py_DECREF(f);
+            return NULL;
+        }
+        if (!(fl & F_INTERNAL)) {
+            int left = self->depth;
+            for (;;) {
+                PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(f));
+                if (lasti == NULL) {
+                    Py_DECREF(code);
+                    Py_DECREF(f);
+                    goto error;
+                }
+                items[n++] = code;
+                items[n++] = lasti;
+                PyFrameObject *back = --left > 0 ? PyFrame_GetBack(f) : NULL;
+                Py_DECREF(f);
+                f = back;
+                if (f == NULL) {
+                    break;
+                }
+                code = (PyObject *)PyFrame_GetCode(f);
+                fl = code_flags(code);
+                if (fl < 0 || (fl & F_INTERNAL)) {
+                    Py_DECREF(code);
+                    Py_DECREF(f);
+                    if (fl < 0) {
+                        goto error;
+                    }
+                    break;
+                }
+            }
+            PyObject *out = PyTuple_New(n);
+            if (out == NULL) {
+                goto error;
+            }
+            for (int i = 0; i < n; i++) {
+                PyTuple_SET_ITEM(out, i, items[i]);
+            }
+            return out;
+        }
+        Py_DECREF(code);
+        if (fl & F_BOUNDARY) { /* a loop frame: the main task, or a callback's task */
+            Py_DECREF(f);
+            return PyObject_CallFunction(self->at_boundary, "Oi", (PyObject *)frame, self->depth);
+        }
+        PyFrameObject *back = PyFrame_GetBack(f);
+        Py_DECREF(f);
+        f = back;
+    }
+    Py_RETURN_NONE;
+error:
+    for (int i = 0; i < n; i++) {
+        Py_DECREF(items[i]);
+    }
+    return NULL;
+}
+
+static PyObject *
+coro_code(RecorderObject *self, PyObject *coro)
+{
+    PyObject *code = PyObject_GetAttr(coro, s_cr_code);
+    if (code == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        code = PyObject_GetAttr(coro, s_gi_code);
+        if (code == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                return NULL;
+            }
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    if (PyDict_GET_SIZE(self->wrappers) > 0) {
+        PyObject *key = PyLong_FromVoidPtr(code);
+        if (key == NULL) {
+            Py_DECREF(code);
+            return NULL;
+        }
+        int found = PyDict_Contains(self->wrappers, key);
+        Py_DECREF(key);
+        if (found < 0) {
+            Py_DECREF(code);
+            return NULL;
+        }
+        if (found) {
+            PyObject *inner = PyObject_CallFunctionObjArgs(self->unwrap, coro, code, NULL);
+            Py_DECREF(code);
+            return inner;
+        }
+    }
+    return code;
+}
+
+/* Site, coroutine, parent and time, taken before the task exists. New reference or NULL. */
+static PyObject *
+do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *frame)
+{
+    PyObject *parent = NULL, *cur = NULL, *code = NULL, *stack = NULL;
+    if (self->current != Py_None) {
+        cur = PyDict_GetItemWithError(self->current, loop);
+        if (cur == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_XINCREF(cur);
+    }
+    else {
+        cur = PyObject_CallOneArg(self->current_task, loop);
+        if (cur == NULL) {
+            return NULL;
+        }
+    }
+    if (cur != NULL && cur != Py_None) {
+        PyObject *p;
+        if (Py_IS_TYPE(cur, (PyTypeObject *)self->task_type)) {
+            p = *slot(cur, self->off_rec);
+            Py_XINCREF(p);
+        }
+        else {
+            p = PyObject_GetAttr(cur, s_tw_rec);
+            if (p == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                    goto error;
+                }
+                PyErr_Clear();
+            }
+        }
+        if (p != NULL) {
+            parent = p;
+            if (IS_RECORD(p) && !(((RecordObject *)p)->flags & PRECISE)) {
+                /* A parent's end must be seen when it happens (orphaned children). */
+                ((RecordObject *)p)->flags |= PRECISE;
+                PyObject *args[3] = {cur, self->on_done, self->done_ctx};
+                PyObject *r = PyObject_VectorcallMethod(
+                    s_add_done_callback, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_context);
+                if (r == NULL) {
+                    goto error;
+                }
+                Py_DECREF(r);
+            }
+        }
+    }
+    if (parent == NULL) {
+        if (PyContextVar_Get(self->lineage, Py_None, &parent) < 0) {
+            goto error;
+        }
+    }
+    code = coro_code(self, coro);
+    if (code == NULL) {
+        goto error;
+    }
+    stack = capture(self, frame);
+    if (stack == NULL) {
+        goto error;
+    }
+    PyTypeObject *rt = (PyTypeObject *)self->record_type;
+    RecordObject *rec = (RecordObject *)rt->tp_alloc(rt, 0);
+    if (rec == NULL) {
+        goto error;
+    }
+    rec->id = ++next_id_value;
+    rec->stack = stack;
+    rec->coro = code;
+    rec->parent = parent;
+    rec->created = now();
+    rec->ended = 0.0;
+    Py_INCREF(self->st_pending);
+    rec->state = self->st_pending;
+    Py_INCREF(Py_None);
+    rec->name = Py_None;
+    Py_INCREF(Py_None);
+    rec->cancels = Py_None;
+    rec->live_children = 0;
+    rec->flags = 0;
+    rec->internal = stack == Py_None;
+    if (code != Py_None) {
+        int fl = code_flags(code);
+        if (fl < 0) {
+            Py_DECREF(rec);
+            Py_XDECREF(cur);
+            return NULL;
+        }
+        if (fl & F_INTERNAL) {
+            rec->internal = 1; /* asyncio's own tasks (shutdown_asyncgens, staggered...) */
+        }
+    }
+    if (IS_RECORD(parent)) {
+        ((RecordObject *)parent)->live_children++;
+    }
+    self->created++;
+    Py_XDECREF(cur);
+    return (PyObject *)rec;
+error:
+    Py_XDECREF(cur);
+    Py_XDECREF(parent);
+    Py_XDECREF(code);
+    Py_XDECREF(stack);
+    return NULL;
+}
+
+static void
+undo(PyObject *rec)
+{
+    if (rec != NULL && IS_RECORD(rec)) {
+        PyObject *parent = ((RecordObject *)rec)->parent;
+        if (parent != NULL && IS_RECORD(parent)) {
+            ((RecordObject *)parent)->live_children--;
+        }
+    }
+}
+
+/* A fresh copy of the current context carrying the lineage. */
+static PyObject *
+own_context(RecorderObject *self, PyObject *rec)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    PyObject *token = PyContextVar_Set(self->lineage, rec);
+    if (PyContext_Exit(ctx) < 0 || token == NULL) {
+        Py_XDECREF(token);
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    Py_DECREF(token);
+    return ctx;
+}
+
+static void
+attach(RecorderObject *self, PyObject *task, PyObject *rec)
+{
+    Py_INCREF(rec);
+    Py_XSETREF(*slot(task, self->off_rec), rec);
+    Py_INCREF(self);
+    Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
+    PyObject *tb = PyObject_GetAttr(task, s_source_tb);
+    if (tb == NULL) {
+        report_internal("task factory (attach)");
+        return;
+    }
+    int truth = PyObject_IsTrue(tb);
+    if (truth > 0) { /* debug mode: drop taskwatch's frames, as the loop drops its own */
+        PyObject *r = PyObject_CallMethodOneArg(self->probe, s_trim_source_traceback, tb);
+        if (r == NULL) {
+            report_internal("task factory (attach)");
+        }
+        Py_XDECREF(r);
+    }
+    else if (truth < 0) {
+        report_internal("task factory (attach)");
+    }
+    Py_DECREF(tb);
+}
+
+/* Build the task exactly as the loop would without a factory, with taskwatch's record. */
+static PyObject *
+build_task(RecorderObject *self, PyObject *loop, PyObject *coro, PyObject *name, PyFrameObject *frame)
+{
+    PyObject *rec = do_record(self, loop, coro, frame);
+    PyObject *ctx = NULL;
+    if (rec == NULL) {
+        report_internal("task factory (record)");
+    }
+    else {
+        ctx = own_context(self, rec);
+        if (ctx == NULL) {
+            report_internal("task factory (context)");
+        }
+    }
+    PyObject *task;
+    PyObject *context = ctx != NULL ? ctx : Py_None;
+    if (name == NULL) {
+        PyObject *args[3] = {coro, loop, context};
+        task = PyObject_Vectorcall(self->task_type, args, 1, kw_loop_context);
+    }
+    else {
+        PyObject *args[4] = {coro, loop, name, context};
+        task = PyObject_Vectorcall(self->task_type, args, 1, kw_loop_name_context);
+    }
+    Py_XDECREF(ctx);
+    if (task == NULL) {
+        undo(rec);
+        Py_XDECREF(rec);
+        return NULL;
+    }
+    if (rec != NULL) {
+        attach(self, task, rec);
+        Py_DECREF(rec);
+    }
+    return task;
+}
+
+/* The task factory: factory(loop, coro, context=None, eager_start=None). */
+static PyObject *
+recorder_vectorcall(RecorderObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!self->fast || nargs != 2) {
+        goto python;
+    }
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+            PyObject *value = args[nargs + i];
+            if (value != Py_None) {
+                goto python;
+            }
+            if (key != s_context && key != s_eager_start &&
+                PyUnicode_Compare(key, s_context) != 0 && PyUnicode_Compare(key, s_eager_start) != 0) {
+                goto python;
+            }
+        }
+    }
+    return build_task(self, args[0], args[1], NULL, PyEval_GetFrame());
+python:
+    return PyObject_Vectorcall(self->py_factory, args, nargsf, kwnames);
+}
+
+static PyObject *
+recorder_call(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+/* create_task(loop, coro, name, context, frame): BaseEventLoop.create_task without a factory. */
+static PyObject *
+recorder_create_task(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "create_task(loop, coro, name, context, frame)");
+        return NULL;
+    }
+    if (!self->fast || args[3] != Py_None || !PyFrame_Check(args[4])) {
+        return PyObject_Vectorcall(self->py_create_task, args, nargs, NULL);
+    }
+    return build_task(self, args[0], args[1], args[2], (PyFrameObject *)args[4]);
+}
+
+static PyObject *
+recorder_record(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "record(loop, coro, frame)");
+        return NULL;
+    }
+    PyFrameObject *frame = PyFrame_Check(args[2]) ? (PyFrameObject *)args[2] : NULL;
+    PyObject *rec = do_record(self, args[0], args[1], frame);
+    if (rec == NULL) {
+        report_internal("task factory (record)");
+        Py_RETURN_NONE;
+    }
+    return rec;
+}
+
+static PyObject *
+call_probe(RecorderObject *self, PyObject *name, PyObject *a, PyObject *b, PyObject *c)
+{
+    PyObject *args[4] = {self->probe, a, b, c};
+    size_t n = c != NULL ? 4 : (b != NULL ? 3 : 2);
+    return PyObject_VectorcallMethod(name, args, n, NULL);
+}
+
+/* Close a record: outcome, counters, history; rare cases go to the probe. */
+static int
+do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(task, s_get_name);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_XSETREF(rec->name, r);
+    r = PyObject_CallMethodNoArgs(task, s_cancelled);
+    if (r == NULL) {
+        return -1;
+    }
+    int is_cancelled = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (is_cancelled < 0) {
+        return -1;
+    }
+    if (is_cancelled) {
+        Py_INCREF(self->st_cancelled);
+        Py_XSETREF(rec->state, self->st_cancelled);
+        self->cancelled++;
+    }
+    else {
+        PyObject *exc = PyObject_GetAttr(task, s_exception_attr);
+        if (exc == NULL) {
+            return -1;
+        }
+        if (exc == Py_None) {
+            Py_INCREF(self->st_finished);
+            Py_XSETREF(rec->state, self->st_finished);
+        }
+        else {
+            Py_INCREF(self->st_failed);
+            Py_XSETREF(rec->state, self->st_failed);
+            self->failed++;
+            r = call_probe(self, s_on_failed, task, (PyObject *)rec, exc);
+            if (r == NULL) {
+                Py_DECREF(exc);
+                return -1;
+            }
+            Py_DECREF(r);
+        }
+        Py_DECREF(exc);
+        if (rec->cancels != NULL && rec->cancels != Py_None) {
+            r = call_probe(self, s_check_swallowed, task, (PyObject *)rec, NULL);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+        }
+    }
+    self->finished++;
+    PyObject *parent = rec->parent;
+    if (parent != NULL && IS_RECORD(parent)) {
+        RecordObject *p = (RecordObject *)parent;
+        p->live_children--;
+        if (p->ended != 0.0) { /* keep no chain of ended records: a brief copy will do */
+            PyObject *brief = Py_BuildValue("(LOOO)", p->id, p->name ? p->name : Py_None,
+                                            p->coro ? p->coro : Py_None,
+                                            p->stack ? p->stack : Py_None);
+            if (brief == NULL) {
+                return -1;
+            }
+            Py_SETREF(rec->parent, brief);
+        }
+    }
+    if (rec->live_children && !rec->internal) {
+        r = call_probe(self, s_schedule_orphan_check, (PyObject *)rec, NULL, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_ssize_t len = PyObject_Length(self->history);
+    if (len < 0) {
+        return -1;
+    }
+    if (len == self->maxlen) {
+        self->dropped++;
+    }
+    r = PyObject_CallOneArg(self->history_append, (PyObject *)rec);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    if (self->on_end != Py_None) {
+        PyObject *args[2] = {(PyObject *)rec, task};
+        r = PyObject_Vectorcall(self->on_end, args, 2, NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+recorder_close(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !IS_RECORD(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "close(task, record)");
+        return NULL;
+    }
+    if (do_close(self, args[0], (RecordObject *)args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The task object is being freed: tasks without a done callback are closed here. */
+static void
+do_release(RecorderObject *self, PyObject *task)
+{
+    PyObject *rec = *slot(task, self->off_rec);
+    if (rec == NULL || !IS_RECORD(rec) || ((RecordObject *)rec)->ended != 0.0) {
+        return;
+    }
+    Py_INCREF(rec);
+    PyObject *r = PyObject_CallMethodNoArgs(task, s_done);
+    int done = r != NULL ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (done > 0) {
+        ((RecordObject *)rec)->ended = now();
+        ((RecordObject *)rec)->flags |= RELEASED;
+        done = do_close(self, task, (RecordObject *)rec);
+    }
+    if (done < 0) {
+        report_internal("task release");
+    }
+    Py_DECREF(rec);
+}
+
+static PyObject *
+recorder_release(RecorderObject *self, PyObject *task)
+{
+    if (!PyObject_TypeCheck(task, (PyTypeObject *)self->task_type)) {
+        PyErr_SetString(PyExc_TypeError, "release(task) needs a taskwatch Task");
+        return NULL;
+    }
+    do_release(self, task);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+recorder_configure(RecorderObject *self, PyObject *args)
+{
+    int fast;
+    PyObject *on_end;
+    if (!PyArg_ParseTuple(args, "pO:configure", &fast, &on_end)) {
+        return NULL;
+    }
+    self->fast = fast;
+    Py_INCREF(on_end);
+    Py_XSETREF(self->on_end, on_end);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+recorder_stats(RecorderObject *self, PyObject *unused)
+{
+    return Py_BuildValue("{sLsLsLsLsL}", "tasks_created", self->created, "tasks_finished",
+                         self->finished, "tasks_failed", self->failed, "tasks_cancelled",
+                         self->cancelled, "dropped_history", self->maxlen ? self->dropped : 0LL);
+}
+
+static int
+recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"probe", "py_factory", "py_create_task", "at_boundary", "wrappers",
+                             "unwrap", "current", "current_task", "lineage", "task_type",
+                             "record_type", "history", "on_done", "done_ctx", "states", "depth",
+                             NULL};
+    PyObject *probe, *py_factory, *py_create_task, *at_boundary, *wrappers, *unwrap, *current,
+        *current_task, *lineage, *task_type, *record_type, *history, *on_done, *done_ctx, *states;
+    int depth;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "OOOOO!OOOOO!O!OOOO!i:Recorder", kwlist, &probe, &py_factory,
+            &py_create_task, &at_boundary, &PyDict_Type, &wrappers, &unwrap, &current,
+            &current_task, &lineage, &PyType_Type, &task_type, &PyType_Type, &record_type,
+            &history, &on_done, &done_ctx, &PyTuple_Type, &states, &depth)) {
+        return -1;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)record_type, &RecordType)) {
+        PyErr_SetString(PyExc_TypeError, "record_type must derive from RecordBase");
+        return -1;
+    }
+    if (current != Py_None && !PyDict_Check(current)) {
+        PyErr_SetString(PyExc_TypeError, "current must be a dict or None");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(states) != 4) {
+        PyErr_SetString(PyExc_TypeError, "states: (pending, finished, failed, cancelled)");
+        return -1;
+    }
+    if (depth < 1 || depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_ValueError, "depth must be from 1 to 64");
+        return -1;
+    }
+    Py_ssize_t offsets[2];
+    const char *names[2] = {"_tw_rec", "_tw_probe_release"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *d = PyObject_GetAttrString(task_type, names[i]);
+        if (d == NULL) {
+            return -1;
+        }
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "task_type.%s must be a slot", names[i]);
+            return -1;
+        }
+        offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+    }
+    PyObject *append = PyObject_GetAttrString(history, "append");
+    if (append == NULL) {
+        return -1;
+    }
+    PyObject *maxlen_obj = PyObject_GetAttrString(history, "maxlen");
+    if (maxlen_obj == NULL) {
+        Py_DECREF(append);
+        return -1;
+    }
+    Py_ssize_t maxlen = maxlen_obj == Py_None ? 0 : PyLong_AsSsize_t(maxlen_obj);
+    Py_DECREF(maxlen_obj);
+    if (maxlen < 0 && PyErr_Occurred()) {
+        Py_DECREF(append);
+        return -1;
+    }
+#define SET(field, value) do { Py_INCREF(value); Py_XSETREF(self->field, value); } while (0)
+    SET(probe, probe);
+    SET(py_factory, py_factory);
+    SET(py_create_task, py_create_task);
+    SET(at_boundary, at_boundary);
+    SET(wrappers, wrappers);
+    SET(unwrap, unwrap);
+    SET(current, current);
+    SET(current_task, current_task);
+    SET(lineage, lineage);
+    SET(task_type, task_type);
+    SET(record_type, record_type);
+    SET(history, history);
+    Py_XSETREF(self->history_append, append);
+    SET(on_done, on_done);
+    SET(done_ctx, done_ctx);
+    SET(on_end, Py_None);
+    SET(st_pending, PyTuple_GET_ITEM(states, 0));
+    SET(st_finished, PyTuple_GET_ITEM(states, 1));
+    SET(st_failed, PyTuple_GET_ITEM(states, 2));
+    SET(st_cancelled, PyTuple_GET_ITEM(states, 3));
+#undef SET
+    self->maxlen = maxlen;
+    self->off_rec = offsets[0];
+    self->off_release = offsets[1];
+    self->depth = depth;
+    self->fast = 0;
+    self->vectorcall = (vectorcallfunc)recorder_vectorcall;
+    return 0;
+}
+
+static int
+recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->probe);
+    Py_VISIT(self->py_factory);
+    Py_VISIT(self->py_create_task);
+    Py_VISIT(self->at_boundary);
+    Py_VISIT(self->wrappers);
+    Py_VISIT(self->unwrap);
+    Py_VISIT(self->current);
+    Py_VISIT(self->current_task);
+    Py_VISIT(self->lineage);
+    Py_VISIT(self->task_type);
+    Py_VISIT(self->record_type);
+    Py_VISIT(self->history);
+    Py_VISIT(self->history_append);
+    Py_VISIT(self->on_done);
+    Py_VISIT(self->done_ctx);
+    Py_VISIT(self->on_end);
+    return 0;
+}
+
+static int
+recorder_clear(RecorderObject *self)
+{
+    Py_CLEAR(self->probe);
+    Py_CLEAR(self->py_factory);
+    Py_CLEAR(self->py_create_task);
+    Py_CLEAR(self->at_boundary);
+    Py_CLEAR(self->wrappers);
+    Py_CLEAR(self->unwrap);
+    Py_CLEAR(self->current);
+    Py_CLEAR(self->current_task);
+    Py_CLEAR(self->lineage);
+    Py_CLEAR(self->task_type);
+    Py_CLEAR(self->record_type);
+    Py_CLEAR(self->history);
+    Py_CLEAR(self->history_append);
+    Py_CLEAR(self->on_done);
+    Py_CLEAR(self->done_ctx);
+    Py_CLEAR(self->on_end);
+    Py_CLEAR(self->st_pending);
+    Py_CLEAR(self->st_finished);
+    Py_CLEAR(self->st_failed);
+    Py_CLEAR(self->st_cancelled);
+    self->fast = 0;
+    return 0;
+}
+
+static void
+recorder_dealloc(RecorderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    recorder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef recorder_methods[] = {
+    {"record", (PyCFunction)(void (*)(void))recorder_record, METH_FASTCALL,
+     "record(loop, coro, frame) -> TaskRecord or None"},
+    {"create_task", (PyCFunction)(void (*)(void))recorder_create_task, METH_FASTCALL,
+     "create_task(loop, coro, name, context, frame) -> task"},
+    {"close", (PyCFunction)(void (*)(void))recorder_close, METH_FASTCALL,
+     "close(task, record): outcome, counters, history"},
+    {"release", (PyCFunction)recorder_release, METH_O, "release(task): from Task.__del__"},
+    {"configure", (PyCFunction)recorder_configure, METH_VARARGS,
+     "configure(fast, on_end): fast is the common case (no inner factory, no on_create hook)"},
+    {"stats", (PyCFunction)recorder_stats, METH_NOARGS, "the hot path's counters"},
+    {NULL},
+};
+
+static PyMemberDef recorder_members[] = {
+    {"probe", T_OBJECT, offsetof(RecorderObject, probe), 0, "the Probe this recorder serves"},
+    {"fast", T_INT, offsetof(RecorderObject, fast), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject RecorderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "taskwatch._speedups.Recorder",
+    .tp_basicsize = sizeof(RecorderObject),
+    .tp_dealloc = (destructor)recorder_dealloc,
+    .tp_vectorcall_offset = offsetof(RecorderObject, vectorcall),
+    .tp_call = recorder_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The hot path of one probe; calling it is the loop's task factory.",
+    .tp_traverse = (traverseproc)recorder_traverse,
+    .tp_clear = (inquiry)recorder_clear,
+    .tp_methods = recorder_methods,
+    .tp_members = recorder_members,
+    .tp_init = (initproc)recorder_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Task.__del__ and Task.exception for taskwatch's Task subclass (see taskwatch/_task.py) */
+
+static PyTypeObject *tw_task_type;      /* taskwatch._task.Task */
+static PyTypeObject *base_task_type;    /* _asyncio.Task */
+static PyObject *base_exception;        /* _asyncio.Task.exception */
+static PyObject *task_module_dict;      /* taskwatch._task's globals: on_exception_read */
+static PyObject *report_error_fn;       /* taskwatch._task._report_error */
+static Py_ssize_t task_off_release = -1;
+
+static PyObject *
+task_del(PyObject *self, PyObject *unused)
+{
+    /* Closing the record here costs far less than a done callback. The base finalizer must run:
+     * it is what reports "exception was never retrieved" and "destroyed but it is pending". */
+    if (task_off_release >= 0 && PyObject_TypeCheck(self, tw_task_type)) {
+        PyObject *release = *slot(self, task_off_release);
+        if (release != NULL) {
+            if (Py_IS_TYPE(release, &RecorderType)) {
+                Py_INCREF(release);
+                do_release((RecorderObject *)release, self);
+                Py_DECREF(release);
+            }
+            else {
+                PyObject *r = PyObject_CallOneArg(release, self);
+                if (r == NULL) {
+                    PyErr_Clear(); /* the Python release hook reports its own errors */
+                }
+                Py_XDECREF(r);
+            }
+        }
+    }
+    if (base_task_type->tp_finalize != NULL) {
+        base_task_type->tp_finalize(self);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+task_exception(PyObject *self, PyObject *unused)
+{
+    PyObject *exc = PyObject_CallOneArg(base_exception, self);
+    if (exc == NULL || exc == Py_None) {
+        return exc;
+    }
+    PyObject *hook = PyDict_GetItemWithError(task_module_dict, s_on_exception_read);
+    if (hook != NULL && hook != Py_None) {
+        Py_INCREF(hook);
+        PyObject *frame = (PyObject *)PyEval_GetFrame();
+        PyObject *r = PyObject_CallFunctionObjArgs(hook, self, frame ? frame : Py_None, NULL);
+        Py_DECREF(hook);
+        if (r == NULL) {
+            report_internal("Task.exception");
+        }
+        Py_XDECREF(r);
+    }
+    else if (hook == NULL && PyErr_Occurred()) {
+        report_internal("Task.exception");
+    }
+    return exc;
+}
+
+static PyMethodDef task_del_def = {"__del__", task_del, METH_NOARGS,
+                                   "Close taskwatch's record, then run asyncio's own finalizer."};
+static PyMethodDef task_exception_def = {
+    "exception", task_exception, METH_NOARGS,
+    "asyncio's Task.exception(), telling taskwatch when a failed task's error is read."};
+
+/* bind_task(Task, module_globals) -> (__del__, exception) descriptors for taskwatch's Task. */
+static PyObject *
+bind_task(PyObject *module, PyObject *args)
+{
+    PyObject *task_type, *globals;
+    if (!PyArg_ParseTuple(args, "O!O!:bind_task", &PyType_Type, &task_type, &PyDict_Type, &globals)) {
+        return NULL;
+    }
+    PyTypeObject *base = ((PyTypeObject *)task_type)->tp_base;
+    if (base == NULL || base->tp_finalize == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Task must derive from the C asyncio Task");
+        return NULL;
+    }
+    PyObject *exc = PyObject_GetAttrString((PyObject *)base, "exception");
+    if (exc == NULL) {
+        return NULL;
+    }
+    PyObject *d = PyObject_GetAttrString(task_type, "_tw_probe_release");
+    if (d == NULL) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        Py_DECREF(exc);
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "Task._tw_probe_release must be a slot");
+        return NULL;
+    }
+    Py_ssize_t off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    PyObject *report = PyDict_GetItemString(globals, "_report_error");
+    PyObject *del_descr = PyDescr_NewMethod(base, &task_del_def);
+    PyObject *exc_descr = PyDescr_NewMethod(base, &task_exception_def);
+    if (del_descr == NULL || exc_descr == NULL) {
+        Py_DECREF(exc);
+        Py_XDECREF(del_descr);
+        Py_XDECREF(exc_descr);
+        return NULL;
+    }
+    Py_INCREF(task_type);
+    Py_XSETREF(tw_task_type, (PyTypeObject *)task_type);
+    Py_INCREF(base);
+    Py_XSETREF(base_task_type, base);
+    Py_XSETREF(base_exception, exc);
+    Py_INCREF(globals);
+    Py_XSETREF(task_module_dict, globals);
+    Py_XINCREF(report);
+    Py_XSETREF(report_error_fn, report);
+    task_off_release = off;
+    return Py_BuildValue("(NN)", del_descr, exc_descr);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * module */
+
+static PyObject *
+configure_module(PyObject *module, PyObject *args)
+{
+    PyObject *internal_error, *classify, *boundary;
+    if (!PyArg_ParseTuple(args, "OOO!:configure", &internal_error, &classify, &PySet_Type, &boundary)) {
+        return NULL;
+    }
+    Py_INCREF(internal_error);
+    Py_XSETREF(internal_error_fn, internal_error);
+    Py_INCREF(classify);
+    Py_XSETREF(classify_fn, classify);
+    Py_INCREF(boundary);
+    Py_XSETREF(boundary_set, boundary);
+    cache_clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+invalidate(PyObject *module, PyObject *unused)
+{
+    cache_clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+next_id(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLongLong(++next_id_value);
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure_module, METH_VARARGS,
+     "configure(internal_error, is_internal, boundary_ids): the Python side the C side calls"},
+    {"invalidate", invalidate, METH_NOARGS, "forget cached code classifications"},
+    {"next_id", next_id, METH_NOARGS, "the next task id (never reused, shared with Python)"},
+    {"bind_task", bind_task, METH_VARARGS, "bind_task(Task, globals) -> (__del__, exception)"},
+    {NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT, "taskwatch._speedups",
+    "taskwatch's per-task hot path in C (optional accelerator).", -1, module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+#define INTERN(var, text) do { var = PyUnicode_InternFromString(text); if (var == NULL) return NULL; } while (0)
+    INTERN(s_cr_code, "cr_code");
+    INTERN(s_gi_code, "gi_code");
+    INTERN(s_get_name, "get_name");
+    INTERN(s_cancelled, "cancelled");
+    INTERN(s_exception_attr, "_exception");
+    INTERN(s_done, "done");
+    INTERN(s_add_done_callback, "add_done_callback");
+    INTERN(s_source_tb, "_source_traceback");
+    INTERN(s_tw_rec, "_tw_rec");
+    INTERN(s_on_failed, "on_failed");
+    INTERN(s_check_swallowed, "check_swallowed");
+    INTERN(s_schedule_orphan_check, "schedule_orphan_check");
+    INTERN(s_trim_source_traceback, "trim_source_traceback");
+    INTERN(s_context, "context");
+    INTERN(s_eager_start, "eager_start");
+    INTERN(s_on_exception_read, "on_exception_read");
+#undef INTERN
+    kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
+    kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
+    kw_context = Py_BuildValue("(s)", "context");
+    if (kw_loop_context == NULL || kw_loop_name_context == NULL || kw_context == NULL) {
+        return NULL;
+    }
+#if !defined(__linux__)
+    PyObject *time_mod = PyImport_ImportModule("time");
+    if (time_mod == NULL) {
+        return NULL;
+    }
+    monotonic_fn = PyObject_GetAttrString(time_mod, "monotonic");
+    Py_DECREF(time_mod);
+    if (monotonic_fn == NULL) {
+        return NULL;
+    }
+#endif
+    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecorderType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&RecordType);
+    if (PyModule_AddObject(m, "RecordBase", (PyObject *)&RecordType) < 0) {
+        Py_DECREF(&RecordType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&RecorderType);
+    if (PyModule_AddObject(m, "Recorder", (PyObject *)&RecorderType) < 0) {
+        Py_DECREF(&RecorderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
