@@ -67,22 +67,15 @@ class CancelRequest:
         }
 
 
-if speedups is not None:
-    _Fields: Any = speedups.RecordBase  # the same fields, laid out in C for the C hot path
-else:
-    class _Fields:
-        __slots__ = (
-            "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
-            "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
-            "__weakref__",
-        )
-
-
-class TaskRecord(_Fields):
+class _TaskRecord:
     """The record of one task. Hot-path fields are set in ``__init__`` (or by the C hot path, which
     sets the same fields directly); the rest at the end."""
 
-    __slots__ = ()
+    __slots__ = (
+        "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
+        "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
+        "__weakref__",
+    )
 
     def __init__(self, stack: tuple[Any, ...] | None, coro: CodeType | None,
                  parent: TaskRecord | None, created: float) -> None:
@@ -167,6 +160,19 @@ class TaskRecord(_Fields):
         where = f"created at {frame.short()}" if frame else "created by the event loop or a library"
         name = f"'{self.name}'" if self.name else f"#{self.id}"
         return f"task {name} ({self.coro_name}) {where}"
+
+
+TaskRecord: type[_TaskRecord]
+if speedups is None:
+    TaskRecord = _TaskRecord
+else:
+    # The C accelerator lays the same fields out in C, in a type the cyclic GC does not track (a
+    # Python subclass would be tracked: one more GC object per task). It gets the methods above.
+    TaskRecord = speedups.RecordType
+    for _name, _value in vars(_TaskRecord).items():
+        if _name not in ("__slots__", "__module__", "__weakref__", "__dict__") and (
+                _name not in _TaskRecord.__slots__):
+            setattr(TaskRecord, _name, _value)
 
 
 def _short(value: Any, limit: int = 500) -> str:

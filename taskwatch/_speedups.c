@@ -7,7 +7,7 @@
  * boundaries, wrapped coroutines, other factories, OpenTelemetry) calls back into the same Python
  * code, so the two implementations cannot drift apart in what they decide, only in speed.
  *
- * Records (RecordBase) are not tracked by the cyclic GC: they reference only older records, code
+ * Records (RecordType) are not tracked by the cyclic GC: they reference only older records, code
  * objects, tuples, strings and span objects, never anything that leads back to them.
  */
 #define PY_SSIZE_T_CLEAN
@@ -21,8 +21,7 @@
 #define RELEASED 128 /* TaskRecord.flags: closed when the task object was freed */
 #define MAX_DEPTH 64
 
-static PyObject *s_cr_code, *s_gi_code, *s_get_name, *s_cancelled, *s_exception_attr, *s_done,
-    *s_add_done_callback, *s_source_tb, *s_tw_rec, *s_on_failed, *s_check_swallowed,
+static PyObject *s_cr_code, *s_gi_code, *s_add_done_callback, *s_tw_rec, *s_on_failed, *s_check_swallowed,
     *s_schedule_orphan_check, *s_trim_source_traceback, *s_context, *s_eager_start,
     *s_on_exception_read;
 static PyObject *kw_loop_context, *kw_loop_name_context, *kw_context;
@@ -82,28 +81,43 @@ report_internal(const char *where)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * RecordBase: the fields of TaskRecord (taskwatch/_record.py adds the methods) */
+ * RecordType: the fields of TaskRecord (taskwatch/_record.py adds the methods) */
 
+/* One frame of a creation stack: the code object and the instruction offset (f_lasti). */
 typedef struct {
-    PyObject_HEAD
+    PyObject *code;
+    int lasti;
+} StackItem;
+
+/* The creation stack lives inline (ob_size frames), with no tuple or int objects per task; the
+ * flat (code, lasti, ...) tuple that Python code reads as rec.stack is built on first access. */
+typedef struct {
+    PyObject_VAR_HEAD
     PyObject *weakreflist;
     long long id;
-    PyObject *stack, *coro, *parent, *state, *name, *cancels;
+    PyObject *stack; /* the tuple form, once built (or set from Python); NULL until then */
+    PyObject *coro, *parent, *state, *name, *cancels;
     PyObject *exc_type, *exc_message, *exc_stack, *span;
     double created, ended;
     Py_ssize_t live_children;
     long flags;
     char internal;
+    StackItem items[1];
 } RecordObject;
 
-static PyTypeObject RecordType;
+static PyTypeObject *RecordType; /* a heap type without GC (made in PyInit), see the top */
 
 static void
 record_dealloc(RecordObject *self)
 {
+    PyTypeObject *tp = Py_TYPE(self);
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
+    for (Py_ssize_t i = 0; i < Py_SIZE(self); i++) {
+        Py_CLEAR(self->items[i].code);
+    }
+    Py_SET_SIZE(self, 0);
     Py_CLEAR(self->stack);
     Py_CLEAR(self->coro);
     Py_CLEAR(self->parent);
@@ -114,12 +128,12 @@ record_dealloc(RecordObject *self)
     Py_CLEAR(self->exc_message);
     Py_CLEAR(self->exc_stack);
     Py_CLEAR(self->span);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
 }
 
 static PyMemberDef record_members[] = {
     {"id", T_LONGLONG, offsetof(RecordObject, id), 0, NULL},
-    {"stack", T_OBJECT_EX, offsetof(RecordObject, stack), 0, NULL},
     {"coro", T_OBJECT_EX, offsetof(RecordObject, coro), 0, NULL},
     {"parent", T_OBJECT_EX, offsetof(RecordObject, parent), 0, NULL},
     {"state", T_OBJECT_EX, offsetof(RecordObject, state), 0, NULL},
@@ -134,22 +148,136 @@ static PyMemberDef record_members[] = {
     {"live_children", T_PYSSIZET, offsetof(RecordObject, live_children), 0, NULL},
     {"flags", T_LONG, offsetof(RecordObject, flags), 0, NULL},
     {"internal", T_BOOL, offsetof(RecordObject, internal), 0, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(RecordObject, weakreflist), READONLY, NULL},
     {NULL},
 };
 
-static PyTypeObject RecordType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "taskwatch._speedups.RecordBase",
-    .tp_basicsize = sizeof(RecordObject),
-    .tp_dealloc = (destructor)record_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Storage of a TaskRecord, laid out in C so the hot path sets fields directly.",
-    .tp_weaklistoffset = offsetof(RecordObject, weakreflist),
-    .tp_members = record_members,
-    .tp_new = PyType_GenericNew,
+/* rec.stack: the flat (code, lasti, ...) tuple, or None (no user frame). New reference. */
+static PyObject *
+record_stack(RecordObject *self)
+{
+    if (self->stack != NULL) {
+        return Py_NewRef(self->stack);
+    }
+    Py_ssize_t n = Py_SIZE(self);
+    if (n == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyTuple_New(2 * n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lasti = PyLong_FromLong(self->items[i].lasti);
+        if (lasti == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, 2 * i, Py_NewRef(self->items[i].code));
+        PyTuple_SET_ITEM(out, 2 * i + 1, lasti);
+    }
+    self->stack = Py_NewRef(out);
+    return out;
+}
+
+static PyObject *
+record_get_stack(RecordObject *self, void *closure)
+{
+    return record_stack(self);
+}
+
+static int
+record_set_stack(RecordObject *self, PyObject *value, void *closure)
+{
+    Py_XINCREF(value);
+    Py_XSETREF(self->stack, value);
+    return 0;
+}
+
+static PyGetSetDef record_getset[] = {
+    {"stack", (getter)record_get_stack, (setter)record_set_stack,
+     "the creation stack: a flat (code, lasti, ...) tuple, innermost first, or None", NULL},
+    {NULL},
 };
 
-#define IS_RECORD(o) PyObject_TypeCheck((o), &RecordType)
+/* A heap type, so taskwatch/_record.py can add TaskRecord's Python methods to it, but made from a
+ * spec without Py_TPFLAGS_HAVE_GC: a Python subclass would make every record GC-tracked. */
+static PyType_Slot record_slots[] = {
+    {Py_tp_dealloc, record_dealloc},
+    {Py_tp_members, record_members},
+    {Py_tp_getset, record_getset},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_doc, "The record of one task (fields in C; methods added by taskwatch._record)."},
+    {0, NULL},
+};
+
+static PyType_Spec record_spec = {
+    "taskwatch._record.TaskRecord",
+    offsetof(RecordObject, items),
+    sizeof(StackItem),
+    Py_TPFLAGS_DEFAULT,
+    record_slots,
+};
+
+#define IS_RECORD(o) Py_IS_TYPE((o), RecordType)
+
+/* asyncio.Task's own methods and attributes, called without a lookup per call (set by bind_task). */
+typedef struct {
+    PyObject *descr;
+    PyCFunction meth; /* set when the method is a plain METH_NOARGS C function */
+} Method;
+
+static Method m_get_name, m_cancelled, m_done, m_exception;
+static PyObject *d_exception_attr, *d_source_tb; /* data descriptors: _exception, _source_traceback */
+
+static PyObject *
+call_method(Method *m, PyObject *self)
+{
+    if (m->meth != NULL) {
+        return m->meth(self, NULL);
+    }
+    return PyObject_Vectorcall(m->descr, &self, 1, NULL);
+}
+
+static PyObject *
+get_data(PyObject *descr, PyObject *self)
+{
+    return Py_TYPE(descr)->tp_descr_get(descr, self, (PyObject *)Py_TYPE(self));
+}
+
+static int
+bind_method(PyTypeObject *base, const char *name, Method *m)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)base, name);
+    if (d == NULL) {
+        return -1;
+    }
+    Py_XSETREF(m->descr, d);
+    m->meth = NULL;
+    if (Py_IS_TYPE(d, &PyMethodDescr_Type)) {
+        PyMethodDef *def = ((PyMethodDescrObject *)d)->d_method;
+        if (def->ml_flags == METH_NOARGS) {
+            m->meth = def->ml_meth;
+        }
+    }
+    return 0;
+}
+
+static int
+bind_data(PyTypeObject *base, const char *name, PyObject **out)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)base, name);
+    if (d == NULL) {
+        return -1;
+    }
+    if (Py_TYPE(d)->tp_descr_get == NULL) {
+        Py_DECREF(d);
+        PyErr_Format(PyExc_TypeError, "asyncio.Task.%s is not a descriptor", name);
+        return -1;
+    }
+    Py_XSETREF(*out, d);
+    return 0;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Code classification cache: code pointer -> internal/boundary flags, with the code kept alive so
@@ -258,11 +386,12 @@ slot(PyObject *obj, Py_ssize_t offset)
     return (PyObject **)((char *)obj + offset);
 }
 
-/* The user's creation stack at frame: a flat (code, lasti, ...) tuple, or None. New reference. */
-static PyObject *
-capture(RecorderObject *self, PyFrameObject *frame)
+/* The user's creation stack at frame, into items (owned code references): returns the number of
+ * frames (0: no user frame), or -1 on error. A walk that meets a loop frame asks the Python slow
+ * path and puts its answer (a tuple or None) in *other instead. */
+static int
+capture(RecorderObject *self, PyFrameObject *frame, StackItem *items, PyObject **other)
 {
-    PyObject *items[2 * MAX_DEPTH];
     int n = 0;
     PyFrameObject *f = frame;
     Py_XINCREF(f);
@@ -272,24 +401,18 @@ capture(RecorderObject *self, PyFrameObject *frame)
         if (fl < 0) {
             Py_DECREF(code);
             Py_DECREF(f);
-            return NULL;
+            return -1;
         }
         if (!(fl & F_INTERNAL)) {
-            int left = self->depth;
             for (;;) {
-                PyObject *lasti = PyLong_FromLong(PyFrame_GetLasti(f));
-                if (lasti == NULL) {
-                    Py_DECREF(code);
-                    Py_DECREF(f);
-                    goto error;
-                }
-                items[n++] = code;
-                items[n++] = lasti;
-                PyFrameObject *back = --left > 0 ? PyFrame_GetBack(f) : NULL;
+                items[n].code = code;
+                items[n].lasti = PyFrame_GetLasti(f);
+                n++;
+                PyFrameObject *back = n < self->depth ? PyFrame_GetBack(f) : NULL;
                 Py_DECREF(f);
                 f = back;
                 if (f == NULL) {
-                    break;
+                    return n;
                 }
                 code = (PyObject *)PyFrame_GetCode(f);
                 fl = code_flags(code);
@@ -297,35 +420,26 @@ capture(RecorderObject *self, PyFrameObject *frame)
                     Py_DECREF(code);
                     Py_DECREF(f);
                     if (fl < 0) {
-                        goto error;
+                        for (int i = 0; i < n; i++) {
+                            Py_DECREF(items[i].code);
+                        }
+                        return -1;
                     }
-                    break;
+                    return n;
                 }
             }
-            PyObject *out = PyTuple_New(n);
-            if (out == NULL) {
-                goto error;
-            }
-            for (int i = 0; i < n; i++) {
-                PyTuple_SET_ITEM(out, i, items[i]);
-            }
-            return out;
         }
         Py_DECREF(code);
         if (fl & F_BOUNDARY) { /* a loop frame: the main task, or a callback's task */
             Py_DECREF(f);
-            return PyObject_CallFunction(self->at_boundary, "Oi", (PyObject *)frame, self->depth);
+            *other = PyObject_CallFunction(self->at_boundary, "Oi", (PyObject *)frame, self->depth);
+            return *other == NULL ? -1 : 0;
         }
         PyFrameObject *back = PyFrame_GetBack(f);
         Py_DECREF(f);
         f = back;
     }
-    Py_RETURN_NONE;
-error:
-    for (int i = 0; i < n; i++) {
-        Py_DECREF(items[i]);
-    }
-    return NULL;
+    return 0;
 }
 
 static PyObject *
@@ -371,7 +485,9 @@ coro_code(RecorderObject *self, PyObject *coro)
 static PyObject *
 do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *frame)
 {
-    PyObject *parent = NULL, *cur = NULL, *code = NULL, *stack = NULL;
+    PyObject *parent = NULL, *cur = NULL, *code = NULL, *other = NULL;
+    StackItem items[MAX_DEPTH];
+    int n = 0;
     if (self->current != Py_None) {
         cur = PyDict_GetItemWithError(self->current, loop);
         if (cur == NULL && PyErr_Occurred()) {
@@ -424,17 +540,19 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
     if (code == NULL) {
         goto error;
     }
-    stack = capture(self, frame);
-    if (stack == NULL) {
+    n = capture(self, frame, items, &other);
+    if (n < 0) {
+        n = 0;
         goto error;
     }
     PyTypeObject *rt = (PyTypeObject *)self->record_type;
-    RecordObject *rec = (RecordObject *)rt->tp_alloc(rt, 0);
+    RecordObject *rec = (RecordObject *)rt->tp_alloc(rt, n);
     if (rec == NULL) {
         goto error;
     }
+    memcpy(rec->items, items, n * sizeof(StackItem));
     rec->id = ++next_id_value;
-    rec->stack = stack;
+    rec->stack = other; /* only from the boundary slow path */
     rec->coro = code;
     rec->parent = parent;
     rec->created = now();
@@ -447,7 +565,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
     rec->cancels = Py_None;
     rec->live_children = 0;
     rec->flags = 0;
-    rec->internal = stack == Py_None;
+    rec->internal = n == 0 && (other == NULL || other == Py_None);
     if (code != Py_None) {
         int fl = code_flags(code);
         if (fl < 0) {
@@ -469,7 +587,10 @@ error:
     Py_XDECREF(cur);
     Py_XDECREF(parent);
     Py_XDECREF(code);
-    Py_XDECREF(stack);
+    Py_XDECREF(other);
+    for (int i = 0; i < n; i++) {
+        Py_DECREF(items[i].code);
+    }
     return NULL;
 }
 
@@ -513,7 +634,7 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
     Py_XSETREF(*slot(task, self->off_rec), rec);
     Py_INCREF(self);
     Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
-    PyObject *tb = PyObject_GetAttr(task, s_source_tb);
+    PyObject *tb = get_data(d_source_tb, task);
     if (tb == NULL) {
         report_internal("task factory (attach)");
         return;
@@ -645,12 +766,12 @@ call_probe(RecorderObject *self, PyObject *name, PyObject *a, PyObject *b, PyObj
 static int
 do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
 {
-    PyObject *r = PyObject_CallMethodNoArgs(task, s_get_name);
+    PyObject *r = call_method(&m_get_name, task);
     if (r == NULL) {
         return -1;
     }
     Py_XSETREF(rec->name, r);
-    r = PyObject_CallMethodNoArgs(task, s_cancelled);
+    r = call_method(&m_cancelled, task);
     if (r == NULL) {
         return -1;
     }
@@ -665,7 +786,7 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
         self->cancelled++;
     }
     else {
-        PyObject *exc = PyObject_GetAttr(task, s_exception_attr);
+        PyObject *exc = get_data(d_exception_attr, task);
         if (exc == NULL) {
             return -1;
         }
@@ -699,9 +820,12 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
         RecordObject *p = (RecordObject *)parent;
         p->live_children--;
         if (p->ended != 0.0) { /* keep no chain of ended records: a brief copy will do */
-            PyObject *brief = Py_BuildValue("(LOOO)", p->id, p->name ? p->name : Py_None,
-                                            p->coro ? p->coro : Py_None,
-                                            p->stack ? p->stack : Py_None);
+            PyObject *stack = record_stack(p);
+            if (stack == NULL) {
+                return -1;
+            }
+            PyObject *brief = Py_BuildValue("(LOON)", p->id, p->name ? p->name : Py_None,
+                                            p->coro ? p->coro : Py_None, stack);
             if (brief == NULL) {
                 return -1;
             }
@@ -760,7 +884,7 @@ do_release(RecorderObject *self, PyObject *task)
         return;
     }
     Py_INCREF(rec);
-    PyObject *r = PyObject_CallMethodNoArgs(task, s_done);
+    PyObject *r = call_method(&m_done, task);
     int done = r != NULL ? PyObject_IsTrue(r) : -1;
     Py_XDECREF(r);
     if (done > 0) {
@@ -824,8 +948,12 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
             &history, &on_done, &done_ctx, &PyTuple_Type, &states, &depth)) {
         return -1;
     }
-    if (!PyType_IsSubtype((PyTypeObject *)record_type, &RecordType)) {
-        PyErr_SetString(PyExc_TypeError, "record_type must derive from RecordBase");
+    if (record_type != (PyObject *)RecordType) {
+        PyErr_SetString(PyExc_TypeError, "record_type must be taskwatch._speedups.RecordType");
+        return -1;
+    }
+    if (d_source_tb == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_task() must run before a Recorder is made");
         return -1;
     }
     if (current != Py_None && !PyDict_Check(current)) {
@@ -1001,7 +1129,6 @@ static PyTypeObject RecorderType = {
 
 static PyTypeObject *tw_task_type;      /* taskwatch._task.Task */
 static PyTypeObject *base_task_type;    /* _asyncio.Task */
-static PyObject *base_exception;        /* _asyncio.Task.exception */
 static PyObject *task_module_dict;      /* taskwatch._task's globals: on_exception_read */
 static PyObject *report_error_fn;       /* taskwatch._task._report_error */
 static Py_ssize_t task_off_release = -1;
@@ -1037,7 +1164,7 @@ task_del(PyObject *self, PyObject *unused)
 static PyObject *
 task_exception(PyObject *self, PyObject *unused)
 {
-    PyObject *exc = PyObject_CallOneArg(base_exception, self);
+    PyObject *exc = call_method(&m_exception, self);
     if (exc == NULL || exc == Py_None) {
         return exc;
     }
@@ -1077,17 +1204,19 @@ bind_task(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "Task must derive from the C asyncio Task");
         return NULL;
     }
-    PyObject *exc = PyObject_GetAttrString((PyObject *)base, "exception");
-    if (exc == NULL) {
+    if (bind_method(base, "get_name", &m_get_name) < 0 ||
+        bind_method(base, "cancelled", &m_cancelled) < 0 ||
+        bind_method(base, "done", &m_done) < 0 ||
+        bind_method(base, "exception", &m_exception) < 0 ||
+        bind_data(base, "_exception", &d_exception_attr) < 0 ||
+        bind_data(base, "_source_traceback", &d_source_tb) < 0) {
         return NULL;
     }
     PyObject *d = PyObject_GetAttrString(task_type, "_tw_probe_release");
     if (d == NULL) {
-        Py_DECREF(exc);
         return NULL;
     }
     if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        Py_DECREF(exc);
         Py_DECREF(d);
         PyErr_SetString(PyExc_TypeError, "Task._tw_probe_release must be a slot");
         return NULL;
@@ -1098,7 +1227,6 @@ bind_task(PyObject *module, PyObject *args)
     PyObject *del_descr = PyDescr_NewMethod(base, &task_del_def);
     PyObject *exc_descr = PyDescr_NewMethod(base, &task_exception_def);
     if (del_descr == NULL || exc_descr == NULL) {
-        Py_DECREF(exc);
         Py_XDECREF(del_descr);
         Py_XDECREF(exc_descr);
         return NULL;
@@ -1107,7 +1235,6 @@ bind_task(PyObject *module, PyObject *args)
     Py_XSETREF(tw_task_type, (PyTypeObject *)task_type);
     Py_INCREF(base);
     Py_XSETREF(base_task_type, base);
-    Py_XSETREF(base_exception, exc);
     Py_INCREF(globals);
     Py_XSETREF(task_module_dict, globals);
     Py_XINCREF(report);
@@ -1169,12 +1296,7 @@ PyInit__speedups(void)
 #define INTERN(var, text) do { var = PyUnicode_InternFromString(text); if (var == NULL) return NULL; } while (0)
     INTERN(s_cr_code, "cr_code");
     INTERN(s_gi_code, "gi_code");
-    INTERN(s_get_name, "get_name");
-    INTERN(s_cancelled, "cancelled");
-    INTERN(s_exception_attr, "_exception");
-    INTERN(s_done, "done");
     INTERN(s_add_done_callback, "add_done_callback");
-    INTERN(s_source_tb, "_source_traceback");
     INTERN(s_tw_rec, "_tw_rec");
     INTERN(s_on_failed, "on_failed");
     INTERN(s_check_swallowed, "check_swallowed");
@@ -1201,16 +1323,17 @@ PyInit__speedups(void)
         return NULL;
     }
 #endif
-    if (PyType_Ready(&RecordType) < 0 || PyType_Ready(&RecorderType) < 0) {
+    RecordType = (PyTypeObject *)PyType_FromSpec(&record_spec);
+    if (RecordType == NULL || PyType_Ready(&RecorderType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&speedups_module);
     if (m == NULL) {
         return NULL;
     }
-    Py_INCREF(&RecordType);
-    if (PyModule_AddObject(m, "RecordBase", (PyObject *)&RecordType) < 0) {
-        Py_DECREF(&RecordType);
+    Py_INCREF(RecordType);
+    if (PyModule_AddObject(m, "RecordType", (PyObject *)RecordType) < 0) {
+        Py_DECREF(RecordType);
         Py_DECREF(m);
         return NULL;
     }
