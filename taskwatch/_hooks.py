@@ -293,7 +293,6 @@ def hook(state: State) -> None:
                _never_awaited.make_hook(warnings._warn_unawaited_coroutine))
     _task.on_cancel = _on_cancel
     _task.on_exception_read = _on_exception_read
-    _task.use_speedups(state.options.speedups)
 
 
 def _probe_for_task(task: Any) -> Any:

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _sites, _task
+from . import _sites
 from ._accel import speedups
 from ._guard import internal_error
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, TaskRecord
-from ._task import Task
+from ._task import task_class as _task_class
 
 if TYPE_CHECKING:
     from ._probe import Probe
@@ -76,7 +76,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     lineage_set = LINEAGE.set
     current = _current
     wrappers = WRAPPERS
-    task_class = Task
+    use_c = speedups is not None and probe.options.speedups
+    task_class = _task_class(use_c)
     record_class = TaskRecord
     created = finished = failed = cancelled = dropped = 0
     precise = probe.precise  # every task gets a done callback (spans need exact ends)
@@ -324,7 +325,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         return {"tasks_created": created, "tasks_finished": finished, "tasks_failed": failed,
                 "tasks_cancelled": cancelled, "dropped_history": dropped if maxlen else 0}
 
-    if speedups is None or not probe.options.speedups or not _task.speedups_on():
+    if not use_c or speedups is None:
         return factory, create_task, on_done, on_release, stats
     # The C recorder takes the common case (no factory of the program's, no on_create hook, no
     # precise ends) and hands every other call to the Python closures above, which then use its
@@ -333,10 +334,10 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         probe=probe, py_factory=factory, py_create_task=create_task,
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
         current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
-        current_task=asyncio.current_task, lineage=LINEAGE, task_type=Task,
+        current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,
         record_type=TaskRecord, history=history, on_done=on_done, done_ctx=done_ctx,
         states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth)
     record = recorder.record
     close = recorder.close
-    on_release = recorder  # Task.__del__ in C closes through the recorder directly
+    on_release = recorder  # the C Task's finalizer closes through the recorder directly
     return recorder, recorder.create_task, on_done, on_release, recorder.stats

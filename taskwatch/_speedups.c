@@ -221,13 +221,13 @@ static PyType_Spec record_spec = {
 
 #define IS_RECORD(o) Py_IS_TYPE((o), RecordType)
 
-/* asyncio.Task's own methods and attributes, called without a lookup per call (set by bind_task). */
+/* asyncio.Task's own methods and attributes, called without a lookup per call (set by task_type). */
 typedef struct {
     PyObject *descr;
     PyCFunction meth; /* set when the method is a plain METH_NOARGS C function */
 } Method;
 
-static Method m_get_name, m_cancelled, m_done, m_exception;
+static Method m_get_name, m_cancelled, m_done;
 static PyObject *d_exception_attr, *d_source_tb; /* data descriptors: _exception, _source_traceback */
 
 static PyObject *
@@ -953,7 +953,7 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
     if (d_source_tb == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "bind_task() must run before a Recorder is made");
+        PyErr_SetString(PyExc_RuntimeError, "task_type() must run before a Recorder is made");
         return -1;
     }
     if (current != Py_None && !PyDict_Check(current)) {
@@ -1125,44 +1125,94 @@ static PyTypeObject RecorderType = {
 };
 
 /* ---------------------------------------------------------------------------------------------
- * Task.__del__ and Task.exception for taskwatch's Task subclass (see taskwatch/_task.py) */
+ * Task: taskwatch's subclass of the C asyncio Task, as a C type (see taskwatch/_task.py)
+ *
+ * A Python subclass with __slots__ costs every task a generic subtype_dealloc, subtype_traverse at
+ * each GC pass and a __del__ looked up and called through slot_tp_finalize. This type has the same
+ * two fields, a finalizer that closes the record and then runs asyncio's own, and exception() in
+ * C; cancel() (and set_name on 3.13.0-3.13.2) stay in Python and are added by _task.py. */
 
-static PyTypeObject *tw_task_type;      /* taskwatch._task.Task */
-static PyTypeObject *base_task_type;    /* _asyncio.Task */
-static PyObject *task_module_dict;      /* taskwatch._task's globals: on_exception_read */
-static PyObject *report_error_fn;       /* taskwatch._task._report_error */
-static Py_ssize_t task_off_release = -1;
+typedef struct {
+    PyObject *rec;
+    PyObject *release;
+} TaskExtra;
 
-static PyObject *
-task_del(PyObject *self, PyObject *unused)
+static PyTypeObject *tw_task_type;   /* the type made by task_type() */
+static PyTypeObject *base_task_type; /* _asyncio.Task */
+static Py_ssize_t task_extra_offset = -1;
+static PyObject *task_module_dict; /* taskwatch._task's globals: on_exception_read */
+
+#define EXTRA(o) ((TaskExtra *)((char *)(o) + task_extra_offset))
+
+static int
+twtask_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    /* Closing the record here costs far less than a done callback. The base finalizer must run:
-     * it is what reports "exception was never retrieved" and "destroyed but it is pending". */
-    if (task_off_release >= 0 && PyObject_TypeCheck(self, tw_task_type)) {
-        PyObject *release = *slot(self, task_off_release);
-        if (release != NULL) {
-            if (Py_IS_TYPE(release, &RecorderType)) {
-                Py_INCREF(release);
-                do_release((RecorderObject *)release, self);
-                Py_DECREF(release);
-            }
-            else {
-                PyObject *r = PyObject_CallOneArg(release, self);
-                if (r == NULL) {
-                    PyErr_Clear(); /* the Python release hook reports its own errors */
-                }
-                Py_XDECREF(r);
-            }
+    Py_VISIT(EXTRA(self)->rec);
+    Py_VISIT(EXTRA(self)->release);
+    if (!(base_task_type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        Py_VISIT(Py_TYPE(self)); /* a heap base's traverse visits the type itself */
+    }
+    return base_task_type->tp_traverse(self, visit, arg);
+}
+
+static int
+twtask_clear(PyObject *self)
+{
+    Py_CLEAR(EXTRA(self)->rec);
+    Py_CLEAR(EXTRA(self)->release);
+    return base_task_type->tp_clear != NULL ? base_task_type->tp_clear(self) : 0;
+}
+
+/* Closing the record here costs far less than a done callback. asyncio's finalizer must run after:
+ * it is what reports "exception was never retrieved" and "Task was destroyed but it is pending". */
+static void
+twtask_finalize(PyObject *self)
+{
+    PyObject *release = EXTRA(self)->release;
+    if (release != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        Py_INCREF(release);
+        if (Py_IS_TYPE(release, &RecorderType)) {
+            do_release((RecorderObject *)release, self);
         }
+        else { /* the pure-Python hot path's release hook (speedups=False) */
+            PyObject *r = PyObject_CallOneArg(release, self);
+            if (r == NULL) {
+                PyErr_Clear(); /* it reports its own errors */
+            }
+            Py_XDECREF(r);
+        }
+        Py_DECREF(release);
+        PyErr_Restore(type, value, tb);
     }
     if (base_task_type->tp_finalize != NULL) {
         base_task_type->tp_finalize(self);
     }
-    Py_RETURN_NONE;
 }
 
+static void
+twtask_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    /* asyncio's dealloc leaves the finalizer of a subclass to the subclass: run it while the
+     * fields are intact (it marks the object finalized, so it never runs twice). */
+    if (PyObject_CallFinalizerFromDealloc(self) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(EXTRA(self)->rec);
+    Py_CLEAR(EXTRA(self)->release);
+    base_task_type->tp_dealloc(self);
+    if (!(base_task_type->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        Py_DECREF(tp); /* a static base's dealloc does not release the heap subtype */
+    }
+}
+
+static Method m_exception;
+
 static PyObject *
-task_exception(PyObject *self, PyObject *unused)
+twtask_exception(PyObject *self, PyObject *unused)
 {
     PyObject *exc = call_method(&m_exception, self);
     if (exc == NULL || exc == Py_None) {
@@ -1171,7 +1221,7 @@ task_exception(PyObject *self, PyObject *unused)
     PyObject *hook = PyDict_GetItemWithError(task_module_dict, s_on_exception_read);
     if (hook != NULL && hook != Py_None) {
         Py_INCREF(hook);
-        PyObject *frame = (PyObject *)PyEval_GetFrame();
+        PyObject *frame = (PyObject *)PyEval_GetFrame(); /* the caller's: no frame of ours */
         PyObject *r = PyObject_CallFunctionObjArgs(hook, self, frame ? frame : Py_None, NULL);
         Py_DECREF(hook);
         if (r == NULL) {
@@ -1185,23 +1235,33 @@ task_exception(PyObject *self, PyObject *unused)
     return exc;
 }
 
-static PyMethodDef task_del_def = {"__del__", task_del, METH_NOARGS,
-                                   "Close taskwatch's record, then run asyncio's own finalizer."};
-static PyMethodDef task_exception_def = {
-    "exception", task_exception, METH_NOARGS,
-    "asyncio's Task.exception(), telling taskwatch when a failed task's error is read."};
+static PyMethodDef twtask_methods[] = {
+    {"exception", twtask_exception, METH_NOARGS,
+     "asyncio's Task.exception(), also telling taskwatch when a failed task's error is read."},
+    {NULL},
+};
 
-/* bind_task(Task, module_globals) -> (__del__, exception) descriptors for taskwatch's Task. */
+static PyMemberDef twtask_members[] = {
+    {"_tw_rec", T_OBJECT_EX, 0, 0, "taskwatch's record of this task"},
+    {"_tw_probe_release", T_OBJECT_EX, 0, 0, "what closes the record when the task is freed"},
+    {NULL},
+};
+
+/* task_type(base, globals) -> the C Task type; globals are taskwatch._task's (on_exception_read). */
 static PyObject *
-bind_task(PyObject *module, PyObject *args)
+task_type(PyObject *module, PyObject *args)
 {
-    PyObject *task_type, *globals;
-    if (!PyArg_ParseTuple(args, "O!O!:bind_task", &PyType_Type, &task_type, &PyDict_Type, &globals)) {
+    PyObject *base_obj, *globals;
+    if (!PyArg_ParseTuple(args, "O!O!:task_type", &PyType_Type, &base_obj, &PyDict_Type, &globals)) {
         return NULL;
     }
-    PyTypeObject *base = ((PyTypeObject *)task_type)->tp_base;
-    if (base == NULL || base->tp_finalize == NULL) {
-        PyErr_SetString(PyExc_TypeError, "Task must derive from the C asyncio Task");
+    if (tw_task_type != NULL) {
+        return Py_NewRef((PyObject *)tw_task_type);
+    }
+    PyTypeObject *base = (PyTypeObject *)base_obj;
+    if (base->tp_finalize == NULL || base->tp_traverse == NULL || base->tp_itemsize != 0 ||
+        !(base->tp_flags & Py_TPFLAGS_HAVE_GC) || !(base->tp_flags & Py_TPFLAGS_BASETYPE)) {
+        PyErr_SetString(PyExc_TypeError, "base must be the C asyncio Task");
         return NULL;
     }
     if (bind_method(base, "get_name", &m_get_name) < 0 ||
@@ -1212,35 +1272,42 @@ bind_task(PyObject *module, PyObject *args)
         bind_data(base, "_source_traceback", &d_source_tb) < 0) {
         return NULL;
     }
-    PyObject *d = PyObject_GetAttrString(task_type, "_tw_probe_release");
-    if (d == NULL) {
+    Py_ssize_t offset = base->tp_basicsize;
+    offset = (offset + (Py_ssize_t)sizeof(void *) - 1) / (Py_ssize_t)sizeof(void *) * (Py_ssize_t)sizeof(void *);
+    twtask_members[0].offset = offset + offsetof(TaskExtra, rec);
+    twtask_members[1].offset = offset + offsetof(TaskExtra, release);
+    PyType_Slot slots[] = {
+        {Py_tp_traverse, twtask_traverse},
+        {Py_tp_clear, twtask_clear},
+        {Py_tp_dealloc, twtask_dealloc},
+        {Py_tp_finalize, twtask_finalize},
+        {Py_tp_methods, twtask_methods},
+        {Py_tp_members, twtask_members},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        "taskwatch._task.Task",
+        (int)(offset + sizeof(TaskExtra)),
+        0,
+        Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+        slots,
+    };
+    PyObject *bases = PyTuple_Pack(1, base_obj);
+    if (bases == NULL) {
         return NULL;
     }
-    if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        Py_DECREF(d);
-        PyErr_SetString(PyExc_TypeError, "Task._tw_probe_release must be a slot");
+    PyObject *type = PyType_FromSpecWithBases(&spec, bases);
+    Py_DECREF(bases);
+    if (type == NULL) {
         return NULL;
     }
-    Py_ssize_t off = ((PyMemberDescrObject *)d)->d_member->offset;
-    Py_DECREF(d);
-    PyObject *report = PyDict_GetItemString(globals, "_report_error");
-    PyObject *del_descr = PyDescr_NewMethod(base, &task_del_def);
-    PyObject *exc_descr = PyDescr_NewMethod(base, &task_exception_def);
-    if (del_descr == NULL || exc_descr == NULL) {
-        Py_XDECREF(del_descr);
-        Py_XDECREF(exc_descr);
-        return NULL;
-    }
-    Py_INCREF(task_type);
-    Py_XSETREF(tw_task_type, (PyTypeObject *)task_type);
+    task_extra_offset = offset;
     Py_INCREF(base);
-    Py_XSETREF(base_task_type, base);
+    base_task_type = base;
     Py_INCREF(globals);
-    Py_XSETREF(task_module_dict, globals);
-    Py_XINCREF(report);
-    Py_XSETREF(report_error_fn, report);
-    task_off_release = off;
-    return Py_BuildValue("(NN)", del_descr, exc_descr);
+    task_module_dict = globals;
+    tw_task_type = (PyTypeObject *)Py_NewRef(type);
+    return type;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1281,7 +1348,7 @@ static PyMethodDef module_methods[] = {
      "configure(internal_error, is_internal, boundary_ids): the Python side the C side calls"},
     {"invalidate", invalidate, METH_NOARGS, "forget cached code classifications"},
     {"next_id", next_id, METH_NOARGS, "the next task id (never reused, shared with Python)"},
-    {"bind_task", bind_task, METH_VARARGS, "bind_task(Task, globals) -> (__del__, exception)"},
+    {"task_type", task_type, METH_VARARGS, "task_type(asyncio.Task, globals) -> taskwatch's C Task"},
     {NULL},
 };
 

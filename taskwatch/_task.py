@@ -84,18 +84,16 @@ class Task(asyncio.Task):  # type: ignore[misc]
 
 _LOOP_CREATE_TASK = asyncio.BaseEventLoop.create_task.__code__
 
-_PY_METHODS = (Task.__dict__["__del__"], Task.__dict__["exception"])
-# The same two methods in C (taskwatch/_speedups.c), when the accelerator is built.
-_C_METHODS = speedups.bind_task(Task, globals()) if speedups is not None else None
+# The same class as a C type (taskwatch/_speedups.c) when the accelerator is built: its fields,
+# finalizer and exception() are C; cancel() (and set_name where overridden) are the ones above.
+CTask: type[Task] | None = None
+if speedups is not None:
+    CTask = speedups.task_type(asyncio.Task, globals())
+    for _name in ("cancel", "set_name", "__doc__"):
+        if _name in Task.__dict__:
+            setattr(CTask, _name, Task.__dict__[_name])
 
 
-def use_speedups(on: bool) -> bool:
-    """Give Task the C ``__del__``/``exception`` (on) or the Python ones; True if C is in use."""
-    methods = _C_METHODS if on and _C_METHODS is not None else _PY_METHODS
-    Task.__del__, Task.exception = methods  # type: ignore[method-assign]
-    return methods is _C_METHODS
-
-
-def speedups_on() -> bool:
-    """True while Task uses the C methods (the C hot path relies on its ``__del__``)."""
-    return _C_METHODS is not None and Task.__dict__["__del__"] is _C_METHODS[0]
+def task_class(use_speedups: bool) -> type[Task]:
+    """The Task class a probe builds: the C one when asked for and built, else the Python one."""
+    return CTask if use_speedups and CTask is not None else Task
