@@ -15,6 +15,24 @@
 #include <structmember.h>
 #include <time.h>
 
+/* 3.11-3.13: walk the interpreter's own frames, so recording a task never makes frame objects (on
+ * 3.11+ PyEval_GetFrame allocates one for asyncio.create_task's frame on every call). These
+ * structures are internal, hence pinned to the versions this file was checked against; any other
+ * version takes the public frame API. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#define TW_FAST_FRAMES 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#if PY_VERSION_HEX >= 0x030D0000
+#define TW_TOP_FRAME(ts) ((ts)->current_frame)
+#define TW_FRAME_CODE(f) ((PyObject *)_PyFrame_GetCode(f))
+#else
+#define TW_TOP_FRAME(ts) ((ts)->cframe->current_frame)
+#define TW_FRAME_CODE(f) ((PyObject *)(f)->f_code)
+#endif
+#endif
+
 #define F_INTERNAL 1
 #define F_BOUNDARY 2
 #define PRECISE 64   /* TaskRecord.flags: a done callback closes the record */
@@ -442,6 +460,62 @@ capture(RecorderObject *self, PyFrameObject *frame, StackItem *items, PyObject *
     return 0;
 }
 
+#ifdef TW_FAST_FRAMES
+static _PyInterpreterFrame *
+first_complete(_PyInterpreterFrame *f)
+{
+    while (f != NULL && _PyFrame_IsIncomplete(f)) {
+        f = f->previous;
+    }
+    return f;
+}
+#endif
+
+/* capture() from the running frame (the task factory has no frame of its own). */
+static int
+capture_current(RecorderObject *self, StackItem *items, PyObject **other)
+{
+#ifdef TW_FAST_FRAMES
+    int n = 0;
+    _PyInterpreterFrame *f = first_complete(TW_TOP_FRAME(PyThreadState_Get()));
+    while (f != NULL) {
+        PyObject *code = TW_FRAME_CODE(f);
+        int fl = code_flags(code);
+        if (fl < 0) {
+            goto error;
+        }
+        if (n > 0) { /* collecting the contiguous user frames after the site */
+            if (fl & F_INTERNAL) {
+                return n;
+            }
+        }
+        else if (fl & F_INTERNAL) {
+            if (fl & F_BOUNDARY) { /* a loop frame: the main task, or a callback's task */
+                *other = PyObject_CallFunction(self->at_boundary, "Oi", (PyObject *)PyEval_GetFrame(),
+                                               self->depth);
+                return *other == NULL ? -1 : 0;
+            }
+            f = first_complete(f->previous);
+            continue;
+        }
+        items[n].code = Py_NewRef(code);
+        items[n].lasti = _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+        if (++n >= self->depth) {
+            return n;
+        }
+        f = first_complete(f->previous);
+    }
+    return n;
+error:
+    for (int i = 0; i < n; i++) {
+        Py_DECREF(items[i].code);
+    }
+    return -1;
+#else
+    return capture(self, PyEval_GetFrame(), items, other);
+#endif
+}
+
 static PyObject *
 coro_code(RecorderObject *self, PyObject *coro)
 {
@@ -483,7 +557,7 @@ coro_code(RecorderObject *self, PyObject *coro)
 
 /* Site, coroutine, parent and time, taken before the task exists. New reference or NULL. */
 static PyObject *
-do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *frame)
+do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *frame, int current)
 {
     PyObject *parent = NULL, *cur = NULL, *code = NULL, *other = NULL;
     StackItem items[MAX_DEPTH];
@@ -540,7 +614,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
     if (code == NULL) {
         goto error;
     }
-    n = capture(self, frame, items, &other);
+    n = current ? capture_current(self, items, &other) : capture(self, frame, items, &other);
     if (n < 0) {
         n = 0;
         goto error;
@@ -657,7 +731,7 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
 static PyObject *
 build_task(RecorderObject *self, PyObject *loop, PyObject *coro, PyObject *name, PyFrameObject *frame)
 {
-    PyObject *rec = do_record(self, loop, coro, frame);
+    PyObject *rec = do_record(self, loop, coro, frame, frame == NULL);
     PyObject *ctx = NULL;
     if (rec == NULL) {
         report_internal("task factory (record)");
@@ -713,7 +787,7 @@ recorder_vectorcall(RecorderObject *self, PyObject *const *args, size_t nargsf, 
             }
         }
     }
-    return build_task(self, args[0], args[1], NULL, PyEval_GetFrame());
+    return build_task(self, args[0], args[1], NULL, NULL); /* NULL: from the running frame */
 python:
     return PyObject_Vectorcall(self->py_factory, args, nargsf, kwnames);
 }
@@ -746,7 +820,7 @@ recorder_record(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyFrameObject *frame = PyFrame_Check(args[2]) ? (PyFrameObject *)args[2] : NULL;
-    PyObject *rec = do_record(self, args[0], args[1], frame);
+    PyObject *rec = do_record(self, args[0], args[1], frame, 0);
     if (rec == NULL) {
         report_internal("task factory (record)");
         Py_RETURN_NONE;
