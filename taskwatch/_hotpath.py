@@ -58,8 +58,9 @@ def unwrap(coro: Any, code: Any) -> Any:
 
 
 def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], None],
-                                  Callable[[Any], None], Callable[[], dict[str, int]]]:
-    """Make (factory, create_task, on_done, on_release, stats) for one probe."""
+                                  Callable[[Any], None], Callable[[], dict[str, int]],
+                                  Callable[[Callable[[TaskRecord], None]], None]]:
+    """Make (factory, create_task, on_done, on_release, stats, retarget) for one probe."""
     depth = probe.depth
     history = probe.history
     append = history.append
@@ -80,6 +81,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     task_class = _task_class(use_c)
     record_class = TaskRecord
     created = finished = failed = cancelled = dropped = 0
+    late: Callable[[TaskRecord], None] | None = None  # where records go once the loop retired
     precise = probe.precise  # every task gets a done callback (spans need exact ends)
 
     def record(loop: Any, coro: Any, frame: Any) -> TaskRecord | None:
@@ -293,9 +295,12 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
                 rec.parent = (parent.id, parent.name, parent.coro, parent.stack)
         if rec.live_children and not rec.internal:
             probe.schedule_orphan_check(rec)
-        if len(history) == maxlen:
-            dropped += 1
-        append(rec)
+        if late is not None:
+            late(rec)
+        else:
+            if len(history) == maxlen:
+                dropped += 1
+            append(rec)
         if probe.on_end is not None:
             probe.on_end(rec, task)
 
@@ -325,8 +330,13 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         return {"tasks_created": created, "tasks_finished": finished, "tasks_failed": failed,
                 "tasks_cancelled": cancelled, "dropped_history": dropped if maxlen else 0}
 
+    def retarget(hook: Callable[[TaskRecord], None]) -> None:
+        """After the loop retired: records closed later go to ``hook`` (the state's history)."""
+        nonlocal late
+        late = hook
+
     if not use_c or speedups is None:
-        return factory, create_task, on_done, on_release, stats
+        return factory, create_task, on_done, on_release, stats, retarget
     # The C recorder takes the common case (no factory of the program's, no on_create hook, no
     # precise ends) and hands every other call to the Python closures above, which then use its
     # record() and close() so counters and decisions stay in one place.
@@ -340,4 +350,4 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     record = recorder.record
     close = recorder.close
     on_release = recorder  # the C Task's finalizer closes through the recorder directly
-    return recorder, recorder.create_task, on_done, on_release, recorder.stats
+    return recorder, recorder.create_task, on_done, on_release, recorder.stats, recorder.retarget

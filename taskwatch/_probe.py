@@ -58,7 +58,7 @@ class Probe:
         # OpenTelemetry sets this before loops attach: spans need each task's exact end.
         self.precise = bool(getattr(state, "precise_ends", False))
         (self.factory, self.create_task, self.on_done, self.on_release,
-         self._stats) = _hotpath.build(self)
+         self._stats, self.retarget) = _hotpath.build(self)
         self.factory.probe = self  # lets the loop hook find us
         self._sync()
 

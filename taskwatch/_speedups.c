@@ -390,6 +390,7 @@ typedef struct {
     PyObject *task_type, *record_type;
     PyObject *history, *history_append;
     PyObject *on_done, *done_ctx, *on_end;
+    PyObject *late; /* after the loop retired: records go to this callable instead of history */
     PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
     Py_ssize_t maxlen, off_rec, off_release;
     int depth, fast;
@@ -913,14 +914,19 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
         }
         Py_DECREF(r);
     }
-    Py_ssize_t len = PyObject_Length(self->history);
-    if (len < 0) {
-        return -1;
+    if (self->late != NULL) {
+        r = PyObject_CallOneArg(self->late, (PyObject *)rec);
     }
-    if (len == self->maxlen) {
-        self->dropped++;
+    else {
+        Py_ssize_t len = PyObject_Length(self->history);
+        if (len < 0) {
+            return -1;
+        }
+        if (len == self->maxlen) {
+            self->dropped++;
+        }
+        r = PyObject_CallOneArg(self->history_append, (PyObject *)rec);
     }
-    r = PyObject_CallOneArg(self->history_append, (PyObject *)rec);
     if (r == NULL) {
         return -1;
     }
@@ -994,6 +1000,14 @@ recorder_configure(RecorderObject *self, PyObject *args)
     self->fast = fast;
     Py_INCREF(on_end);
     Py_XSETREF(self->on_end, on_end);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+recorder_retarget(RecorderObject *self, PyObject *hook)
+{
+    Py_INCREF(hook);
+    Py_XSETREF(self->late, hook);
     Py_RETURN_NONE;
 }
 
@@ -1123,6 +1137,7 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->on_done);
     Py_VISIT(self->done_ctx);
     Py_VISIT(self->on_end);
+    Py_VISIT(self->late);
     return 0;
 }
 
@@ -1145,6 +1160,7 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->on_done);
     Py_CLEAR(self->done_ctx);
     Py_CLEAR(self->on_end);
+    Py_CLEAR(self->late);
     Py_CLEAR(self->st_pending);
     Py_CLEAR(self->st_finished);
     Py_CLEAR(self->st_failed);
@@ -1172,6 +1188,8 @@ static PyMethodDef recorder_methods[] = {
     {"configure", (PyCFunction)recorder_configure, METH_VARARGS,
      "configure(fast, on_end): fast is the common case (no inner factory, no on_create hook)"},
     {"stats", (PyCFunction)recorder_stats, METH_NOARGS, "the hot path's counters"},
+    {"retarget", (PyCFunction)recorder_retarget, METH_O,
+     "retarget(hook): after the loop retired, closed records go to hook(record)"},
     {NULL},
 };
 

@@ -19,7 +19,7 @@ from . import _guard, _sites
 from ._findings import Finding
 from ._options import Options
 from ._probe import Probe
-from ._record import TaskRecord
+from ._record import CANCELLED, FAILED, TaskRecord
 
 logger = logging.getLogger("taskwatch")
 _LOG_PER_SITE = 10  # log records per (kind, site); the rest are counted in the report
@@ -43,6 +43,7 @@ class State:
         self.loop_kinds: set[str] = set()
         self.retired_lags: collections.deque[float] = collections.deque(maxlen=4096)
         self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
+        self.late_counts: collections.Counter[str] = collections.Counter()
         self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
         self.counts: collections.Counter[str] = collections.Counter()
         self.per_site: collections.Counter[tuple[str, Any]] = collections.Counter()
@@ -91,11 +92,26 @@ class State:
                 self.retired_lags.extend(probe.watchdog.lag_samples())
             self.retired_history.extend(probe.history)
             probe.history.clear()
+            probe.retarget(self._late_close)  # its tasks may still be freed after the loop closed
         if probe.watchdog is not None:
             try:
                 probe.watchdog.stop()
             except BaseException:
                 _guard.internal_error("watchdog stop")
+
+    def _late_close(self, rec: TaskRecord) -> None:
+        """A task of a closed loop ended (freed after its loop closed): count it, keep its record.
+        Runs from finalizers, so it takes no lock (the one stats() holds could be this thread's)."""
+        late = self.late_counts
+        late["tasks_finished"] += 1
+        if rec.state == FAILED:
+            late["tasks_failed"] += 1
+        elif rec.state == CANCELLED:
+            late["tasks_cancelled"] += 1
+        history = self.retired_history
+        if history.maxlen and len(history) == history.maxlen:
+            late["dropped_history"] += 1
+        history.append(rec)
 
     def find_live(self, task_id: int, include_closed: bool = False) -> tuple[TaskRecord, Any] | None:
         """A still-pending task and its record, by id: a scan of the loops' tasks, so only for
@@ -180,6 +196,7 @@ class State:
         with self.lock:
             for item in self.retired:
                 totals.update(item)
+            totals.update(self.late_counts)
             delays = sorted(self.block_stats["delays"])
             out: dict[str, Any] = {
                 "tasks_created": totals["tasks_created"],

@@ -3,6 +3,8 @@
 import asyncio
 import gc
 
+import pytest
+
 import taskwatch
 
 from .conftest import here, run
@@ -207,3 +209,29 @@ def test_dump_groups_identical_tasks(watch, loop_kind):
     assert "100 x tests.test_record.test_dump_groups_identical_tasks.<locals>.worker" in dump
     assert "on Queue.get" in dump
     assert "test_record.py" in dump
+
+
+@pytest.mark.parametrize("speedups", [True, False])
+def test_task_freed_after_its_loop_closed_is_still_recorded(watch, loop_kind, speedups):
+    """A finished task kept alive past its loop (here by a list) is closed when freed, and its
+    record goes to the history and the counters even though the loop has retired."""
+    watch(speedups=speedups, watchdog=False)
+    kept = []
+
+    async def fails():
+        raise ValueError("late")
+
+    async def main():
+        task = asyncio.create_task(fails())
+        await asyncio.sleep(0)
+        task.exception()  # retrieved: no asyncio complaint when it is freed
+        kept.append(task)
+
+    run(main(), loop_kind)
+    created = taskwatch.report()["stats"]["tasks_failed"]
+    kept.clear()
+    gc.collect()
+    after = taskwatch.report()["stats"]["tasks_failed"]
+    assert after == created + 1
+    records = [r for r in taskwatch.tasks(include_finished=True) if r["coro"].endswith("fails")]
+    assert records and records[0]["state"] == "failed" and records[0]["closed"] == "released"

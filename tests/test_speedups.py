@@ -1,0 +1,157 @@
+"""The C accelerator (taskwatch/_speedups.c) against the pure-Python hot path it replaces.
+
+The Python closures in ``_hotpath`` are the reference: with ``speedups=False`` a probe runs them, so
+the same workload under both paths must leave identical records. The suite as a whole also runs with
+the accelerator not loaded at all (``TASKWATCH_SPEEDUPS=0``), as on a machine without a compiler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import taskwatch
+from taskwatch import _accel, _task
+
+from .conftest import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Boom(Exception):
+    pass
+
+
+async def leaf(i: int) -> int:
+    await asyncio.sleep(0)
+    return i
+
+
+async def fails() -> None:
+    await asyncio.sleep(0)
+    raise Boom("leaf failed")
+
+
+async def sleeper() -> None:
+    await asyncio.sleep(10)
+
+
+def spawn_from_callback(bucket: list[asyncio.Task[Any]]) -> None:
+    bucket.append(asyncio.get_running_loop().create_task(leaf(99)))  # parent: the scheduling task
+
+
+async def middle(bucket: list[asyncio.Task[Any]]) -> None:
+    asyncio.get_running_loop().call_soon(spawn_from_callback, bucket)
+    await asyncio.gather(*(asyncio.create_task(leaf(i)) for i in range(3)))
+    await asyncio.sleep(0)
+
+
+async def workload() -> None:
+    bucket: list[asyncio.Task[Any]] = []
+    await asyncio.create_task(middle(bucket), name="middle")
+    await asyncio.gather(*bucket)
+    failing = asyncio.create_task(fails())
+    with pytest.raises(Boom):
+        await failing
+    victim = asyncio.create_task(sleeper(), name="victim")
+    await asyncio.sleep(0)
+    victim.cancel("enough")
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    async with asyncio.TaskGroup() as group:
+        for i in range(2):
+            group.create_task(leaf(i))
+
+
+def _normalized() -> list[dict[str, Any]]:
+    """Records without what differs between runs (ids, times, unnamed tasks' numbers)."""
+    gc.collect()  # a failed task held by its own traceback's frames is closed when freed
+    out = []
+    for rec in taskwatch.tasks(include_finished=True):
+        parent = rec["parent"]
+        out.append({
+            "name": rec["name"] if not (rec["name"] or "").startswith("Task-") else "Task-N",
+            "coro": rec["coro"],
+            "created_at": rec["created_at"],
+            "creation_stack": rec["creation_stack"],
+            "parent": parent and (parent["coro"], parent["created_at"]),
+            "state": rec["state"],
+            "exception": rec.get("exception"),
+            "cancels": [(c["requested_at"], c["message"], c["by_task"] and c["by_task"]["coro"])
+                        for c in rec.get("cancels", [])],
+        })
+    return sorted(out, key=repr)
+
+
+def _records(watch: Any, loop_kind: str, speedups: bool) -> list[dict[str, Any]]:
+    watch(speedups=speedups, watchdog=False)
+    run(workload(), loop_kind)
+    records = _normalized()
+    stats = taskwatch.report()["stats"]
+    taskwatch.uninstall()
+    assert stats["internal_errors"] == 0
+    return records
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_and_python_paths_leave_the_same_records(watch: Any, loop_kind: str) -> None:
+    # one call site for both runs: the test's own line is in the creation stacks
+    with_c, without = (_records(watch, loop_kind, speedups) for speedups in (True, False))
+    assert with_c == without
+    by_coro = {r["coro"].rsplit(".", 1)[-1]: r for r in with_c}
+    assert by_coro["leaf"]["parent"] is not None
+    assert by_coro["fails"]["exception"]["type"].endswith("Boom")
+    assert by_coro["sleeper"]["cancels"][0][1] == "enough"
+    # the task made in a call_soon callback has the task that scheduled the callback as parent
+    callback_child = [r for r in with_c if r["created_at"] and
+                      r["created_at"]["function"] == "spawn_from_callback"]
+    assert callback_child and callback_child[0]["parent"][0].endswith("middle")
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_path_is_what_runs_by_default(watch: Any, loop_kind: str) -> None:
+    watch(watchdog=False)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        task = asyncio.create_task(leaf(1))
+        seen["class"] = type(task)
+        seen["factory"] = type(asyncio.get_running_loop().get_task_factory())
+        await task
+
+    run(main(), loop_kind)
+    assert seen["class"] is _task.CTask
+    assert seen["class"].__name__ == "Task"
+    assert seen["factory"] is type(None)  # the program still reads back its own (no) factory
+
+
+def test_accelerator_built_where_required() -> None:
+    """CI sets TASKWATCH_REQUIRE_SPEEDUPS: a C build that silently failed must not pass."""
+    if not os.environ.get("TASKWATCH_REQUIRE_SPEEDUPS"):
+        pytest.skip("TASKWATCH_REQUIRE_SPEEDUPS is not set")
+    assert _accel.speedups is not None, "taskwatch._speedups did not build or import"
+
+
+@pytest.mark.skipif(os.environ.get("TASKWATCH_SPEEDUPS") == "0",
+                    reason="already running without the accelerator")
+def test_core_suite_without_the_accelerator() -> None:
+    """The pure-Python path, as on a machine without a compiler: the core suites pass unchanged."""
+    env = dict(os.environ, TASKWATCH_SPEEDUPS="0")
+    env.pop("TASKWATCH_REQUIRE_SPEEDUPS", None)
+    probe = subprocess.run([sys.executable, "-c",
+                            "import taskwatch._accel as a, taskwatch._record as r;"
+                            "assert a.speedups is None and r.TaskRecord is r._TaskRecord"],
+                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    suites = ["tests/test_record.py", "tests/test_transparency.py", "tests/test_findings.py",
+              "tests/test_hooks.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *suites],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
