@@ -337,16 +337,16 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
 
     if not use_c or speedups is None:
         return factory, create_task, on_done, on_release, stats, retarget
-    # The C recorder takes the common case (no factory of the program's, no on_create hook, no
-    # precise ends) and hands every other call to the Python closures above, which then use its
-    # record() and close() so counters and decisions stay in one place.
+    # The C recorder takes the common case (no factory of the program's, no context passed in) and
+    # hands every other call to the Python closures above, which then use its record() and close()
+    # so counters and decisions stay in one place.
     recorder = speedups.Recorder(
         probe=probe, py_factory=factory, py_create_task=create_task,
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
         current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
         current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,
         record_type=TaskRecord, history=history, on_done=on_done, done_ctx=done_ctx,
-        states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth)
+        states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth, precise=precise)
     record = recorder.record
     close = recorder.close
     on_release = recorder  # the C Task's finalizer closes through the recorder directly

@@ -28,6 +28,7 @@ a fraction of ``Tracer.start_span`` + ``end``. Any other provider goes through t
 from __future__ import annotations
 
 import collections
+import contextvars
 import linecache
 import random
 import time
@@ -639,6 +640,19 @@ class TaskSpans:
                 rec.span = rec.parent
                 return
         self._start_eager(rec, context, ctx, span)
+
+    def c_gate(self) -> tuple[Any, ...] | None:
+        """For the C hot path (spans="interesting"): what on_create_interesting and on_end test,
+        so a task created under no span that ends quickly and cleanly costs no Python call. None
+        when the runtime context is not the contextvars one (then every task calls the hooks)."""
+        if self.all or self.none or _SPAN_KEY is None:
+            return None
+        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+        var = getattr(runtime, "_current_context", None)
+        if var is None or var.__class__ is not contextvars.ContextVar:
+            return None
+        return (self, var, _SPAN_KEY, TaskSpan, SAMPLED_OUT, float(self.threshold), _FLAGGED,
+                self.pending, self.deferred)
 
     def on_create_all(self, rec: TaskRecord, context: Any) -> None:
         if _loop_own(rec):

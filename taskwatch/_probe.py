@@ -46,6 +46,7 @@ class Probe:
         self._inner = inner  # the program's own task factory, called behind ours
         self._on_create: Any = None
         self._on_end: Any = None
+        self._gate: Any = None
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
@@ -90,11 +91,21 @@ class Probe:
         self._on_end = value
         self._sync()
 
+    @property
+    def gate(self) -> Any:
+        """What lets the C hot path skip on_create/on_end for tasks that cannot become spans
+        (TaskSpans.c_gate()), or None."""
+        return self._gate
+
+    @gate.setter
+    def gate(self, value: Any) -> None:
+        self._gate = value
+        self._sync()
+
     def _sync(self) -> None:
         configure = getattr(self.factory, "configure", None)
         if configure is not None:
-            configure(self._inner is None and self._on_create is None and not self.precise,
-                      self._on_end)
+            configure(self._inner is None, self._on_end, self._on_create, self._gate)
 
     # -- rare paths called from the hot path -----------------------------------------------------
     def call_on_create(self, rec: TaskRecord, context: Any) -> None:

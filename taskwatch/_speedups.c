@@ -391,6 +391,15 @@ typedef struct {
     PyObject *history, *history_append;
     PyObject *on_done, *done_ctx, *on_end;
     PyObject *late; /* after the loop retired: records go to this callable instead of history */
+    PyObject *on_create;  /* None, or the probe's on_create(rec, context) hook (OpenTelemetry) */
+    PyObject *c_on_done;  /* this recorder's done callback, as a C function object */
+    /* The span gate (spans="interesting"): lets C skip on_create/on_end for tasks that cannot be
+     * spans, by the same tests as TaskSpans.on_create_interesting/on_end. NULL: no gate. */
+    PyObject *gate_spans, *gate_var, *gate_key, *gate_span_type, *gate_sampled_out;
+    PyObject *gate_pending, *gate_deferred;
+    double gate_threshold;
+    long gate_mask;
+    int precise; /* every task gets a done callback: exact ends (spans) */
     PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
     Py_ssize_t maxlen, off_rec, off_release;
     int depth, fast;
@@ -702,6 +711,109 @@ own_context(RecorderObject *self, PyObject *rec)
     return ctx;
 }
 
+static PyObject *s_asyncio_names, *s_record_duration, *s_co_name;
+
+/* At creation, spans="interesting": a task created under no current span (and not a coroutine
+ * that opentelemetry-instrumentation-asyncio traces) only remembers its parent, exactly as
+ * on_create_interesting does; anything else calls the hook. */
+static int
+gate_create(RecorderObject *self, RecordObject *rec, PyObject *ctx)
+{
+    int slow = 0;
+    if (self->gate_spans != NULL) {
+        PyObject *otel_ctx = NULL;
+        if (PyContextVar_Get(self->gate_var, NULL, &otel_ctx) < 0) {
+            return -1;
+        }
+        if (otel_ctx != NULL) {
+            if (PyDict_Check(otel_ctx)) {
+                PyObject *span = PyDict_GetItemWithError(otel_ctx, self->gate_key);
+                slow = span != NULL && span != Py_None;
+            }
+            else {
+                slow = 1;
+            }
+            Py_DECREF(otel_ctx);
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+        }
+        if (!slow && rec->coro != NULL && rec->coro != Py_None) {
+            PyObject *names = PyObject_GetAttr(self->gate_spans, s_asyncio_names);
+            if (names == NULL) {
+                return -1;
+            }
+            if (names != Py_None) {
+                PyObject *name = PyObject_GetAttr(rec->coro, s_co_name);
+                slow = name == NULL ? -1 : PySequence_Contains(names, name);
+                Py_XDECREF(name);
+            }
+            Py_DECREF(names);
+            if (slow < 0) {
+                return -1;
+            }
+        }
+        if (!slow) {
+            Py_XINCREF(rec->parent);
+            Py_XSETREF(rec->span, rec->parent);
+            return 0;
+        }
+    }
+    PyObject *args[2] = {(PyObject *)rec, ctx != NULL ? ctx : Py_None};
+    PyObject *r = PyObject_Vectorcall(self->on_create, args, 2, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* At the end, spans="interesting": 1 when on_end would only forget the task (finished in time,
+ * no finding, nothing waiting for it), 0 when on_end must run, -1 on error. */
+static int
+gate_end(RecorderObject *self, RecordObject *rec)
+{
+    if (self->gate_spans == NULL) {
+        return 0;
+    }
+    PyObject *record = PyObject_GetAttr(self->gate_spans, s_record_duration);
+    if (record == NULL) {
+        return -1;
+    }
+    Py_DECREF(record);
+    if (record != Py_None) {
+        return 0; /* the task duration histogram records every task */
+    }
+    PyObject *span = rec->span != NULL ? rec->span : rec->parent;
+    if (span != NULL && Py_IS_TYPE(span, (PyTypeObject *)self->gate_span_type)) {
+        return 0;
+    }
+    if (span == self->gate_sampled_out) {
+        return 1;
+    }
+    if (rec->state != self->st_finished || rec->ended - rec->created >= self->gate_threshold ||
+        (rec->flags & self->gate_mask)) {
+        return 0;
+    }
+    if (PyDict_GET_SIZE(self->gate_pending) || PyDict_GET_SIZE(self->gate_deferred)) {
+        PyObject *key = PyLong_FromLongLong(rec->id);
+        if (key == NULL) {
+            return -1;
+        }
+        int in = PyDict_Contains(self->gate_pending, key);
+        if (in == 0) {
+            in = PyDict_Contains(self->gate_deferred, key);
+        }
+        Py_DECREF(key);
+        if (in != 0) {
+            return in < 0 ? -1 : 0;
+        }
+    }
+    Py_INCREF(Py_None);
+    Py_XSETREF(rec->span, Py_None);
+    return 1;
+}
+
 static void
 attach(RecorderObject *self, PyObject *task, PyObject *rec)
 {
@@ -709,6 +821,16 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
     Py_XSETREF(*slot(task, self->off_rec), rec);
     Py_INCREF(self);
     Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
+    if (self->precise) { /* spans need each task's exact end */
+        ((RecordObject *)rec)->flags |= PRECISE;
+        PyObject *args[3] = {task, self->c_on_done, self->done_ctx};
+        PyObject *r = PyObject_VectorcallMethod(s_add_done_callback, args,
+                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_context);
+        if (r == NULL) {
+            report_internal("task factory (attach)");
+        }
+        Py_XDECREF(r);
+    }
     PyObject *tb = get_data(d_source_tb, task);
     if (tb == NULL) {
         report_internal("task factory (attach)");
@@ -741,6 +863,9 @@ build_task(RecorderObject *self, PyObject *loop, PyObject *coro, PyObject *name,
         ctx = own_context(self, rec);
         if (ctx == NULL) {
             report_internal("task factory (context)");
+        }
+        if (self->on_create != Py_None && gate_create(self, (RecordObject *)rec, ctx) < 0) {
+            report_internal("on_create hook");
         }
     }
     PyObject *task;
@@ -932,12 +1057,18 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
     }
     Py_DECREF(r);
     if (self->on_end != Py_None) {
-        PyObject *args[2] = {(PyObject *)rec, task};
-        r = PyObject_Vectorcall(self->on_end, args, 2, NULL);
-        if (r == NULL) {
+        int skip = gate_end(self, rec);
+        if (skip < 0) {
             return -1;
         }
-        Py_DECREF(r);
+        if (!skip) {
+            PyObject *args[2] = {(PyObject *)rec, task};
+            r = PyObject_Vectorcall(self->on_end, args, 2, NULL);
+            if (r == NULL) {
+                return -1;
+            }
+            Py_DECREF(r);
+        }
     }
     return 0;
 }
@@ -993,15 +1124,67 @@ static PyObject *
 recorder_configure(RecorderObject *self, PyObject *args)
 {
     int fast;
-    PyObject *on_end;
-    if (!PyArg_ParseTuple(args, "pO:configure", &fast, &on_end)) {
+    PyObject *on_end, *on_create, *gate;
+    if (!PyArg_ParseTuple(args, "pOOO:configure", &fast, &on_end, &on_create, &gate)) {
         return NULL;
     }
+    PyObject *spans = NULL, *var = NULL, *key = NULL, *span_type = NULL, *sampled_out = NULL,
+             *pending = NULL, *deferred = NULL;
+    double threshold = 0.0;
+    long mask = 0;
+    if (gate != Py_None &&
+        !PyArg_ParseTuple(gate, "OOOOOdlO!O!:gate", &spans, &var, &key, &span_type, &sampled_out,
+                          &threshold, &mask, &PyDict_Type, &pending, &PyDict_Type, &deferred)) {
+        return NULL;
+    }
+    if (gate != Py_None && (!PyContextVar_CheckExact(var) || !PyType_Check(span_type))) {
+        PyErr_SetString(PyExc_TypeError, "gate: a ContextVar and a span type are needed");
+        return NULL;
+    }
+    self->fast = 0; /* while the fields change */
+#define SETX(field, value) do { Py_XINCREF(value); Py_XSETREF(self->field, value); } while (0)
+    SETX(on_end, on_end);
+    SETX(on_create, on_create);
+    SETX(gate_spans, spans);
+    SETX(gate_var, var);
+    SETX(gate_key, key);
+    SETX(gate_span_type, span_type);
+    SETX(gate_sampled_out, sampled_out);
+    SETX(gate_pending, pending);
+    SETX(gate_deferred, deferred);
+#undef SETX
+    self->gate_threshold = threshold;
+    self->gate_mask = mask;
     self->fast = fast;
-    Py_INCREF(on_end);
-    Py_XSETREF(self->on_end, on_end);
     Py_RETURN_NONE;
 }
+
+/* The done callback of tasks whose end matters when it happens (spans). */
+static PyObject *
+recorder_on_done(RecorderObject *self, PyObject *task)
+{
+    PyObject *rec;
+    if (Py_IS_TYPE(task, (PyTypeObject *)self->task_type)) {
+        rec = Py_XNewRef(*slot(task, self->off_rec));
+    }
+    else {
+        rec = PyObject_GetAttr(task, s_tw_rec);
+        if (rec == NULL) {
+            PyErr_Clear();
+        }
+    }
+    if (rec != NULL && IS_RECORD(rec) && ((RecordObject *)rec)->ended == 0.0) {
+        ((RecordObject *)rec)->ended = now();
+        if (do_close(self, task, (RecordObject *)rec) < 0) {
+            report_internal("task done callback");
+        }
+    }
+    Py_XDECREF(rec);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef recorder_on_done_def = {
+    "on_done", (PyCFunction)recorder_on_done, METH_O, "taskwatch's done callback (C)"};
 
 static PyObject *
 recorder_retarget(RecorderObject *self, PyObject *hook)
@@ -1025,15 +1208,15 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"probe", "py_factory", "py_create_task", "at_boundary", "wrappers",
                              "unwrap", "current", "current_task", "lineage", "task_type",
                              "record_type", "history", "on_done", "done_ctx", "states", "depth",
-                             NULL};
+                             "precise", NULL};
     PyObject *probe, *py_factory, *py_create_task, *at_boundary, *wrappers, *unwrap, *current,
         *current_task, *lineage, *task_type, *record_type, *history, *on_done, *done_ctx, *states;
-    int depth;
+    int depth, precise = 0;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOO!OOOOO!O!OOOO!i:Recorder", kwlist, &probe, &py_factory,
+            args, kwargs, "OOOOO!OOOOO!O!OOOO!i|p:Recorder", kwlist, &probe, &py_factory,
             &py_create_task, &at_boundary, &PyDict_Type, &wrappers, &unwrap, &current,
             &current_task, &lineage, &PyType_Type, &task_type, &PyType_Type, &record_type,
-            &history, &on_done, &done_ctx, &PyTuple_Type, &states, &depth)) {
+            &history, &on_done, &done_ctx, &PyTuple_Type, &states, &depth, &precise)) {
         return -1;
     }
     if (record_type != (PyObject *)RecordType) {
@@ -1109,6 +1292,14 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
     SET(st_failed, PyTuple_GET_ITEM(states, 2));
     SET(st_cancelled, PyTuple_GET_ITEM(states, 3));
 #undef SET
+    PyObject *c_on_done = PyCFunction_New(&recorder_on_done_def, (PyObject *)self);
+    if (c_on_done == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->c_on_done, c_on_done);
+    Py_INCREF(Py_None);
+    Py_XSETREF(self->on_create, Py_None);
+    self->precise = precise;
     self->maxlen = maxlen;
     self->off_rec = offsets[0];
     self->off_release = offsets[1];
@@ -1138,6 +1329,15 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->done_ctx);
     Py_VISIT(self->on_end);
     Py_VISIT(self->late);
+    Py_VISIT(self->on_create);
+    Py_VISIT(self->c_on_done);
+    Py_VISIT(self->gate_spans);
+    Py_VISIT(self->gate_var);
+    Py_VISIT(self->gate_key);
+    Py_VISIT(self->gate_span_type);
+    Py_VISIT(self->gate_sampled_out);
+    Py_VISIT(self->gate_pending);
+    Py_VISIT(self->gate_deferred);
     return 0;
 }
 
@@ -1161,6 +1361,15 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->done_ctx);
     Py_CLEAR(self->on_end);
     Py_CLEAR(self->late);
+    Py_CLEAR(self->on_create);
+    Py_CLEAR(self->c_on_done);
+    Py_CLEAR(self->gate_spans);
+    Py_CLEAR(self->gate_var);
+    Py_CLEAR(self->gate_key);
+    Py_CLEAR(self->gate_span_type);
+    Py_CLEAR(self->gate_sampled_out);
+    Py_CLEAR(self->gate_pending);
+    Py_CLEAR(self->gate_deferred);
     Py_CLEAR(self->st_pending);
     Py_CLEAR(self->st_finished);
     Py_CLEAR(self->st_failed);
@@ -1186,7 +1395,7 @@ static PyMethodDef recorder_methods[] = {
      "close(task, record): outcome, counters, history"},
     {"release", (PyCFunction)recorder_release, METH_O, "release(task): from Task.__del__"},
     {"configure", (PyCFunction)recorder_configure, METH_VARARGS,
-     "configure(fast, on_end): fast is the common case (no inner factory, no on_create hook)"},
+     "configure(fast, on_end, on_create, gate): fast is the common case, which C handles"},
     {"stats", (PyCFunction)recorder_stats, METH_NOARGS, "the hot path's counters"},
     {"retarget", (PyCFunction)recorder_retarget, METH_O,
      "retarget(hook): after the loop retired, closed records go to hook(record)"},
@@ -1464,6 +1673,9 @@ PyInit__speedups(void)
     INTERN(s_context, "context");
     INTERN(s_eager_start, "eager_start");
     INTERN(s_on_exception_read, "on_exception_read");
+    INTERN(s_asyncio_names, "asyncio_names");
+    INTERN(s_record_duration, "record_duration");
+    INTERN(s_co_name, "co_name");
 #undef INTERN
     kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
     kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");

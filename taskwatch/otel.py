@@ -149,6 +149,7 @@ class _Enabled:
         except BaseException:
             _guard.internal_error("OpenTelemetry tracer provider")
         if not spans.none:
+            probe.gate = spans.c_gate()
             probe.on_create = spans.on_create_all if spans.all else spans.on_create_interesting
         probe.on_end = spans.on_end
 
@@ -167,6 +168,8 @@ class _Enabled:
     def stop(self) -> None:
         spans = self.spans
         for probe in self.state.live_probes():
+            if probe.gate is not None and probe.gate[0] is spans:
+                probe.gate = None
             if getattr(probe.on_end, "__self__", None) is spans:
                 probe.on_end = None
             if getattr(probe.on_create, "__self__", None) is spans:

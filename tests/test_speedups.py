@@ -155,3 +155,69 @@ def test_core_suite_without_the_accelerator() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *suites],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+async def _traced_workload(tracer: Any) -> None:
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    async def slow() -> None:
+        await asyncio.sleep(0.3)
+
+    async def broken() -> None:
+        raise Boom("traced failure")
+
+    async def victim() -> None:
+        await asyncio.sleep(10)
+
+    for _ in range(5):  # outside any span: not exported
+        await asyncio.create_task(quick())
+    await asyncio.create_task(slow())  # longer than span_threshold: exported
+    failing = asyncio.create_task(broken())
+    with pytest.raises(Boom):
+        await failing
+    cancelled = asyncio.create_task(victim())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    with tracer.start_as_current_span("request"):  # under a recording span: exported
+        await asyncio.gather(*(asyncio.create_task(quick()) for _ in range(2)))
+
+
+def _exported(watch: Any, loop_kind: str, speedups: bool) -> list[tuple[Any, ...]]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import taskwatch.otel as tw_otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tw_otel.set_providers(provider, None)  # no meter provider: the end filter decides alone
+    try:
+        watch(otel=True, spans="interesting", span_threshold=0.2, watchdog=False,
+              speedups=speedups)
+        run(_traced_workload(provider.get_tracer("test")), loop_kind)
+        gc.collect()
+        assert taskwatch.report()["stats"]["internal_errors"] == 0
+        taskwatch.uninstall()
+    finally:
+        tw_otel.set_providers(None, None)
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s.name for s in spans}
+    out = [(s.name, by_id.get(s.parent.span_id) if s.parent else None, s.status.status_code.name,
+            [e.name for e in s.events]) for s in spans]
+    provider.shutdown()
+    return sorted(out, key=repr)
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_span_gate_exports_what_the_python_hooks_export(watch: Any, loop_kind: str) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    with_c, without = (_exported(watch, loop_kind, speedups) for speedups in (True, False))
+    assert with_c == without
+    names = [name.rsplit(".", 1)[-1] for name, *_ in with_c]
+    assert names.count("quick") == 2  # the two under "request", not the five outside it
+    assert {"slow", "broken", "victim", "request"} <= set(names)
