@@ -79,6 +79,7 @@ def summarize(runs: list[dict[str, Any]], workloads: list[str],
                         if isinstance(v, (int, float))}
                 entry["metrics"] = {k: _stats([r["metrics"][k] for r in ok if k in r["metrics"]])
                                     for k in sorted(keys)}
+                entry["by_round"] = {r["round"]: r["metrics"] for r in ok if "round" in r}
                 entry["active"] = all(r["proof"]["active"] for r in ok)
                 entry["proof"] = ok[-1]["proof"]
                 entry["tasks"] = ok[-1]["tasks"]
@@ -145,6 +146,15 @@ TARGETS = (
 )
 
 
+def _paired(a: dict[str, Any], b: dict[str, Any], metric: str) -> float | None:
+    """Median over rounds of the ratio within each round (the two ran minutes apart at most, so
+    slow drifts of the machine cancel); None with fewer than 3 rounds holding both."""
+    ra, rb = a.get("by_round", {}), b.get("by_round", {})
+    ratios = [ra[k][metric] / rb[k][metric] for k in ra
+              if k in rb and metric in ra[k] and rb[k].get(metric)]
+    return statistics.median(ratios) if len(ratios) >= 3 else None
+
+
 def _spread(entry: dict[str, Any], metric: str) -> float:
     s = entry["metrics"][metric]
     return (s["max"] - s["min"]) / s["median"] if s["median"] else 0.0
@@ -190,6 +200,10 @@ def evaluate(summary: dict[str, Any], quick: bool = False) -> list[dict[str, Any
             detail = (f"min–max spread {t.contender} {_spread(a, t.metric):.1%}, "
                       f"{t.baseline} {_spread(b, t.metric):.1%}" if n > 1 else
                       "1 round: no spread, not a measurement")
+            paired = _paired(a, b, t.metric) if t.kind != "cost<=" else None
+            if paired is not None:
+                row["paired"] = paired
+                detail += f"; median of per-round ratios {paired:.3f}×"
             status = "met" if met else "MISSED"
             if quick:
                 status += " (quick run, not a measurement)"
