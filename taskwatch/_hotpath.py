@@ -347,7 +347,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,
         record_type=TaskRecord, history=history, on_done=on_done, done_ctx=done_ctx,
         states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth, precise=precise)
-    record = recorder.record
-    close = recorder.close
+    # Rebinding the names rebinds them for the closures above too (they read these cells).
+    record = recorder.record  # noqa: F811
+    close = recorder.close  # noqa: F811
     on_release = recorder  # the C Task's finalizer closes through the recorder directly
     return recorder, recorder.create_task, on_done, on_release, recorder.stats, recorder.retarget

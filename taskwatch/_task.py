@@ -2,9 +2,11 @@
 
 Only ``cancel``, ``exception`` (to spot errors lost inside ``gather``) and ``__del__`` (to close the
 record when the task is freed, cheaper than a done callback) are overridden, plus ``set_name`` on
-3.13.0-3.13.2, so tasks keep the C implementation's speed and behaviour. The class is named ``Task`` so reprs and asyncio's
-own messages ("Task exception was never retrieved") read exactly as without taskwatch. ``__del__`` always
-calls the base one: skipping it would silence asyncio's "never retrieved" report.
+3.13.0-3.13.2, so tasks keep the C implementation's speed and behaviour. The class is named ``Task``
+so reprs and asyncio's own messages ("Task exception was never retrieved") read exactly as without
+taskwatch. ``__del__`` always calls the base one: skipping it would silence asyncio's "never
+retrieved" report. With the C accelerator the same class exists as a C type (``CTask``: fields,
+finalizer and ``exception`` in C, ``cancel`` from here); ``task_class()`` picks one per probe.
 """
 
 from __future__ import annotations
