@@ -149,7 +149,7 @@ def _progress(rnd: int, rounds: int, res: dict[str, Any], took: float) -> str:
 
 def source_digest() -> str | None:
     """Digest of taskwatch's source tree: a run whose code changed midway is flagged."""
-    files = sorted((REPO / "taskwatch").rglob("*.py"))
+    files = sorted([*(REPO / "taskwatch").rglob("*.py"), *(REPO / "taskwatch").rglob("*.c")])
     if not files:
         return None
     h = hashlib.sha1()
@@ -157,6 +157,14 @@ def source_digest() -> str | None:
         h.update(str(f.relative_to(REPO)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
+
+
+def _speedups_built() -> bool:
+    import importlib.machinery
+
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return any(f.name.startswith("_speedups.") and f.name.endswith(suffixes)
+               for f in (REPO / "taskwatch").iterdir())
 
 
 def machine() -> dict[str, Any]:
@@ -195,6 +203,8 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "git_commit": (commit + ("+uncommitted taskwatch changes" if dirty else "")) or None,
         "taskwatch_source": source_digest(),
+        # the C accelerator built for this interpreter (the hot path is Python without it)
+        "taskwatch_speedups": _speedups_built(),
         "packages": {d: ver(d) for d in ("aiomonitor", "opentelemetry-sdk",
                                          "opentelemetry-instrumentation-asyncio", "taskwatch")},
     }

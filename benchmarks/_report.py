@@ -262,14 +262,17 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- machine: {meta['cpu_model']}, {meta['cpu_count']} logical CPUs "
         f"({meta['cpus_usable']} usable), {meta['platform']}",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
-        f"- taskwatch source digest {meta.get('taskwatch_source')}"
+        f"- taskwatch source digest {meta.get('taskwatch_source')}, C accelerator "
+        f"{'built' if meta.get('taskwatch_speedups') else 'NOT built (pure-Python hot path)'}"
         + (" — **changed during the run: taskwatch numbers mix versions**"
            if meta.get("taskwatch_source_changed_during_run") else ""),
         "- sizes: " + ", ".join(f"{w}={n:,}" + (" ms" if w == "server" else "")
                                 for w, n in plan["sizes"].items()),
         "",
         "Medians over rounds, [min–max] spread; × uvloop / × asyncio are ratios of medians to "
-        "the plain loops (for req/s higher is better, for everything else lower is better).",
+        "the plain loops (for req/s higher is better, for everything else lower is better). "
+        "Targets also give the median of per-round ratios (each round runs every contender back "
+        "to back, so it cancels the machine's slow drifts).",
         "",
         "## Targets",
         "",
