@@ -91,6 +91,13 @@ def _current_context_getter() -> Any:
 _context_get, _context_set = _current_context_getter()
 
 
+def _unbound_proxy(histogram: Any) -> Any:
+    """The histogram if it is the metrics API's proxy still without a real instrument, else None."""
+    if getattr(histogram, "_real_instrument", True) is None:
+        return histogram
+    return None
+
+
 def _with_span(ctx: Any, span: Any) -> Context:
     if _SPAN_KEY is None:  # pragma: no cover
         return trace.set_span_in_context(span, ctx)
@@ -574,7 +581,10 @@ class TaskSpans:
         self.threshold = options.span_threshold
         self.providers = providers  # .tracer() -> (TracerProvider or None, final), .generation
         self.metrics: Any = None
-        self.record_duration: Any = None
+        # What the C hot path reads without calling Python (see c_gate): the duration histogram's
+        # record() or None, a proxy histogram still waiting for a real MeterProvider or None, and
+        # the coroutine names opentelemetry-instrumentation-asyncio traces or None.
+        self.gate_state: list[Any] = [None, None, None]
         self.outcomes: dict[str, dict[str, str]] = {}
         self.set_metrics(metrics)
         self.drops = drops
@@ -590,7 +600,6 @@ class TaskSpans:
         self.root_findings: dict[tuple[str, Any], int] = {}
         self.exported = 0
         self.dropped_events = 0
-        self.asyncio_names: frozenset[str] | None = None
         self.names: dict[int, tuple[Any, str, dict[str, Any]]] = {}
         self.sites: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
@@ -598,11 +607,31 @@ class TaskSpans:
 
     def set_metrics(self, metrics: Any) -> None:
         self.metrics = metrics
-        if metrics is None:
-            self.record_duration = None
-        else:
+        state = self.gate_state
+        state[0] = state[1] = None
+        if metrics is not None:
             self.outcomes = metrics.outcomes
-            self.record_duration = metrics.record_duration
+            waiting = _unbound_proxy(metrics.duration)
+            if waiting is None:
+                state[0] = metrics.record_duration
+            else:  # the API's proxy with no MeterProvider yet: recording would do nothing
+                state[1] = waiting
+
+    @property
+    def record_duration(self) -> Any:
+        """The task duration histogram's record(), or None when durations go nowhere."""
+        state = self.gate_state
+        if state[0] is None and state[1] is not None and _unbound_proxy(state[1]) is None:
+            state[0], state[1] = self.metrics.record_duration, None  # a provider was set since
+        return state[0]
+
+    @property
+    def asyncio_names(self) -> frozenset[str] | None:
+        return self.gate_state[2]  # type: ignore[no-any-return]
+
+    @asyncio_names.setter
+    def asyncio_names(self, names: frozenset[str] | None) -> None:
+        self.gate_state[2] = names
 
     # -- provider ---------------------------------------------------------------------------------
     def get_backend(self) -> Any:
@@ -652,7 +681,7 @@ class TaskSpans:
         if var is None or var.__class__ is not contextvars.ContextVar:
             return None
         return (self, var, _SPAN_KEY, TaskSpan, SAMPLED_OUT, float(self.threshold), _FLAGGED,
-                self.pending, self.deferred)
+                self.pending, self.deferred, self.gate_state)
 
     def on_create_all(self, rec: TaskRecord, context: Any) -> None:
         if _loop_own(rec):

@@ -239,13 +239,27 @@ static PyType_Spec record_spec = {
 
 #define IS_RECORD(o) Py_IS_TYPE((o), RecordType)
 
+static PyTypeObject *base_task_type_for_calls; /* _asyncio.Task, once task_type() ran */
+
 /* asyncio.Task's own methods and attributes, called without a lookup per call (set by task_type). */
 typedef struct {
     PyObject *descr;
     PyCFunction meth; /* set when the method is a plain METH_NOARGS C function */
 } Method;
 
-static Method m_get_name, m_cancelled, m_done;
+static Method m_get_name, m_cancelled, m_done, m_add_done_callback;
+
+/* task.add_done_callback(callback, context=ctx) without looking the method up. */
+static PyObject *
+add_done_callback(PyObject *task, PyObject *callback, PyObject *ctx)
+{
+    PyObject *args[3] = {task, callback, ctx};
+    if (m_add_done_callback.descr != NULL && PyObject_TypeCheck(task, base_task_type_for_calls)) {
+        return PyObject_Vectorcall(m_add_done_callback.descr, args, 2, kw_context);
+    }
+    return PyObject_VectorcallMethod(s_add_done_callback, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                     kw_context);
+}
 static PyObject *d_exception_attr, *d_source_tb; /* data descriptors: _exception, _source_traceback */
 
 static PyObject *
@@ -260,6 +274,12 @@ call_method(Method *m, PyObject *self)
 static PyObject *
 get_data(PyObject *descr, PyObject *self)
 {
+    if (Py_IS_TYPE(descr, &PyGetSetDescr_Type)) { /* asyncio's own getter, without dispatch */
+        PyGetSetDef *def = ((PyGetSetDescrObject *)descr)->d_getset;
+        if (def->get != NULL) {
+            return def->get(self, def->closure);
+        }
+    }
     return Py_TYPE(descr)->tp_descr_get(descr, self, (PyObject *)Py_TYPE(self));
 }
 
@@ -397,6 +417,7 @@ typedef struct {
      * spans, by the same tests as TaskSpans.on_create_interesting/on_end. NULL: no gate. */
     PyObject *gate_spans, *gate_var, *gate_key, *gate_span_type, *gate_sampled_out;
     PyObject *gate_pending, *gate_deferred;
+    PyObject *gate_state; /* list: [record_duration or None, proxy histogram or None, names] */
     double gate_threshold;
     long gate_mask;
     int precise; /* every task gets a done callback: exact ends (spans) */
@@ -529,7 +550,12 @@ error:
 static PyObject *
 coro_code(RecorderObject *self, PyObject *coro)
 {
+#if PY_VERSION_HEX < 0x030C0000
+    PyObject *code = PyCoro_CheckExact(coro) ? Py_NewRef((PyObject *)((PyCoroObject *)coro)->cr_code)
+                                             : PyObject_GetAttr(coro, s_cr_code);
+#else
     PyObject *code = PyObject_GetAttr(coro, s_cr_code);
+#endif
     if (code == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             return NULL;
@@ -605,9 +631,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             if (IS_RECORD(p) && !(((RecordObject *)p)->flags & PRECISE)) {
                 /* A parent's end must be seen when it happens (orphaned children). */
                 ((RecordObject *)p)->flags |= PRECISE;
-                PyObject *args[3] = {cur, self->on_done, self->done_ctx};
-                PyObject *r = PyObject_VectorcallMethod(
-                    s_add_done_callback, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_context);
+                PyObject *r = add_done_callback(cur, self->on_done, self->done_ctx);
                 if (r == NULL) {
                     goto error;
                 }
@@ -711,7 +735,7 @@ own_context(RecorderObject *self, PyObject *rec)
     return ctx;
 }
 
-static PyObject *s_asyncio_names, *s_record_duration, *s_co_name;
+static PyObject *s_co_name, *s_real_instrument;
 
 /* At creation, spans="interesting": a task created under no current span (and not a coroutine
  * that opentelemetry-instrumentation-asyncio traces) only remembers its parent, exactly as
@@ -738,16 +762,12 @@ gate_create(RecorderObject *self, RecordObject *rec, PyObject *ctx)
                 return -1;
             }
         }
-        if (!slow && rec->coro != NULL && rec->coro != Py_None) {
-            PyObject *names = PyObject_GetAttr(self->gate_spans, s_asyncio_names);
-            if (names == NULL) {
-                return -1;
-            }
-            if (names != Py_None) {
-                PyObject *name = PyObject_GetAttr(rec->coro, s_co_name);
-                slow = name == NULL ? -1 : PySequence_Contains(names, name);
-                Py_XDECREF(name);
-            }
+        PyObject *names = PyList_GET_ITEM(self->gate_state, 2);
+        if (!slow && names != Py_None && rec->coro != NULL && rec->coro != Py_None) {
+            Py_INCREF(names);
+            PyObject *name = PyObject_GetAttr(rec->coro, s_co_name);
+            slow = name == NULL ? -1 : PySequence_Contains(names, name);
+            Py_XDECREF(name);
             Py_DECREF(names);
             if (slow < 0) {
                 return -1;
@@ -776,13 +796,19 @@ gate_end(RecorderObject *self, RecordObject *rec)
     if (self->gate_spans == NULL) {
         return 0;
     }
-    PyObject *record = PyObject_GetAttr(self->gate_spans, s_record_duration);
-    if (record == NULL) {
-        return -1;
-    }
-    Py_DECREF(record);
-    if (record != Py_None) {
+    if (PyList_GET_ITEM(self->gate_state, 0) != Py_None) {
         return 0; /* the task duration histogram records every task */
+    }
+    PyObject *waiting = PyList_GET_ITEM(self->gate_state, 1);
+    if (waiting != Py_None) { /* a proxy histogram: does it record now (a provider was set)? */
+        PyObject *real = PyObject_GetAttr(waiting, s_real_instrument);
+        if (real == NULL) {
+            return -1;
+        }
+        Py_DECREF(real);
+        if (real != Py_None) {
+            return 0;
+        }
     }
     PyObject *span = rec->span != NULL ? rec->span : rec->parent;
     if (span != NULL && Py_IS_TYPE(span, (PyTypeObject *)self->gate_span_type)) {
@@ -823,9 +849,7 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
     Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
     if (self->precise) { /* spans need each task's exact end */
         ((RecordObject *)rec)->flags |= PRECISE;
-        PyObject *args[3] = {task, self->c_on_done, self->done_ctx};
-        PyObject *r = PyObject_VectorcallMethod(s_add_done_callback, args,
-                                                2 | PY_VECTORCALL_ARGUMENTS_OFFSET, kw_context);
+        PyObject *r = add_done_callback(task, self->c_on_done, self->done_ctx);
         if (r == NULL) {
             report_internal("task factory (attach)");
         }
@@ -1129,12 +1153,17 @@ recorder_configure(RecorderObject *self, PyObject *args)
         return NULL;
     }
     PyObject *spans = NULL, *var = NULL, *key = NULL, *span_type = NULL, *sampled_out = NULL,
-             *pending = NULL, *deferred = NULL;
+             *pending = NULL, *deferred = NULL, *state = NULL;
     double threshold = 0.0;
     long mask = 0;
     if (gate != Py_None &&
-        !PyArg_ParseTuple(gate, "OOOOOdlO!O!:gate", &spans, &var, &key, &span_type, &sampled_out,
-                          &threshold, &mask, &PyDict_Type, &pending, &PyDict_Type, &deferred)) {
+        !PyArg_ParseTuple(gate, "OOOOOdlO!O!O!:gate", &spans, &var, &key, &span_type,
+                          &sampled_out, &threshold, &mask, &PyDict_Type, &pending, &PyDict_Type,
+                          &deferred, &PyList_Type, &state)) {
+        return NULL;
+    }
+    if (state != NULL && PyList_GET_SIZE(state) != 3) {
+        PyErr_SetString(PyExc_TypeError, "gate: the state list has 3 items");
         return NULL;
     }
     if (gate != Py_None && (!PyContextVar_CheckExact(var) || !PyType_Check(span_type))) {
@@ -1152,6 +1181,7 @@ recorder_configure(RecorderObject *self, PyObject *args)
     SETX(gate_sampled_out, sampled_out);
     SETX(gate_pending, pending);
     SETX(gate_deferred, deferred);
+    SETX(gate_state, state);
 #undef SETX
     self->gate_threshold = threshold;
     self->gate_mask = mask;
@@ -1338,6 +1368,7 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->gate_sampled_out);
     Py_VISIT(self->gate_pending);
     Py_VISIT(self->gate_deferred);
+    Py_VISIT(self->gate_state);
     return 0;
 }
 
@@ -1370,6 +1401,7 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->gate_sampled_out);
     Py_CLEAR(self->gate_pending);
     Py_CLEAR(self->gate_deferred);
+    Py_CLEAR(self->gate_state);
     Py_CLEAR(self->st_pending);
     Py_CLEAR(self->st_finished);
     Py_CLEAR(self->st_failed);
@@ -1569,6 +1601,7 @@ task_type(PyObject *module, PyObject *args)
         bind_method(base, "cancelled", &m_cancelled) < 0 ||
         bind_method(base, "done", &m_done) < 0 ||
         bind_method(base, "exception", &m_exception) < 0 ||
+        bind_method(base, "add_done_callback", &m_add_done_callback) < 0 ||
         bind_data(base, "_exception", &d_exception_attr) < 0 ||
         bind_data(base, "_source_traceback", &d_source_tb) < 0) {
         return NULL;
@@ -1605,6 +1638,7 @@ task_type(PyObject *module, PyObject *args)
     task_extra_offset = offset;
     Py_INCREF(base);
     base_task_type = base;
+    base_task_type_for_calls = base;
     Py_INCREF(globals);
     task_module_dict = globals;
     tw_task_type = (PyTypeObject *)Py_NewRef(type);
@@ -1673,9 +1707,8 @@ PyInit__speedups(void)
     INTERN(s_context, "context");
     INTERN(s_eager_start, "eager_start");
     INTERN(s_on_exception_read, "on_exception_read");
-    INTERN(s_asyncio_names, "asyncio_names");
-    INTERN(s_record_duration, "record_duration");
     INTERN(s_co_name, "co_name");
+    INTERN(s_real_instrument, "_real_instrument");
 #undef INTERN
     kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
     kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
