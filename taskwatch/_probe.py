@@ -35,6 +35,20 @@ REPORTED_ORPHAN = 16
 REPORTED_LOST = 32
 
 
+class _Synced:
+    """A probe attribute the C recorder keeps a copy of: setting it re-syncs the recorder."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = "_" + name
+
+    def __get__(self, probe: Any, owner: type | None = None) -> Any:
+        return self if probe is None else getattr(probe, self.attr)
+
+    def __set__(self, probe: Any, value: Any) -> None:
+        setattr(probe, self.attr, value)
+        probe._sync()
+
+
 class Probe:
     """taskwatch's state for one loop: factory, done callback, detectors, history."""
 
@@ -43,7 +57,7 @@ class Probe:
         self.state = state
         self.options = state.options
         self.factory: Any = None
-        self._inner = inner  # the program's own task factory, called behind ours
+        self._inner = inner
         self._on_create: Any = None
         self._on_end: Any = None
         self._gate: Any = None
@@ -63,44 +77,13 @@ class Probe:
         self.factory.probe = self  # lets the loop hook find us
         self._sync()
 
-    # The C hot path takes only the common case; these keep it told when that changes.
-    @property
-    def inner(self) -> Any:
-        return self._inner
-
-    @inner.setter
-    def inner(self, value: Any) -> None:
-        self._inner = value
-        self._sync()
-
-    @property
-    def on_create(self) -> Any:
-        return self._on_create
-
-    @on_create.setter
-    def on_create(self, value: Any) -> None:
-        self._on_create = value
-        self._sync()
-
-    @property
-    def on_end(self) -> Any:
-        return self._on_end
-
-    @on_end.setter
-    def on_end(self, value: Any) -> None:
-        self._on_end = value
-        self._sync()
-
-    @property
-    def gate(self) -> Any:
-        """What lets the C hot path skip on_create/on_end for tasks that cannot become spans
-        (TaskSpans.c_gate()), or None."""
-        return self._gate
-
-    @gate.setter
-    def gate(self, value: Any) -> None:
-        self._gate = value
-        self._sync()
+    # The C hot path copies these; setting one tells it (see _Synced).
+    inner = _Synced()  # the program's own task factory, called behind ours
+    on_create = _Synced()
+    on_end = _Synced()
+    # What lets the C hot path skip on_create/on_end for tasks that cannot become spans
+    # (TaskSpans.c_gate()), or None.
+    gate = _Synced()
 
     def _sync(self) -> None:
         configure = getattr(self.factory, "configure", None)
