@@ -25,6 +25,7 @@ CONTENDERS = (
     "plain-asyncio",
     "taskwatch",
     "taskwatch-nowatchdog",
+    "taskwatch-python",
     "taskwatch-spans-interesting",
     "taskwatch-spans-all",
     "debug-mode",
@@ -38,6 +39,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "plain-uvloop": ("uvloop",),
     "taskwatch": ("taskwatch",),
     "taskwatch-nowatchdog": ("taskwatch",),
+    "taskwatch-python": ("taskwatch",),
     "taskwatch-spans-interesting": ("taskwatch", "opentelemetry.sdk"),
     "taskwatch-spans-all": ("taskwatch", "opentelemetry.sdk"),
     "aiomonitor": ("aiomonitor",),
@@ -210,6 +212,8 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
     kwargs: dict[str, Any] = {}
     if name == "taskwatch-nowatchdog":
         kwargs["watchdog"] = False
+    if name == "taskwatch-python":  # the pure-Python hot path: what the C accelerator saves
+        kwargs["speedups"] = False
     if otel:
         kwargs.update(otel=True, spans=name.removeprefix("taskwatch-spans-"))
     if "block_threshold" in params:

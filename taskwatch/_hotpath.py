@@ -163,18 +163,18 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         if context is None:
             context = copy_context()
             context.run(lineage_set, rec)
-            if probe.on_create is not None:
+            if probe._on_create is not None:
                 probe.call_on_create(rec, context)
             return context
         if frame is not None and frame.f_code is _RUNNER_RUN:
             try:
                 context.run(lineage_set, rec)
-                if probe.on_create is not None:
+                if probe._on_create is not None:
                     probe.call_on_create(rec, context)
                 return context
             except RuntimeError:  # entered elsewhere: leave it alone
                 pass
-        if probe.on_create is not None:
+        if probe._on_create is not None:
             probe.call_on_create(rec, None)
         return context
 
@@ -211,7 +211,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         rec = record(loop, coro, frame)
         if rec is None:
             return task_class(coro, loop=loop, name=name, context=context)
-        if context is None and probe.on_create is None:  # the common case, inlined
+        if context is None and probe._on_create is None:  # the common case, inlined
             context = copy_context()
             context.run(lineage_set, rec)
         else:
@@ -236,12 +236,12 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         rec = record(loop, coro, frame)
         if kw and kw.get("eager_start", 0) is None:
             del kw["eager_start"]  # uvloop 0.23 on 3.13+ passes None for "not set"
-        inner = probe.inner
+        inner = probe._inner  # plain attributes: the properties are for writers
         try:
             if inner is None or inner is _EAGER_FACTORY:
                 if rec is None:
                     pass
-                elif context is None and probe.on_create is None:  # the common case, inlined
+                elif context is None and probe._on_create is None:  # the common case, inlined
                     context = copy_context()
                     context.run(lineage_set, rec)
                 else:
@@ -250,7 +250,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
                     kw["eager_start"] = True
                 task = task_class(coro, loop=loop, context=context, **kw)
             else:
-                if probe.on_create is not None and rec is not None:
+                if probe._on_create is not None and rec is not None:
                     probe.call_on_create(rec, None)
                 if context is None:
                     task = inner(loop, coro, **kw)
@@ -301,8 +301,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             if len(history) == maxlen:
                 dropped += 1
             append(rec)
-        if probe.on_end is not None:
-            probe.on_end(rec, task)
+        if probe._on_end is not None:
+            probe._on_end(rec, task)
 
     def on_done(task: Any) -> None:
         """Done callback of tasks whose end matters when it happens (cancelled, parents, spans)."""
