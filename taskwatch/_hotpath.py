@@ -345,10 +345,11 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
         current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
         current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,
-        record_type=TaskRecord, history=history, on_done=on_done, done_ctx=done_ctx,
+        record_type=TaskRecord, history=history, done_ctx=done_ctx,
         states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth, precise=precise)
     # Rebinding the names rebinds them for the closures above too (they read these cells).
     record = recorder.record  # noqa: F811
     close = recorder.close  # noqa: F811
     on_release = recorder  # the C Task's finalizer closes through the recorder directly
+    on_done = recorder.on_done  # noqa: F811  # the same done callback in C, for the Python paths too
     return recorder, recorder.create_task, on_done, on_release, recorder.stats, recorder.retarget

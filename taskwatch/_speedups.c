@@ -409,7 +409,7 @@ typedef struct {
     PyObject *lineage;                     /* _hotpath.LINEAGE */
     PyObject *task_type, *record_type;
     PyObject *history, *history_append;
-    PyObject *on_done, *done_ctx, *on_end;
+    PyObject *done_ctx, *on_end;
     PyObject *late; /* after the loop retired: records go to this callable instead of history */
     PyObject *on_create;  /* None, or the probe's on_create(rec, context) hook (OpenTelemetry) */
     PyObject *c_on_done;  /* this recorder's done callback, as a C function object */
@@ -631,7 +631,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             if (IS_RECORD(p) && !(((RecordObject *)p)->flags & PRECISE)) {
                 /* A parent's end must be seen when it happens (orphaned children). */
                 ((RecordObject *)p)->flags |= PRECISE;
-                PyObject *r = add_done_callback(cur, self->on_done, self->done_ctx);
+                PyObject *r = add_done_callback(cur, self->c_on_done, self->done_ctx);
                 if (r == NULL) {
                     goto error;
                 }
@@ -1134,17 +1134,6 @@ do_release(RecorderObject *self, PyObject *task)
 }
 
 static PyObject *
-recorder_release(RecorderObject *self, PyObject *task)
-{
-    if (!PyObject_TypeCheck(task, (PyTypeObject *)self->task_type)) {
-        PyErr_SetString(PyExc_TypeError, "release(task) needs a taskwatch Task");
-        return NULL;
-    }
-    do_release(self, task);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 recorder_configure(RecorderObject *self, PyObject *args)
 {
     int fast;
@@ -1237,16 +1226,16 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"probe", "py_factory", "py_create_task", "at_boundary", "wrappers",
                              "unwrap", "current", "current_task", "lineage", "task_type",
-                             "record_type", "history", "on_done", "done_ctx", "states", "depth",
+                             "record_type", "history", "done_ctx", "states", "depth",
                              "precise", NULL};
     PyObject *probe, *py_factory, *py_create_task, *at_boundary, *wrappers, *unwrap, *current,
-        *current_task, *lineage, *task_type, *record_type, *history, *on_done, *done_ctx, *states;
+        *current_task, *lineage, *task_type, *record_type, *history, *done_ctx, *states;
     int depth, precise = 0;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOO!OOOOO!O!OOOO!i|p:Recorder", kwlist, &probe, &py_factory,
+            args, kwargs, "OOOOO!OOOOO!O!OOO!i|p:Recorder", kwlist, &probe, &py_factory,
             &py_create_task, &at_boundary, &PyDict_Type, &wrappers, &unwrap, &current,
             &current_task, &lineage, &PyType_Type, &task_type, &PyType_Type, &record_type,
-            &history, &on_done, &done_ctx, &PyTuple_Type, &states, &depth, &precise)) {
+            &history, &done_ctx, &PyTuple_Type, &states, &depth, &precise)) {
         return -1;
     }
     if (record_type != (PyObject *)RecordType) {
@@ -1314,7 +1303,6 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
     SET(record_type, record_type);
     SET(history, history);
     Py_XSETREF(self->history_append, append);
-    SET(on_done, on_done);
     SET(done_ctx, done_ctx);
     SET(on_end, Py_None);
     SET(st_pending, PyTuple_GET_ITEM(states, 0));
@@ -1355,7 +1343,6 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->record_type);
     Py_VISIT(self->history);
     Py_VISIT(self->history_append);
-    Py_VISIT(self->on_done);
     Py_VISIT(self->done_ctx);
     Py_VISIT(self->on_end);
     Py_VISIT(self->late);
@@ -1388,7 +1375,6 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->record_type);
     Py_CLEAR(self->history);
     Py_CLEAR(self->history_append);
-    Py_CLEAR(self->on_done);
     Py_CLEAR(self->done_ctx);
     Py_CLEAR(self->on_end);
     Py_CLEAR(self->late);
@@ -1425,7 +1411,6 @@ static PyMethodDef recorder_methods[] = {
      "create_task(loop, coro, name, context, frame) -> task"},
     {"close", (PyCFunction)(void (*)(void))recorder_close, METH_FASTCALL,
      "close(task, record): outcome, counters, history"},
-    {"release", (PyCFunction)recorder_release, METH_O, "release(task): from Task.__del__"},
     {"configure", (PyCFunction)recorder_configure, METH_VARARGS,
      "configure(fast, on_end, on_create, gate): fast is the common case, which C handles"},
     {"stats", (PyCFunction)recorder_stats, METH_NOARGS, "the hot path's counters"},
@@ -1436,7 +1421,8 @@ static PyMethodDef recorder_methods[] = {
 
 static PyMemberDef recorder_members[] = {
     {"probe", T_OBJECT, offsetof(RecorderObject, probe), 0, "the Probe this recorder serves"},
-    {"fast", T_INT, offsetof(RecorderObject, fast), READONLY, NULL},
+    {"on_done", T_OBJECT, offsetof(RecorderObject, c_on_done), READONLY,
+     "the done callback of tasks whose end must be seen when it happens"},
     {NULL},
 };
 
