@@ -22,6 +22,8 @@ from ._guard import internal_error
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, TaskRecord
 from ._task import task_class as _task_class
 
+_base_done = asyncio.Task.done
+
 if TYPE_CHECKING:
     from ._probe import Probe
 
@@ -182,12 +184,18 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         if rec is not None and rec.parent is not None:
             rec.parent.live_children -= 1
 
+    def needs_done_callback(rec: TaskRecord) -> bool:
+        """With the span gate (spans="interesting") only a task that got its span at creation
+        needs a done callback; any other is closed when first seen done (see on_release)."""
+        gate = probe._gate
+        return gate is None or getattr(rec, "span", None).__class__ is gate[3]
+
     def attach(task: Any, rec: TaskRecord) -> None:
         try:
             if task.__class__ is task_class:
                 task._tw_rec = rec
                 task._tw_probe_release = on_release
-                exact = precise
+                exact = precise and needs_done_callback(rec)
             else:
                 try:
                     task._tw_rec = rec
@@ -314,17 +322,22 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         except BaseException:
             internal_error("task done callback")
 
-    def on_release(task: Any) -> None:
+    def on_release(task: Any, seen: bool = False) -> None:
         """From Task.__del__: the task object is being freed. Tasks without a done callback are
-        closed here, which costs a fifth of a done callback; their end time is the release time."""
+        closed here, which costs a fifth of a done callback; their end time is the release time.
+        ``seen``: from done(), result() or exception(), when spans need ends; the task is closed
+        if it is done (the first moment taskwatch sees it done)."""
+        if seen and not precise:
+            return
         try:
             rec = task._tw_rec
-            if not rec.ended and task.done():
+            if not rec.ended and _base_done(task):
                 rec.ended = monotonic()
-                rec.flags |= RELEASED
+                if not seen:
+                    rec.flags |= RELEASED
                 close(task, rec)
         except BaseException:
-            internal_error("task release")
+            internal_error("task seen done" if seen else "task release")
 
     def stats() -> dict[str, int]:
         return {"tasks_created": created, "tasks_finished": finished, "tasks_failed": failed,

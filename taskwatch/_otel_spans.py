@@ -39,7 +39,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from . import _probe, _sites
+from . import _hotpath, _probe, _sites
 from ._guard import internal_error
 from ._record import FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
 
@@ -797,11 +797,16 @@ class TaskSpans:
         self._finish(rec, span, wall_ns(rec.ended))
         return span._ctx
 
-    def _promote(self, rec: TaskRecord, depth: int) -> SpanContext | None:
+    def _promote(self, rec: TaskRecord, depth: int, task: Any = None) -> SpanContext | None:
         """Give a running task its span now (starting at its creation, ending with it)."""
         backend = self.get_backend()
         if backend is None:
             return None
+        if task is not None and not rec.flags & _hotpath.PRECISE:
+            with self.state.lock:  # its span ends when it ends, not when it is next seen done
+                probe = self.state.probes.get(task.get_loop())
+            if probe is not None:
+                probe.watch_end(task, rec)
         try:
             parent = rec.span
         except AttributeError:
@@ -863,12 +868,13 @@ class TaskSpans:
             rec.span = None
             return self._export_ended(rec, rec.parent, depth)
         if promote:
-            rec = self._find_live(task_id)
-            if rec is not None:
+            found = self._find_live(task_id)
+            if found is not None:
+                rec, task = found
                 theirs = getattr(rec, "span", None)
                 if theirs.__class__ is TaskSpan:
                     return theirs._ctx
-                return self._promote(rec, depth)
+                return self._promote(rec, depth, task)
         return None
 
     def _find_ended(self, task_id: int) -> TaskRecord | None:
@@ -884,11 +890,11 @@ class TaskSpans:
                 return rec
         return None
 
-    def _find_live(self, task_id: int) -> TaskRecord | None:
+    def _find_live(self, task_id: int) -> tuple[TaskRecord, Any] | None:
         found = self.state.find_live(task_id)
         if found is None or found[0].state is not PENDING:
             return None
-        return found[0]
+        return found
 
     def _finish(self, rec: TaskRecord, span: TaskSpan, end: int, outcome: str | None = None) -> None:
         """Export the task's span with everything known about the task; forget the span object."""
@@ -1095,6 +1101,8 @@ class TaskSpans:
             return
         if parent is None and task_id is not None:
             parent = self._context_for_id(task_id, 0, promote=True)
+            if parent is None:  # the search may have seen the task done, and closed it
+                parent = self.ended.get(task_id)
             if parent is None and (finding.task or {}).get("state") == "pending":
                 # done, but its done callback has not run yet: the span waits for the task's
                 deferred = self.deferred

@@ -109,6 +109,13 @@ class Probe:
         if task.cancelling() > 0:
             self._swallowed(rec)
 
+    def watch_end(self, task: Any, rec: TaskRecord) -> None:
+        """Close the record when the task ends (a done callback), not when it is freed or first
+        seen done: for tasks whose end time or outcome matters as it happens."""
+        if not rec.flags & _hotpath.PRECISE:
+            rec.flags |= _hotpath.PRECISE
+            task.add_done_callback(self.on_done, context=self.done_ctx)
+
     # -- cancellation ---------------------------------------------------------------------------
     def on_cancel(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
         """Record one cancel() request; arm the slow-cancel check on the first one."""
@@ -125,9 +132,7 @@ class Probe:
         first = rec.cancels is None
         if first:
             rec.cancels = [req]
-            if not rec.flags & _hotpath.PRECISE:  # its end decides swallowed-cancel: watch it
-                rec.flags |= _hotpath.PRECISE
-                task.add_done_callback(self.on_done, context=self.done_ctx)
+            self.watch_end(task, rec)  # its end decides swallowed-cancel
         elif len(rec.cancels) < 8:
             rec.cancels.append(req)
         if first and "slow-cancel" in self.state.kinds and loop is not None:

@@ -840,6 +840,22 @@ gate_end(RecorderObject *self, RecordObject *rec)
     return 1;
 }
 
+/* Spans need the end of a task that has a span when it ends, not when it is freed. With the span
+ * gate (spans="interesting") only a task that got its span at creation has a done callback: any
+ * other is closed when taskwatch first sees it done (observe()), which for awaited, gathered and
+ * TaskGroup tasks is when their awaiter's callback runs, the moment a callback of ours would. */
+static int
+needs_done_callback(RecorderObject *self, RecordObject *rec)
+{
+    if (!self->precise) {
+        return 0;
+    }
+    if (self->gate_spans == NULL) {
+        return 1;
+    }
+    return rec->span != NULL && Py_IS_TYPE(rec->span, (PyTypeObject *)self->gate_span_type);
+}
+
 static void
 attach(RecorderObject *self, PyObject *task, PyObject *rec)
 {
@@ -847,7 +863,7 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
     Py_XSETREF(*slot(task, self->off_rec), rec);
     Py_INCREF(self);
     Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
-    if (self->precise) { /* spans need each task's exact end */
+    if (needs_done_callback(self, (RecordObject *)rec)) {
         ((RecordObject *)rec)->flags |= PRECISE;
         PyObject *r = add_done_callback(task, self->c_on_done, self->done_ctx);
         if (r == NULL) {
@@ -1528,13 +1544,75 @@ twtask_dealloc(PyObject *self)
     }
 }
 
-static Method m_exception;
+static Method m_exception, m_result;
+
+/* The task was seen done (done(), result() or exception() called on it; done: 1 known done, -1 to
+ * check): with spans on, close a record that no done callback of ours will close. */
+static void
+observe(PyObject *task, int done)
+{
+    PyObject *rec = EXTRA(task)->rec, *release = EXTRA(task)->release;
+    if (rec == NULL || release == NULL || !IS_RECORD(rec) || ((RecordObject *)rec)->ended != 0.0) {
+        return;
+    }
+    int is_recorder = Py_IS_TYPE(release, &RecorderType);
+    if (is_recorder && !((RecorderObject *)release)->precise) {
+        return; /* no spans: records close when tasks are freed */
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_INCREF(rec);
+    Py_INCREF(release);
+    if (is_recorder) {
+        if (done < 0) {
+            PyObject *r = call_method(&m_done, task);
+            done = r != NULL ? PyObject_IsTrue(r) : -1;
+            Py_XDECREF(r);
+        }
+        if (done > 0) {
+            ((RecordObject *)rec)->ended = now();
+            done = do_close((RecorderObject *)release, task, (RecordObject *)rec);
+        }
+        if (done < 0) {
+            report_internal("task seen done");
+        }
+    }
+    else { /* the pure-Python hot path's release hook, asked to close a task seen done */
+        PyObject *r = PyObject_CallFunctionObjArgs(release, task, Py_True, NULL);
+        if (r == NULL) {
+            PyErr_Clear(); /* it reports its own errors */
+        }
+        Py_XDECREF(r);
+    }
+    Py_DECREF(rec);
+    Py_DECREF(release);
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *
+twtask_done(PyObject *self, PyObject *unused)
+{
+    PyObject *r = call_method(&m_done, self);
+    if (r == Py_True) {
+        observe(self, 1);
+    }
+    return r;
+}
+
+static PyObject *
+twtask_result(PyObject *self, PyObject *unused)
+{
+    PyObject *r = call_method(&m_result, self);
+    observe(self, r != NULL ? 1 : -1);
+    return r;
+}
 
 static PyObject *
 twtask_exception(PyObject *self, PyObject *unused)
 {
     PyObject *exc = call_method(&m_exception, self);
     if (exc == NULL || exc == Py_None) {
+        observe(self, exc != NULL ? 1 : -1); /* raised: cancelled (done) or not done yet */
         return exc;
     }
     PyObject *hook = PyDict_GetItemWithError(task_module_dict, s_on_exception_read);
@@ -1551,12 +1629,15 @@ twtask_exception(PyObject *self, PyObject *unused)
     else if (hook == NULL && PyErr_Occurred()) {
         report_internal("Task.exception");
     }
+    observe(self, 1);
     return exc;
 }
 
 static PyMethodDef twtask_methods[] = {
     {"exception", twtask_exception, METH_NOARGS,
      "asyncio's Task.exception(), also telling taskwatch when a failed task's error is read."},
+    {"done", twtask_done, METH_NOARGS, "asyncio's Task.done(), also telling taskwatch it ended."},
+    {"result", twtask_result, METH_NOARGS, "asyncio's Task.result(), also telling taskwatch it ended."},
     {NULL},
 };
 
@@ -1587,6 +1668,7 @@ task_type(PyObject *module, PyObject *args)
         bind_method(base, "cancelled", &m_cancelled) < 0 ||
         bind_method(base, "done", &m_done) < 0 ||
         bind_method(base, "exception", &m_exception) < 0 ||
+        bind_method(base, "result", &m_result) < 0 ||
         bind_method(base, "add_done_callback", &m_add_done_callback) < 0 ||
         bind_data(base, "_exception", &d_exception_attr) < 0 ||
         bind_data(base, "_source_traceback", &d_source_tb) < 0) {

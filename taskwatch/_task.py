@@ -1,8 +1,9 @@
 """The Task subclass taskwatch's factory builds: a C Task that also reports ``cancel()`` calls.
 
-Only ``cancel``, ``exception`` (to spot errors lost inside ``gather``) and ``__del__`` (to close the
-record when the task is freed, cheaper than a done callback) are overridden, plus ``set_name`` on
-3.13.0-3.13.2, so tasks keep the C implementation's speed and behaviour. The class is named ``Task``
+Only ``cancel``, ``exception`` (to spot errors lost inside ``gather``), ``done``/``result`` (with
+spans on, the first moment a task is seen done is its end) and ``__del__`` (to close the record when
+the task is freed, cheaper than a done callback) are overridden, plus ``set_name`` on 3.13.0-3.13.2,
+so tasks keep the C implementation's speed and behaviour. The class is named ``Task``
 so reprs and asyncio's own messages ("Task exception was never retrieved") read exactly as without
 taskwatch. ``__del__`` always calls the base one: skipping it would silence asyncio's "never
 retrieved" report. With the C accelerator the same class exists as a C type (``CTask``: fields,
@@ -21,6 +22,8 @@ from ._accel import speedups
 _base_cancel = asyncio.Task.cancel
 _base_del = asyncio.Task.__del__
 _base_exception = asyncio.Task.exception
+_base_done = asyncio.Task.done
+_base_result = asyncio.Task.result
 _base_set_name = asyncio.Task.set_name
 _getframe = sys._getframe
 
@@ -34,6 +37,16 @@ def _report_error(where: str) -> None:
     from ._guard import internal_error
 
     internal_error(where)
+
+
+def _seen(task: Task) -> None:
+    """done(), result() or exception() saw the task: with spans on, a task that has no done
+    callback of taskwatch's is closed the first time it is seen done (the probe decides)."""
+    try:
+        release = task._tw_probe_release
+    except AttributeError:  # not (or no longer) watched
+        return
+    release(task, True)
 
 
 class Task(asyncio.Task):  # type: ignore[misc]
@@ -56,7 +69,11 @@ class Task(asyncio.Task):  # type: ignore[misc]
             _cancelling.pop()
 
     def exception(self) -> BaseException | None:
-        exc = _base_exception(self)
+        try:
+            exc = _base_exception(self)
+        except BaseException:
+            _seen(self)
+            raise
         if exc is not None:
             hook = on_exception_read
             if hook is not None:
@@ -64,7 +81,20 @@ class Task(asyncio.Task):  # type: ignore[misc]
                     hook(self, _getframe(1))
                 except BaseException:
                     _report_error("Task.exception")
+        _seen(self)
         return exc
+
+    def done(self) -> bool:
+        done = _base_done(self)
+        if done:
+            _seen(self)
+        return done
+
+    def result(self) -> Any:
+        try:
+            return _base_result(self)
+        finally:
+            _seen(self)
 
     def __del__(self) -> None:
         # Closing the record here costs a fifth of a done callback per task. The base __del__
@@ -87,7 +117,8 @@ class Task(asyncio.Task):  # type: ignore[misc]
 _LOOP_CREATE_TASK = asyncio.BaseEventLoop.create_task.__code__
 
 # The same class as a C type (taskwatch/_speedups.c) when the accelerator is built: its fields,
-# finalizer and exception() are C; cancel() (and set_name where overridden) are the ones above.
+# finalizer, exception(), done() and result() are C; cancel() (and set_name where overridden) are
+# the ones above.
 CTask: type[Task] | None = None
 if speedups is not None:
     CTask = speedups.task_type(asyncio.Task, globals())

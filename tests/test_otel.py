@@ -28,7 +28,8 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import taskwatch  # noqa: E402
 import taskwatch.otel as tw_otel  # noqa: E402
-from taskwatch._record import WALL_OFFSET  # noqa: E402
+from taskwatch._hotpath import PRECISE  # noqa: E402
+from taskwatch._record import RELEASED, WALL_OFFSET  # noqa: E402
 
 from .conftest import here, run  # noqa: E402
 
@@ -279,6 +280,86 @@ def test_interesting_exports_only_what_matters_without_holes(otel, loop_kind):
     assert middle_span.attributes["taskwatch.task.outcome"] == "finished"
     assert_no_holes(spans)
     assert taskwatch.report()["stats"]["spans_exported"] == len(spans)
+
+
+# -- span ends: a done callback only where a span exists at creation -------------------------------
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
+def test_interesting_end_is_when_the_task_is_seen_done(otel, loop_kind, speedups):
+    """spans="interesting": a task created under no span has no done callback of taskwatch's; its
+    end is the first moment it is seen done (gather reading its error, its awaiter waking, a
+    done() call), not when it is freed."""
+    otel.install(span_threshold=5.0, speedups=speedups)
+    kept = []
+
+    async def fails():
+        await asyncio.sleep(0)
+        raise KeyError("gone")
+
+    async def main():
+        gathered = asyncio.create_task(fails(), name="gathered")
+        polled = asyncio.create_task(fails(), name="polled")
+        await asyncio.gather(gathered, return_exceptions=True)
+        awaited = asyncio.create_task(fails(), name="awaited")
+        kept.extend((gathered, awaited, polled))
+        with pytest.raises(KeyError):
+            await awaited  # pending when awaited: its awaiter's wake-up reads its result
+        await asyncio.sleep(0.6)  # all three still referenced, all done long ago
+        assert sorted(s.attributes["taskwatch.task.name"] for s in otel.named(".fails")) == [
+            "awaited", "gathered"]
+        assert polled.done()
+        assert len(otel.named(".fails")) == 3  # closed by that done() call, not by its release
+        assert isinstance(polled.exception(), KeyError)
+
+    run(main(), loop_kind)
+    spans = {s.attributes["taskwatch.task.name"]: s for s in otel.named(".fails")}
+    for name in ("gathered", "awaited"):
+        assert spans[name].end_time - spans[name].start_time < 0.3e9, name
+        assert spans[name].status.status_code is StatusCode.ERROR
+    assert spans["polled"].end_time - spans["polled"].start_time >= 0.6e9
+    for task in kept:
+        assert not task._tw_rec.flags & (PRECISE | RELEASED)
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
+def test_interesting_done_callback_only_under_a_span(otel, loop_kind, speedups):
+    otel.install(speedups=speedups)
+    kept = []
+
+    async def leaf():
+        await asyncio.sleep(0)
+
+    async def main():
+        kept.append(asyncio.create_task(leaf(), name="bare"))
+        with otel.tracer.start_as_current_span("request"):
+            kept.append(asyncio.create_task(leaf(), name="traced"))
+        await asyncio.gather(*kept)
+
+    run(main(), loop_kind)
+    bare, traced = kept
+    assert not bare._tw_rec.flags & PRECISE
+    assert traced._tw_rec.flags & PRECISE
+    assert [s.attributes["taskwatch.task.name"] for s in otel.named(".leaf")] == ["traced"]
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
+def test_no_spans_no_close_when_seen_done(watch, loop_kind, speedups):
+    """Without OpenTelemetry records close when tasks are freed: done() changes nothing."""
+    watch(speedups=speedups)
+    kept = []
+
+    async def leaf():
+        await asyncio.sleep(0)
+
+    async def main():
+        kept.append(asyncio.create_task(leaf()))
+        await kept[0]
+        assert kept[0].done() and kept[0].result() is None
+
+    run(main(), loop_kind)
+    assert kept[0]._tw_rec.ended == 0.0
+    kept.clear()
+    gc.collect()
 
 
 def test_spans_none_exports_no_span(otel, loop_kind):
