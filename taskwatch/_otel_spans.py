@@ -41,7 +41,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 
 from . import _hotpath, _probe, _sites
 from ._guard import internal_error
-from ._record import FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
+from ._record import FAILED, FINISHED, PENDING, RELEASED, WALL_OFFSET, TaskRecord
 
 if TYPE_CHECKING:
     from ._findings import Finding
@@ -1006,6 +1006,8 @@ class TaskSpans:
             attrs["taskwatch.parent_task.coroutine"] = self._name(pcoro)
         if rec.internal:
             attrs["taskwatch.task.internal"] = True
+        if rec.flags & RELEASED:  # seen done only when freed: the end is an upper bound
+            attrs["taskwatch.task.closed"] = "released"
         return attrs
 
     def emit(self, name: str, parent: SpanContext | None, start: int, end: int,

@@ -322,6 +322,32 @@ def test_interesting_end_is_when_the_task_is_seen_done(otel, loop_kind, speedups
 
 
 @pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
+def test_interesting_end_of_a_task_seen_done_only_when_freed(otel, loop_kind, speedups):
+    """Kept after it failed and read by no one: its end is its release, and the span says so."""
+    otel.install(span_threshold=5.0, speedups=speedups)
+
+    async def fails():
+        raise KeyError("gone")
+
+    async def main():
+        kept = asyncio.create_task(fails())
+        await asyncio.sleep(0.3)
+        assert otel.named(".fails") == []  # done, but not seen done yet
+        kept.exception()  # read it: no "never retrieved" noise
+        otel.exporter.clear()
+        kept = asyncio.create_task(fails())
+        await asyncio.sleep(0.3)
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
+        del kept  # freed without anyone reading it ("never retrieved" goes to the handler)
+        gc.collect()
+
+    run(main(), loop_kind)
+    span = otel.one(".fails")
+    assert span.attributes["taskwatch.task.closed"] == "released"
+    assert span.end_time - span.start_time >= 0.3e9
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
 def test_interesting_done_callback_only_under_a_span(otel, loop_kind, speedups):
     otel.install(speedups=speedups)
     kept = []
