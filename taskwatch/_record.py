@@ -41,20 +41,37 @@ def _managed_codes() -> frozenset[Any]:
 _MANAGED_CODES = _managed_codes()
 
 
+def brief(key: tuple[Any, ...]) -> dict[str, Any]:
+    """A TASK brief from a task's cheap key: (id, name, coroutine code, creation stack)."""
+    pid, name, coro, stack = key
+    frame = _sites.site(stack)
+    return {"id": pid, "name": name, "coro": _sites.qualified_name(coro),
+            "created_at": frame.as_dict() if frame else None}
+
+
 class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
-    __slots__ = ("at", "stack", "by", "message", "via", "managed")
+    __slots__ = ("at", "stack", "_by", "message", "via", "managed")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
         self.at = at
         self.stack = stack
-        self.by = by.brief() if by is not None else None
+        # the canceller as a cheap key (no chain of records), formatted only when read
+        self._by: Any = None if by is None else (by.id, by.name, by.coro, by.stack)
         self.message = None if message is None else _short(message)
         self.via = via  # id of the task whose cancel() forwarded this one (awaited-task forwarding)
         # Sent by a timeout() or TaskGroup that will uncancel() the task itself: never "swallowed".
         self.managed = bool(stack) and stack[0] in _MANAGED_CODES
+
+    @property
+    def by(self) -> dict[str, Any] | None:
+        """The task that called cancel(), as a TASK brief."""
+        by = self._by
+        if by.__class__ is tuple:
+            self._by = by = brief(by)
+        return by  # type: ignore[no-any-return]
 
     def as_dict(self) -> dict[str, Any]:
         frame = _sites.site(self.stack)
@@ -116,19 +133,14 @@ class _TaskRecord:
             return None
         if isinstance(parent, TaskRecord):
             return parent.brief()
-        pid, name, coro, stack = parent
-        frame = _sites.site(stack)
-        return {"id": pid, "name": name, "coro": _sites.qualified_name(coro),
-                "created_at": frame.as_dict() if frame else None}
+        return brief(parent)
 
     def display_name(self) -> str:
         return self.name if self.name is not None else f"task #{self.id}"
 
     def brief(self) -> dict[str, Any]:
         """The short TASK form used for parents and cancellers."""
-        frame = self.created_at
-        return {"id": self.id, "name": self.name, "coro": self.coro_name,
-                "created_at": frame.as_dict() if frame else None}
+        return brief((self.id, self.name, self.coro, self.stack))
 
     def as_dict(self) -> dict[str, Any]:
         """The report's TASK object."""

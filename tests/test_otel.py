@@ -316,7 +316,7 @@ def test_interesting_end_is_when_the_task_is_seen_done(otel, loop_kind, speedups
     for name in ("gathered", "awaited"):
         assert spans[name].end_time - spans[name].start_time < 0.3e9, name
         assert spans[name].status.status_code is StatusCode.ERROR
-    assert spans["polled"].end_time - spans["polled"].start_time >= 0.6e9
+    assert spans["polled"].end_time - spans["polled"].start_time >= 0.5e9  # seen after 0.6 s
     for task in kept:
         assert not task._tw_rec.flags & (PRECISE | RELEASED)
 
@@ -344,7 +344,7 @@ def test_interesting_end_of_a_task_seen_done_only_when_freed(otel, loop_kind, sp
     run(main(), loop_kind)
     span = otel.one(".fails")
     assert span.attributes["taskwatch.task.closed"] == "released"
-    assert span.end_time - span.start_time >= 0.3e9
+    assert span.end_time - span.start_time >= 0.25e9  # kept 0.3 s (timers may fire early)
 
 
 @pytest.mark.parametrize("speedups", [True, False], ids=["c", "python"])
