@@ -293,6 +293,7 @@ def hook(state: State) -> None:
                _never_awaited.make_hook(warnings._warn_unawaited_coroutine))
     _task.on_cancel = _on_cancel
     _task.on_exception_read = _on_exception_read
+    _task.seen_hooks = bool(state.precise_ends)
 
 
 def _probe_for_task(task: Any) -> Any:
@@ -327,6 +328,7 @@ def unhook() -> None:
             detach(loop)
     _task.on_cancel = None
     _task.on_exception_read = None
+    _task.seen_hooks = False
     while _patches:
         owner, name, original, had = _patches.pop()
         if had:

@@ -57,7 +57,8 @@ class State:
         self.lock = threading.RLock()
         self.started_at = time.time()
         self.gather_callback_code = _gather_callback_code()
-        # Spans need each task's exact end: with OpenTelemetry on, every task gets a done callback.
+        # Spans need tasks' ends as they happen: with OpenTelemetry on, a task with a span gets a
+        # done callback and any other is closed when first seen done (see _hotpath.on_release).
         self.precise_ends = options.otel
         self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": []}
         self._ignore = [_parse_ignore(item) for item in options.ignore]

@@ -30,6 +30,8 @@ _getframe = sys._getframe
 # Set by the installed state; None after uninstall so old tasks fall back to plain behaviour.
 on_cancel: Callable[[asyncio.Task, Any, Any, int | None], None] | None = None
 on_exception_read: Callable[[asyncio.Task, Any], None] | None = None
+# True while OpenTelemetry is on: then done(), result() and exception() report a task seen done.
+seen_hooks = False
 _cancelling: list[int | None] = []
 
 
@@ -72,7 +74,8 @@ class Task(asyncio.Task):  # type: ignore[misc]
         try:
             exc = _base_exception(self)
         except BaseException:
-            _seen(self)
+            if seen_hooks:
+                _seen(self)
             raise
         if exc is not None:
             hook = on_exception_read
@@ -81,12 +84,13 @@ class Task(asyncio.Task):  # type: ignore[misc]
                     hook(self, _getframe(1))
                 except BaseException:
                     _report_error("Task.exception")
-        _seen(self)
+        if seen_hooks:
+            _seen(self)
         return exc
 
     def done(self) -> bool:
         done = _base_done(self)
-        if done:
+        if done and seen_hooks:
             _seen(self)
         return done
 
@@ -94,7 +98,8 @@ class Task(asyncio.Task):  # type: ignore[misc]
         try:
             return _base_result(self)
         finally:
-            _seen(self)
+            if seen_hooks:
+                _seen(self)
 
     def __del__(self) -> None:
         # Closing the record here costs a fifth of a done callback per task. The base __del__

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
-from . import _guard, _otel_metrics, _otel_sdk, _sites
+from . import _guard, _otel_metrics, _otel_sdk, _sites, _task
 from ._otel_spans import TaskSpan, TaskSpans
 
 if TYPE_CHECKING:
@@ -196,6 +196,7 @@ def enable(state: State) -> None:
             _providers.session = _otel_sdk.SessionSdk()
         _sites.add_internal_path(os.sep + "wrapt" + os.sep)  # opentelemetry-instrumentation's wrappers
         state.precise_ends = True  # loops attached from now on close records when tasks end
+        _task.seen_hooks = True  # ... or when first seen done (the pure-Python Task's methods)
         enabled = _Enabled(state)
         _active = enabled
         state.listeners.append(enabled.spans.on_finding)
