@@ -601,6 +601,9 @@ class TaskSpans:
         self.exported = 0
         self.dropped_events = 0
         self.names: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+        # spans="all": [final generation, providers, root flags, the 4 flags, trace state,
+        # processor, its processors seen] while C may start spans itself; empty otherwise
+        self.fast_state: list[Any] = []
         self.sites: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self.closed = False
@@ -683,12 +686,39 @@ class TaskSpans:
         return (self, var, _SPAN_KEY, TaskSpan, SAMPLED_OUT, float(self.threshold), _FLAGGED,
                 self.pending, self.deferred, self.gate_state)
 
+    def c_all(self) -> tuple[Any, ...] | None:
+        """For the C hot path (spans="all"): what it needs to do on_create_all's work itself in
+        the common case (see fast_state); None when the runtime context is not the contextvars
+        one or the API's SpanContext layout is not the one checked here."""
+        if not self.all or _SPAN_KEY is None or not _FAST_SPAN_CONTEXT:
+            return None
+        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+        var = getattr(runtime, "_current_context", None)
+        if var is None or var.__class__ is not contextvars.ContextVar:
+            return None
+        return (self, var, _SPAN_KEY, TaskSpan, SpanContext, Context, SAMPLED_OUT, self.names,
+                self.live, _MAX_LIVE, float(WALL_OFFSET), _getrandbits, self.fast_state)
+
+    def _refresh_fast_state(self) -> None:
+        """What lets C start spans without asking Python: the bound provider's generation when it
+        cannot change any more, and the default sampler's flags; emptied otherwise."""
+        backend = self.backend
+        state = self.fast_state
+        if (backend is not None and backend.fast and not backend.starts and self.final >= 0
+                and self.final == self.providers.generation):
+            state[:] = [self.final, self.providers, backend.root_flags,
+                        tuple(backend.flags[n] for n in range(4)), backend.trace_state,
+                        backend.processor, backend.seen]
+        else:
+            state.clear()
+
     def on_create_all(self, rec: TaskRecord, context: Any) -> None:
         if _loop_own(rec):
             rec.span = rec.parent  # the loop's own housekeeping (shutdown_asyncgens...): no span
             return
         ctx = _context_get()
         self._start_eager(rec, context, ctx, ctx.get(_SPAN_KEY))
+        self._refresh_fast_state()
 
     def _start_eager(self, rec: TaskRecord, context: Any, ctx: Any, current: Any) -> None:
         backend = self.get_backend()
@@ -1141,6 +1171,7 @@ class TaskSpans:
                     self._finish(rec, span, now, outcome="pending")
                 except BaseException:
                     internal_error("OpenTelemetry close")
+        self.fast_state.clear()
         self.live.clear()
         self.pending.clear()
         self.deferred.clear()

@@ -61,6 +61,7 @@ class Probe:
         self._on_create: Any = None
         self._on_end: Any = None
         self._gate: Any = None
+        self._span_start: Any = None
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
@@ -84,11 +85,14 @@ class Probe:
     # What lets the C hot path skip on_create/on_end for tasks that cannot become spans
     # (TaskSpans.c_gate()), or None.
     gate = _Synced()
+    # What lets the C hot path start spans="all" spans itself (TaskSpans.c_all()), or None.
+    span_start = _Synced()
 
     def _sync(self) -> None:
         configure = getattr(self.factory, "configure", None)
         if configure is not None:
-            configure(self._inner is None, self._on_end, self._on_create, self._gate)
+            configure(self._inner is None, self._on_end, self._on_create, self._gate,
+                      self._span_start)
 
     # -- rare paths called from the hot path -----------------------------------------------------
     def call_on_create(self, rec: TaskRecord, context: Any) -> None:

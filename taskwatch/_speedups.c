@@ -421,6 +421,11 @@ typedef struct {
     double gate_threshold;
     long gate_mask;
     int precise; /* every task gets a done callback: exact ends (spans) */
+    /* spans="all" with the SDK's default set-up: TaskSpans._start_eager in C (TaskSpans.c_all()),
+     * NULL when off; the TaskSpan slots it reads and writes, by offset. */
+    PyObject *ss;
+    Py_ssize_t ss_ctx, ss_attached, ss_creator, ss_ended, ss_max_live;
+    double ss_wall;
     PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
     Py_ssize_t maxlen, off_rec, off_release;
     int depth, fast;
@@ -737,6 +742,229 @@ own_context(RecorderObject *self, PyObject *rec)
 
 static PyObject *s_co_name, *s_real_instrument;
 
+enum { SS_SPANS, SS_VAR, SS_KEY, SS_SPAN_TYPE, SS_SC_TYPE, SS_CTX_TYPE, SS_SAMPLED_OUT, SS_NAMES,
+       SS_LIVE, SS_MAX_LIVE, SS_WALL, SS_RANDBITS, SS_STATE, SS_SIZE };
+enum { FS_FINAL, FS_PROVIDERS, FS_ROOT_FLAGS, FS_FLAGS, FS_TRACE_STATE, FS_PROCESSOR, FS_SEEN,
+       FS_SIZE };
+static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128;
+
+static PyObject *
+random_id(PyObject *randbits, PyObject *bits)
+{
+    for (;;) {
+        PyObject *v = PyObject_CallOneArg(randbits, bits);
+        if (v == NULL) {
+            return NULL;
+        }
+        int nonzero = PyObject_IsTrue(v);
+        if (nonzero != 0) {
+            if (nonzero < 0) {
+                Py_CLEAR(v);
+            }
+            return v;
+        }
+        Py_DECREF(v);
+    }
+}
+
+/* spans="all": what TaskSpans.on_create_all/_start_eager do, in the common case only (the SDK's
+ * default sampler and ids, a bound provider that cannot change, no processor with on_start, a
+ * TaskSpan or nothing current). 1: done, 0: call the Python hook, -1: error. */
+static int
+span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
+{
+    PyObject *ss = self->ss, *st = PyTuple_GET_ITEM(ss, SS_STATE);
+    if (ctx == NULL || rec->coro == NULL || rec->coro == Py_None || PyList_GET_SIZE(st) != FS_SIZE) {
+        return 0;
+    }
+    PyObject *gen = PyObject_GetAttr(PyList_GET_ITEM(st, FS_PROVIDERS), s_generation);
+    if (gen == NULL) {
+        return -1;
+    }
+    int same = PyObject_RichCompareBool(gen, PyList_GET_ITEM(st, FS_FINAL), Py_EQ);
+    Py_DECREF(gen);
+    if (same <= 0) {
+        return same; /* the provider may change: Python asks for it */
+    }
+    PyObject *procs = PyObject_GetAttr(PyList_GET_ITEM(st, FS_PROCESSOR), s_span_processors);
+    if (procs == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    Py_XDECREF(procs); /* only its identity is compared: the processor keeps it */
+    if ((procs != NULL ? procs : Py_None) != PyList_GET_ITEM(st, FS_SEEN)) {
+        return 0; /* processors changed: Python checks their on_start */
+    }
+    int fl = code_flags(rec->coro);
+    if (fl < 0) {
+        return -1;
+    }
+    if (fl & F_INTERNAL) {
+        return 0; /* the loop's own coroutine: Python leaves it out */
+    }
+    PyObject *otel_ctx = NULL;
+    if (PyContextVar_Get(PyTuple_GET_ITEM(ss, SS_VAR), NULL, &otel_ctx) < 0) {
+        return -1;
+    }
+    if (otel_ctx == NULL) {
+        return 0;
+    }
+    int result = 0;
+    PyObject *span_type = PyTuple_GET_ITEM(ss, SS_SPAN_TYPE);
+    PyObject *parent = Py_None, *current = Py_None;
+    PyObject *id_key = NULL, *start = NULL, *span_id = NULL, *trace_id = NULL, *sc = NULL,
+             *span = NULL, *rec_id = NULL, *values = NULL, *new_ctx = NULL;
+    if (!PyDict_Check(otel_ctx)) {
+        goto done;
+    }
+    PyObject *cur = PyDict_GetItemWithError(otel_ctx, PyTuple_GET_ITEM(ss, SS_KEY));
+    if (cur == NULL && PyErr_Occurred()) {
+        goto error;
+    }
+    if (cur != NULL && cur != Py_None) {
+        if (!Py_IS_TYPE(cur, (PyTypeObject *)span_type)) {
+            goto done; /* the program's own span: Python asks it for its context */
+        }
+        current = cur;
+        parent = *slot(cur, self->ss_ctx);
+        if (parent == NULL || !PyTuple_Check(parent) || PyTuple_GET_SIZE(parent) != 6 ||
+            PyTuple_GET_ITEM(parent, 5) != Py_True) {
+            goto done;
+        }
+    }
+    PyObject *owner = rec->parent;
+    if (owner != NULL && IS_RECORD(owner)) {
+        PyObject *theirs = ((RecordObject *)owner)->span;
+        if (theirs != NULL && Py_IS_TYPE(theirs, (PyTypeObject *)span_type)) {
+            PyObject *attached = *slot(theirs, self->ss_attached);
+            PyObject *creator = *slot(theirs, self->ss_creator);
+            PyObject *ended = *slot(theirs, self->ss_ended);
+            if (attached == NULL || creator == NULL || ended == NULL ||
+                (attached != Py_True && creator == current && ended != Py_True)) {
+                goto done; /* the parent task's span may be the parent: Python decides */
+            }
+        }
+    }
+    id_key = PyLong_FromVoidPtr(rec->coro);
+    if (id_key == NULL) {
+        goto error;
+    }
+    PyObject *entry = PyDict_GetItemWithError(PyTuple_GET_ITEM(ss, SS_NAMES), id_key);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto done; /* not named yet: Python names it */
+    }
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != rec->coro) {
+        goto done;
+    }
+    PyObject *name = PyTuple_GET_ITEM(entry, 1);
+    start = PyLong_FromDouble((rec->created + self->ss_wall) * 1e9);
+    if (start == NULL) {
+        goto error;
+    }
+    PyObject *randbits = PyTuple_GET_ITEM(ss, SS_RANDBITS);
+    PyObject *flags, *trace_state;
+    if (parent == Py_None) {
+        flags = PyList_GET_ITEM(st, FS_ROOT_FLAGS);
+        trace_state = PyList_GET_ITEM(st, FS_TRACE_STATE);
+        span_id = random_id(randbits, bits64);
+        trace_id = span_id != NULL ? random_id(randbits, bits128) : NULL;
+    }
+    else {
+        long f = PyLong_AsLong(PyTuple_GET_ITEM(parent, 3));
+        if (f == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        if (!(f & 1)) { /* the parent is not sampled */
+            Py_INCREF(PyTuple_GET_ITEM(ss, SS_SAMPLED_OUT));
+            Py_XSETREF(rec->span, PyTuple_GET_ITEM(ss, SS_SAMPLED_OUT));
+            result = 1;
+            goto done;
+        }
+        flags = PyTuple_GET_ITEM(PyList_GET_ITEM(st, FS_FLAGS), f & 3);
+        trace_state = PyTuple_GET_ITEM(parent, 4);
+        trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
+        span_id = random_id(randbits, bits64);
+    }
+    if (span_id == NULL || trace_id == NULL) {
+        goto error;
+    }
+    PyTypeObject *sc_type = (PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE);
+    sc = sc_type->tp_alloc(sc_type, 6); /* tuple.__new__(SpanContext, (...)) */
+    if (sc == NULL) {
+        goto error;
+    }
+    PyTuple_SET_ITEM(sc, 0, Py_NewRef(trace_id));
+    PyTuple_SET_ITEM(sc, 1, Py_NewRef(span_id));
+    PyTuple_SET_ITEM(sc, 2, Py_NewRef(Py_False));
+    PyTuple_SET_ITEM(sc, 3, Py_NewRef(flags));
+    PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
+    PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
+    PyObject *args[4] = {sc, parent, start, name};
+    span = PyObject_Vectorcall(span_type, args, 4, NULL);
+    if (span == NULL) {
+        goto error;
+    }
+    Py_INCREF(current);
+    Py_XSETREF(*slot(span, self->ss_creator), current);
+    Py_INCREF(span);
+    Py_XSETREF(rec->span, span);
+    rec_id = PyLong_FromLongLong(rec->id);
+    if (rec_id == NULL) {
+        goto error;
+    }
+    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
+    if (PyObject_SetItem(live, rec_id, (PyObject *)rec) < 0) {
+        goto error;
+    }
+    Py_ssize_t n = PyObject_Length(live);
+    if (n < 0) {
+        goto error;
+    }
+    if (n > self->ss_max_live) {
+        PyObject *r = PyObject_CallMethodOneArg(live, s_popitem, Py_False);
+        if (r == NULL) {
+            goto error;
+        }
+        Py_DECREF(r);
+    }
+    values = PyDict_Copy(otel_ctx); /* _with_span(): the current context plus this span */
+    if (values == NULL || PyDict_SetItem(values, PyTuple_GET_ITEM(ss, SS_KEY), span) < 0) {
+        goto error;
+    }
+    new_ctx = PyObject_CallOneArg(PyTuple_GET_ITEM(ss, SS_CTX_TYPE), values);
+    if (new_ctx == NULL || PyContext_Enter(ctx) < 0) {
+        goto error;
+    }
+    PyObject *token = PyContextVar_Set(PyTuple_GET_ITEM(ss, SS_VAR), new_ctx);
+    if (PyContext_Exit(ctx) < 0 || token == NULL) {
+        Py_XDECREF(token);
+        goto error;
+    }
+    Py_DECREF(token);
+    Py_XSETREF(*slot(span, self->ss_attached), Py_NewRef(Py_True));
+    result = 1;
+    goto done;
+error:
+    result = -1;
+done:
+    Py_DECREF(otel_ctx);
+    Py_XDECREF(id_key);
+    Py_XDECREF(start);
+    Py_XDECREF(span_id);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(sc);
+    Py_XDECREF(span);
+    Py_XDECREF(rec_id);
+    Py_XDECREF(values);
+    Py_XDECREF(new_ctx);
+    return result;
+}
+
 /* At creation, spans="interesting": a task created under no current span (and not a coroutine
  * that opentelemetry-instrumentation-asyncio traces) only remembers its parent, exactly as
  * on_create_interesting does; anything else calls the hook. */
@@ -777,6 +1005,12 @@ gate_create(RecorderObject *self, RecordObject *rec, PyObject *ctx)
             Py_XINCREF(rec->parent);
             Py_XSETREF(rec->span, rec->parent);
             return 0;
+        }
+    }
+    if (self->ss != NULL) {
+        int done = span_start_fast(self, rec, ctx);
+        if (done != 0) {
+            return done < 0 ? -1 : 0;
         }
     }
     PyObject *args[2] = {(PyObject *)rec, ctx != NULL ? ctx : Py_None};
@@ -1149,12 +1383,53 @@ do_release(RecorderObject *self, PyObject *task)
     Py_DECREF(rec);
 }
 
+/* Check TaskSpans.c_all()'s tuple; the offsets of TaskSpan's _ctx, attached, creator, _ended. */
+static int
+span_start_layout(PyObject *ss, Py_ssize_t *offsets, double *wall, Py_ssize_t *max_live)
+{
+    if (!PyTuple_Check(ss) || PyTuple_GET_SIZE(ss) != SS_SIZE ||
+        !PyContextVar_CheckExact(PyTuple_GET_ITEM(ss, SS_VAR)) ||
+        !PyType_Check(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
+        !PyType_Check(PyTuple_GET_ITEM(ss, SS_SC_TYPE)) ||
+        !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE), &PyTuple_Type) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_NAMES)) || !PyList_Check(PyTuple_GET_ITEM(ss, SS_STATE))) {
+        PyErr_SetString(PyExc_TypeError, "span_start: TaskSpans.c_all()'s tuple is needed");
+        return -1;
+    }
+    static const char *names[4] = {"_ctx", "attached", "creator", "_ended"};
+    for (int i = 0; i < 4; i++) {
+        PyObject *d = PyObject_GetAttrString(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE), names[i]);
+        if (d == NULL) {
+            return -1;
+        }
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok) {
+            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        }
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "span_start: TaskSpan.%s is not a slot", names[i]);
+            return -1;
+        }
+    }
+    *wall = PyFloat_AsDouble(PyTuple_GET_ITEM(ss, SS_WALL));
+    *max_live = PyLong_AsSsize_t(PyTuple_GET_ITEM(ss, SS_MAX_LIVE));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 static PyObject *
 recorder_configure(RecorderObject *self, PyObject *args)
 {
     int fast;
-    PyObject *on_end, *on_create, *gate;
-    if (!PyArg_ParseTuple(args, "pOOO:configure", &fast, &on_end, &on_create, &gate)) {
+    PyObject *on_end, *on_create, *gate, *ss = Py_None;
+    if (!PyArg_ParseTuple(args, "pOOO|O:configure", &fast, &on_end, &on_create, &gate, &ss)) {
+        return NULL;
+    }
+    Py_ssize_t offsets[4] = {0, 0, 0, 0};
+    double wall = 0.0;
+    Py_ssize_t max_live = 0;
+    if (ss != Py_None && span_start_layout(ss, offsets, &wall, &max_live) < 0) {
         return NULL;
     }
     PyObject *spans = NULL, *var = NULL, *key = NULL, *span_type = NULL, *sampled_out = NULL,
@@ -1177,6 +1452,18 @@ recorder_configure(RecorderObject *self, PyObject *args)
     }
     self->fast = 0; /* while the fields change */
 #define SETX(field, value) do { Py_XINCREF(value); Py_XSETREF(self->field, value); } while (0)
+    if (ss != Py_None) {
+        SETX(ss, ss);
+        self->ss_ctx = offsets[0];
+        self->ss_attached = offsets[1];
+        self->ss_creator = offsets[2];
+        self->ss_ended = offsets[3];
+        self->ss_wall = wall;
+        self->ss_max_live = max_live;
+    }
+    else {
+        Py_CLEAR(self->ss);
+    }
     SETX(on_end, on_end);
     SETX(on_create, on_create);
     SETX(gate_spans, spans);
@@ -1372,6 +1659,7 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->gate_pending);
     Py_VISIT(self->gate_deferred);
     Py_VISIT(self->gate_state);
+    Py_VISIT(self->ss);
     return 0;
 }
 
@@ -1404,6 +1692,7 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->gate_pending);
     Py_CLEAR(self->gate_deferred);
     Py_CLEAR(self->gate_state);
+    Py_CLEAR(self->ss);
     Py_CLEAR(self->st_pending);
     Py_CLEAR(self->st_finished);
     Py_CLEAR(self->st_failed);
@@ -1777,6 +2066,14 @@ PyInit__speedups(void)
     INTERN(s_on_exception_read, "on_exception_read");
     INTERN(s_co_name, "co_name");
     INTERN(s_real_instrument, "_real_instrument");
+    INTERN(s_generation, "generation");
+    INTERN(s_span_processors, "_span_processors");
+    INTERN(s_popitem, "popitem");
+    bits64 = PyLong_FromLong(64);
+    bits128 = PyLong_FromLong(128);
+    if (bits64 == NULL || bits128 == NULL) {
+        return NULL;
+    }
 #undef INTERN
     kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
     kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");

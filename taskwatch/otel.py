@@ -150,6 +150,7 @@ class _Enabled:
             _guard.internal_error("OpenTelemetry tracer provider")
         if not spans.none:
             probe.gate = spans.c_gate()
+            probe.span_start = spans.c_all()
             probe.on_create = spans.on_create_all if spans.all else spans.on_create_interesting
         probe.on_end = spans.on_end
 
@@ -170,6 +171,8 @@ class _Enabled:
         for probe in self.state.live_probes():
             if probe.gate is not None and probe.gate[0] is spans:
                 probe.gate = None
+            if probe.span_start is not None and probe.span_start[0] is spans:
+                probe.span_start = None
             if getattr(probe.on_end, "__self__", None) is spans:
                 probe.on_end = None
             if getattr(probe.on_create, "__self__", None) is spans:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,7 +186,12 @@ async def _traced_workload(tracer: Any) -> None:
         await asyncio.gather(*(asyncio.create_task(quick()) for _ in range(2)))
 
 
-def _exported(watch: Any, loop_kind: str, speedups: bool) -> list[tuple[Any, ...]]:
+_IDS = ("taskwatch.task.id", "taskwatch.parent_task.id")  # a process-wide count: differ per run
+_DEFAULT_NAME = re.compile(r"^Task-\d+$")  # asyncio's default names: a process-wide count too
+
+
+def _exported(watch: Any, loop_kind: str, speedups: bool,
+              spans: str = "interesting") -> list[tuple[Any, ...]]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -197,8 +203,7 @@ def _exported(watch: Any, loop_kind: str, speedups: bool) -> list[tuple[Any, ...
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tw_otel.set_providers(provider, None)  # no meter provider: the end filter decides alone
     try:
-        watch(otel=True, spans="interesting", span_threshold=0.2, watchdog=False,
-              speedups=speedups)
+        watch(otel=True, spans=spans, span_threshold=0.2, watchdog=False, speedups=speedups)
         run(_traced_workload(provider.get_tracer("test")), loop_kind)
         gc.collect()
         assert taskwatch.report()["stats"]["internal_errors"] == 0
@@ -208,7 +213,9 @@ def _exported(watch: Any, loop_kind: str, speedups: bool) -> list[tuple[Any, ...
     spans = exporter.get_finished_spans()
     by_id = {s.context.span_id: s.name for s in spans}
     out = [(s.name, by_id.get(s.parent.span_id) if s.parent else None, s.status.status_code.name,
-            [e.name for e in s.events]) for s in spans]
+            [e.name for e in s.events], s.kind.name, s.context.trace_flags,
+            sorted((k, _DEFAULT_NAME.sub("Task-N", v) if isinstance(v, str) else v)
+                   for k, v in s.attributes.items() if k not in _IDS)) for s in spans]
     provider.shutdown()
     return sorted(out, key=repr)
 
@@ -221,3 +228,26 @@ def test_c_span_gate_exports_what_the_python_hooks_export(watch: Any, loop_kind:
     names = [name.rsplit(".", 1)[-1] for name, *_ in with_c]
     assert names.count("quick") == 2  # the two under "request", not the five outside it
     assert {"slow", "broken", "victim", "request"} <= set(names)
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_span_start_exports_what_the_python_hook_exports(watch: Any, loop_kind: str,
+                                                           monkeypatch: Any) -> None:
+    """spans="all": C starts the spans of the common case; the exported spans are the same."""
+    pytest.importorskip("opentelemetry.sdk")
+    from taskwatch import _otel_spans
+
+    calls = []
+    hook = _otel_spans.TaskSpans.on_create_all
+
+    def counted(self: Any, rec: Any, context: Any) -> None:
+        calls.append(rec)
+        hook(self, rec, context)
+
+    monkeypatch.setattr(_otel_spans.TaskSpans, "on_create_all", counted)
+    with_c = _exported(watch, loop_kind, True, "all")
+    in_python = len(calls)
+    without = _exported(watch, loop_kind, False, "all")
+    assert with_c == without
+    assert len(with_c) >= 12
+    assert in_python < len(calls) - in_python  # C started most of them
