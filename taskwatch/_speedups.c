@@ -770,23 +770,46 @@ random_id(PyObject *randbits, PyObject *bits)
 /* spans="all": what TaskSpans.on_create_all/_start_eager do, in the common case only (the SDK's
  * default sampler and ids, a bound provider that cannot change, no processor with on_start, a
  * TaskSpan or nothing current). 1: done, 0: call the Python hook, -1: error. */
+static int span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
+                      PyObject *ctx);
+
 static int
 span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
 {
     PyObject *ss = self->ss, *st = PyTuple_GET_ITEM(ss, SS_STATE);
-    if (ctx == NULL || rec->coro == NULL || rec->coro == Py_None || PyList_GET_SIZE(st) != FS_SIZE) {
+    if (ctx == NULL || rec->coro == NULL || rec->coro == Py_None || PyList_GET_SIZE(st) != FS_SIZE ||
+        !PyTuple_CheckExact(PyList_GET_ITEM(st, FS_FLAGS)) ||
+        PyTuple_GET_SIZE(PyList_GET_ITEM(st, FS_FLAGS)) != 4) {
         return 0;
     }
-    PyObject *gen = PyObject_GetAttr(PyList_GET_ITEM(st, FS_PROVIDERS), s_generation);
+    /* Strong references: the calls below may run Python code (a collection's finalizers) that
+     * replaces the fast state or reconfigures the recorder. */
+    PyObject *fs[FS_SIZE];
+    for (int i = 0; i < FS_SIZE; i++) {
+        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
+    }
+    Py_INCREF(ss);
+    int result = span_start(self, ss, fs, rec, ctx);
+    Py_DECREF(ss);
+    for (int i = 0; i < FS_SIZE; i++) {
+        Py_DECREF(fs[i]);
+    }
+    return result;
+}
+
+static int
+span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *ctx)
+{
+    PyObject *gen = PyObject_GetAttr(fs[FS_PROVIDERS], s_generation);
     if (gen == NULL) {
         return -1;
     }
-    int same = PyObject_RichCompareBool(gen, PyList_GET_ITEM(st, FS_FINAL), Py_EQ);
+    int same = PyObject_RichCompareBool(gen, fs[FS_FINAL], Py_EQ);
     Py_DECREF(gen);
     if (same <= 0) {
         return same; /* the provider may change: Python asks for it */
     }
-    PyObject *procs = PyObject_GetAttr(PyList_GET_ITEM(st, FS_PROCESSOR), s_span_processors);
+    PyObject *procs = PyObject_GetAttr(fs[FS_PROCESSOR], s_span_processors);
     if (procs == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             return -1;
@@ -794,7 +817,7 @@ span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
         PyErr_Clear();
     }
     Py_XDECREF(procs); /* only its identity is compared: the processor keeps it */
-    if ((procs != NULL ? procs : Py_None) != PyList_GET_ITEM(st, FS_SEEN)) {
+    if ((procs != NULL ? procs : Py_None) != fs[FS_SEEN]) {
         return 0; /* processors changed: Python checks their on_start */
     }
     int fl = code_flags(rec->coro);
@@ -815,7 +838,8 @@ span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
     PyObject *span_type = PyTuple_GET_ITEM(ss, SS_SPAN_TYPE);
     PyObject *parent = Py_None, *current = Py_None;
     PyObject *id_key = NULL, *start = NULL, *span_id = NULL, *trace_id = NULL, *sc = NULL,
-             *span = NULL, *rec_id = NULL, *values = NULL, *new_ctx = NULL;
+             *span = NULL, *rec_id = NULL, *values = NULL, *new_ctx = NULL, *name = NULL,
+             *flags = NULL, *trace_state = NULL;
     if (!PyDict_Check(otel_ctx)) {
         goto done;
     }
@@ -861,16 +885,15 @@ span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
     if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != rec->coro) {
         goto done;
     }
-    PyObject *name = PyTuple_GET_ITEM(entry, 1);
+    name = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
     start = PyLong_FromDouble((rec->created + self->ss_wall) * 1e9);
     if (start == NULL) {
         goto error;
     }
     PyObject *randbits = PyTuple_GET_ITEM(ss, SS_RANDBITS);
-    PyObject *flags, *trace_state;
     if (parent == Py_None) {
-        flags = PyList_GET_ITEM(st, FS_ROOT_FLAGS);
-        trace_state = PyList_GET_ITEM(st, FS_TRACE_STATE);
+        flags = Py_NewRef(fs[FS_ROOT_FLAGS]);
+        trace_state = Py_NewRef(fs[FS_TRACE_STATE]);
         span_id = random_id(randbits, bits64);
         trace_id = span_id != NULL ? random_id(randbits, bits128) : NULL;
     }
@@ -885,8 +908,8 @@ span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
             result = 1;
             goto done;
         }
-        flags = PyTuple_GET_ITEM(PyList_GET_ITEM(st, FS_FLAGS), f & 3);
-        trace_state = PyTuple_GET_ITEM(parent, 4);
+        flags = Py_NewRef(PyTuple_GET_ITEM(fs[FS_FLAGS], f & 3));
+        trace_state = Py_NewRef(PyTuple_GET_ITEM(parent, 4));
         trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
         span_id = random_id(randbits, bits64);
     }
@@ -962,6 +985,9 @@ done:
     Py_XDECREF(rec_id);
     Py_XDECREF(values);
     Py_XDECREF(new_ctx);
+    Py_XDECREF(name);
+    Py_XDECREF(flags);
+    Py_XDECREF(trace_state);
     return result;
 }
 
