@@ -262,6 +262,18 @@ add_done_callback(PyObject *task, PyObject *callback, PyObject *ctx)
 }
 static PyObject *d_exception_attr, *d_source_tb; /* data descriptors: _exception, _source_traceback */
 
+/* The truth of a call's result, consumed: 1, 0, or -1 when the call (or the test) failed. */
+static int
+truth(PyObject *result)
+{
+    if (result == NULL) {
+        return -1;
+    }
+    int t = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return t;
+}
+
 static PyObject *
 call_method(Method *m, PyObject *self)
 {
@@ -361,12 +373,7 @@ code_flags(PyObject *code)
         PyErr_SetString(PyExc_RuntimeError, "taskwatch._speedups is not configured");
         return -1;
     }
-    PyObject *r = PyObject_CallOneArg(classify_fn, code);
-    if (r == NULL) {
-        return -1;
-    }
-    int internal = PyObject_IsTrue(r);
-    Py_DECREF(r);
+    int internal = truth(PyObject_CallOneArg(classify_fn, code));
     if (internal < 0) {
         return -1;
     }
@@ -1136,15 +1143,15 @@ attach(RecorderObject *self, PyObject *task, PyObject *rec)
         report_internal("task factory (attach)");
         return;
     }
-    int truth = PyObject_IsTrue(tb);
-    if (truth > 0) { /* debug mode: drop taskwatch's frames, as the loop drops its own */
+    int has_tb = PyObject_IsTrue(tb);
+    if (has_tb > 0) { /* debug mode: drop taskwatch's frames, as the loop drops its own */
         PyObject *r = PyObject_CallMethodOneArg(self->probe, s_trim_source_traceback, tb);
         if (r == NULL) {
             report_internal("task factory (attach)");
         }
         Py_XDECREF(r);
     }
-    else if (truth < 0) {
+    else if (has_tb < 0) {
         report_internal("task factory (attach)");
     }
     Py_DECREF(tb);
@@ -1271,12 +1278,7 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
         return -1;
     }
     Py_XSETREF(rec->name, r);
-    r = call_method(&m_cancelled, task);
-    if (r == NULL) {
-        return -1;
-    }
-    int is_cancelled = PyObject_IsTrue(r);
-    Py_DECREF(r);
+    int is_cancelled = truth(call_method(&m_cancelled, task));
     if (is_cancelled < 0) {
         return -1;
     }
@@ -1395,9 +1397,7 @@ do_release(RecorderObject *self, PyObject *task)
         return;
     }
     Py_INCREF(rec);
-    PyObject *r = call_method(&m_done, task);
-    int done = r != NULL ? PyObject_IsTrue(r) : -1;
-    Py_XDECREF(r);
+    int done = truth(call_method(&m_done, task));
     if (done > 0) {
         ((RecordObject *)rec)->ended = now();
         ((RecordObject *)rec)->flags |= RELEASED;
@@ -1880,9 +1880,7 @@ observe(PyObject *task, int done)
     Py_INCREF(release);
     if (is_recorder) {
         if (done < 0) {
-            PyObject *r = call_method(&m_done, task);
-            done = r != NULL ? PyObject_IsTrue(r) : -1;
-            Py_XDECREF(r);
+            done = truth(call_method(&m_done, task));
         }
         if (done > 0) {
             ((RecordObject *)rec)->ended = now();
