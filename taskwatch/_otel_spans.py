@@ -677,11 +677,8 @@ class TaskSpans:
         """For the C hot path (spans="interesting"): what on_create_interesting and on_end test,
         so a task created under no span that ends quickly and cleanly costs no Python call. None
         when the runtime context is not the contextvars one (then every task calls the hooks)."""
-        if self.all or self.none or _SPAN_KEY is None:
-            return None
-        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-        var = getattr(runtime, "_current_context", None)
-        if var is None or var.__class__ is not contextvars.ContextVar:
+        var = _runtime_context_var()
+        if self.all or self.none or _SPAN_KEY is None or var is None:
             return None
         return (self, var, _SPAN_KEY, TaskSpan, SAMPLED_OUT, float(self.threshold), _FLAGGED,
                 self.pending, self.deferred, self.gate_state)
@@ -690,11 +687,8 @@ class TaskSpans:
         """For the C hot path (spans="all"): what it needs to do on_create_all's work itself in
         the common case (see fast_state); None when the runtime context is not the contextvars
         one or the API's SpanContext layout is not the one checked here."""
-        if not self.all or _SPAN_KEY is None or not _FAST_SPAN_CONTEXT:
-            return None
-        runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-        var = getattr(runtime, "_current_context", None)
-        if var is None or var.__class__ is not contextvars.ContextVar:
+        var = _runtime_context_var()
+        if not self.all or _SPAN_KEY is None or not _FAST_SPAN_CONTEXT or var is None:
             return None
         return (self, var, _SPAN_KEY, TaskSpan, SpanContext, Context, SAMPLED_OUT, self.names,
                 self.live, _MAX_LIVE, float(WALL_OFFSET), _getrandbits, self.fast_state)
@@ -1202,6 +1196,14 @@ def _add_task_attributes(attrs: dict[str, Any], task: dict[str, Any] | None, cor
         attrs["taskwatch.task.name"] = task["name"]
     if task.get("coro"):
         attrs[coro_key] = task["coro"]
+
+
+def _runtime_context_var() -> contextvars.ContextVar[Any] | None:
+    """OpenTelemetry's current-context variable, when its runtime context is the contextvars one
+    (what the C hot path reads directly); None otherwise."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    return var if var is not None and var.__class__ is contextvars.ContextVar else None
 
 
 def _loop_own(rec: TaskRecord) -> bool:
