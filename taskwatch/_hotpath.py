@@ -293,8 +293,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
                 rec.state = FAILED
                 failed += 1
                 probe.on_failed(task, rec, exc)
-            if rec.cancels is not None:
-                probe.check_swallowed(task, rec)
+        if rec.cancels is not None:  # slow-cancel, swallowed-cancel
+            probe.cancel_settled(task, rec)
         finished += 1
         parent = rec.parent
         if parent is not None and parent.__class__ is record_class:

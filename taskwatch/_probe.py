@@ -65,6 +65,9 @@ class Probe:
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
+        # cancelled tasks not ended yet, in cancel order (slow-cancel); only the loop thread edits
+        self._cancelling: dict[TaskRecord, Any] = {}
+        self._slow_timer: Any = None
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
         self.closed = False
@@ -109,8 +112,11 @@ class Probe:
         """A task failed: keep a summary of the error, never the exception itself."""
         rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
 
-    def check_swallowed(self, task: Any, rec: TaskRecord) -> None:
-        if task.cancelling() > 0:
+    def cancel_settled(self, task: Any, rec: TaskRecord) -> None:
+        """A task that was asked to cancel has ended: stop watching it for slow-cancel, and if it
+        did not end cancelled, see whether it swallowed the request."""
+        self._cancelling.pop(rec, None)
+        if not task.cancelled() and task.cancelling() > 0:
             self._swallowed(rec)
 
     def watch_end(self, task: Any, rec: TaskRecord) -> None:
@@ -142,22 +148,46 @@ class Probe:
         if first and "slow-cancel" in self.state.kinds and loop is not None:
             ref = weakref.ref(task)
             if _get_running_loop() is loop:
-                loop.call_later(self.options.slow_cancel, self._check_slow_cancel, ref, rec)
+                self._watch_cancel(rec, ref)
             else:
-                loop.call_soon_threadsafe(loop.call_later, self.options.slow_cancel,
-                                          self._check_slow_cancel, ref, rec)
+                loop.call_soon_threadsafe(self._watch_cancel, rec, ref)
 
-    def _check_slow_cancel(self, ref: Any, rec: TaskRecord) -> None:
+    def _watch_cancel(self, rec: TaskRecord, ref: Any) -> None:
+        """Watch a cancelled task until it ends. One timer serves every cancel in flight, and an
+        entry leaves when its task ends: a burst of cancels leaves no timer, bound method or
+        record behind for a full ``slow_cancel`` (they made every collection slower)."""
         try:
-            task = ref()
-            if task is None or task.done() or rec.flags & REPORTED_SLOW:
-                return
-            rec.flags |= REPORTED_SLOW
-            rec.name = task.get_name()
-            req = rec.cancels[0] if rec.cancels else None
-            waited = _monotonic() - (req.at if req else rec.created)
-            self.fill_names(rec)
-            self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
+            self._cancelling[rec] = ref
+            if self._slow_timer is None:
+                self._arm_slow(self.options.slow_cancel)
+        except BaseException:
+            internal_error("slow-cancel check")
+
+    def _arm_slow(self, delay: float) -> None:
+        loop = self.loop_ref()
+        if loop is not None and not loop.is_closed():
+            self._slow_timer = loop.call_later(delay, self._check_slow_cancels)
+
+    def _check_slow_cancels(self) -> None:
+        """Report every watched task still running ``slow_cancel`` after its first cancel()."""
+        self._slow_timer = None
+        try:
+            watched, limit = self._cancelling, self.options.slow_cancel
+            while watched:
+                rec, ref = next(iter(watched.items()))
+                req = rec.cancels[0] if rec.cancels else None
+                waited = _monotonic() - (req.at if req else rec.created)
+                if waited < limit:  # in cancel order: the rest were asked later still
+                    self._arm_slow(limit - waited)
+                    return
+                del watched[rec]
+                task = ref()
+                if task is None or task.done() or rec.flags & REPORTED_SLOW:
+                    continue
+                rec.flags |= REPORTED_SLOW
+                rec.name = task.get_name()
+                self.fill_names(rec)
+                self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
         except BaseException:
             internal_error("slow-cancel check")
 

@@ -39,7 +39,7 @@
 #define RELEASED 128 /* TaskRecord.flags: closed when the task object was freed */
 #define MAX_DEPTH 64
 
-static PyObject *s_cr_code, *s_gi_code, *s_add_done_callback, *s_tw_rec, *s_on_failed, *s_check_swallowed,
+static PyObject *s_cr_code, *s_gi_code, *s_add_done_callback, *s_tw_rec, *s_on_failed, *s_cancel_settled,
     *s_schedule_orphan_check, *s_trim_source_traceback, *s_context, *s_eager_start,
     *s_on_exception_read;
 static PyObject *kw_loop_context, *kw_loop_name_context, *kw_context;
@@ -1308,13 +1308,13 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
             Py_DECREF(r);
         }
         Py_DECREF(exc);
-        if (rec->cancels != NULL && rec->cancels != Py_None) {
-            r = call_probe(self, s_check_swallowed, task, (PyObject *)rec, NULL);
-            if (r == NULL) {
-                return -1;
-            }
-            Py_DECREF(r);
+    }
+    if (rec->cancels != NULL && rec->cancels != Py_None) { /* slow-cancel, swallowed-cancel */
+        r = call_probe(self, s_cancel_settled, task, (PyObject *)rec, NULL);
+        if (r == NULL) {
+            return -1;
         }
+        Py_DECREF(r);
     }
     self->finished++;
     PyObject *parent = rec->parent;
@@ -2082,7 +2082,7 @@ PyInit__speedups(void)
     INTERN(s_add_done_callback, "add_done_callback");
     INTERN(s_tw_rec, "_tw_rec");
     INTERN(s_on_failed, "on_failed");
-    INTERN(s_check_swallowed, "check_swallowed");
+    INTERN(s_cancel_settled, "cancel_settled");
     INTERN(s_schedule_orphan_check, "schedule_orphan_check");
     INTERN(s_trim_source_traceback, "trim_source_traceback");
     INTERN(s_context, "context");

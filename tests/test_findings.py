@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import weakref
 
 import pytest
 
@@ -117,6 +118,62 @@ def test_slow_cancel(watch, loop_kind):
     assert finding.data["cancel"]["waited_s"] >= 0.15  # uvloop timers may fire ~1 ms early
     assert finding.data["stack"][-1]["line"] == lines["cleanup"]
     assert "swallowed-cancel" not in kinds()
+
+
+def test_slow_cancels_each_reported_after_their_own_wait(watch, loop_kind):
+    """One timer serves all cancels in flight: the second, asked later, still waits its own time."""
+    watch(watchdog=False, slow_cancel=0.3)
+
+    async def slow_cleanup(seconds):
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(seconds)
+
+    async def main():
+        first = asyncio.create_task(slow_cleanup(1.2), name="first")
+        second = asyncio.create_task(slow_cleanup(1.2), name="second")
+        quick = asyncio.create_task(slow_cleanup(0), name="quick")
+        await asyncio.sleep(0)
+        first.cancel()
+        quick.cancel()
+        await asyncio.sleep(0.15)
+        second.cancel()
+        await asyncio.sleep(0.25)  # first: 0.4 s since its cancel, second: 0.25 s
+        names = [f.task["name"] for f in taskwatch.findings() if f.kind == "slow-cancel"]
+        assert names == ["first"]
+        await asyncio.gather(first, second, quick, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "slow-cancel"}
+    assert sorted(found) == ["first", "second"]
+    assert found["second"].data["cancel"]["waited_s"] >= 0.25  # timers may fire ~1 ms early
+
+
+def test_cancelled_tasks_leave_the_slow_cancel_watch_when_they_end(watch, loop_kind):
+    """Nothing keeps a cancelled task's record (or a timer) for ``slow_cancel`` after it ended."""
+    watch(watchdog=False, slow_cancel=30.0, history=0)
+
+    async def wait():
+        await asyncio.sleep(10)
+
+    async def burst(probe):
+        tasks = [asyncio.create_task(wait()) for _ in range(50)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        assert len(probe._cancelling) == 50
+        await asyncio.wait(tasks)
+        assert not probe._cancelling
+        return [weakref.ref(t._tw_rec) for t in tasks]
+
+    async def main():
+        records = await burst(taskwatch._state().probes[asyncio.get_running_loop()])
+        gc.collect()
+        assert not [r for r in records if r() is not None]
+
+    run(main(), loop_kind)
+    assert "slow-cancel" not in kinds()
 
 
 def test_orphaned_task(watch, loop_kind):
