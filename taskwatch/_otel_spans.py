@@ -181,6 +181,7 @@ class TaskSpan(trace.Span):
     dropped_events = 0
 
     def __init__(self, ctx: SpanContext, parent: SpanContext | None, start: int, name: str) -> None:
+        # The C span start (span_start in _speedups.c) sets these same slots without this call.
         self._ctx = ctx
         self._parent = parent
         self._start = start
@@ -582,9 +583,10 @@ class TaskSpans:
         self.providers = providers  # .tracer() -> (TracerProvider or None, final), .generation
         self.metrics: Any = None
         # What the C hot path reads without calling Python (see c_gate): the duration histogram's
-        # record() or None, a proxy histogram still waiting for a real MeterProvider or None, and
-        # the coroutine names opentelemetry-instrumentation-asyncio traces or None.
-        self.gate_state: list[Any] = [None, None, None]
+        # record() or None, a proxy histogram still waiting for a real MeterProvider or None, the
+        # coroutine names opentelemetry-instrumentation-asyncio traces or None, and the
+        # histogram's attributes by outcome.
+        self.gate_state: list[Any] = [None, None, None, {}]
         self.outcomes: dict[str, dict[str, str]] = {}
         self.set_metrics(metrics)
         self.drops = drops
@@ -602,7 +604,8 @@ class TaskSpans:
         self.dropped_events = 0
         self.names: dict[int, tuple[Any, str, dict[str, Any]]] = {}
         # spans="all": [final generation, providers, root flags, the 4 flags, trace state,
-        # processor, its processors seen] while C may start spans itself; empty otherwise
+        # processor, its processors seen, ReadableSpan, resource, instrumentation info and scope]
+        # while C may start and end spans itself; empty otherwise
         self.fast_state: list[Any] = []
         self.sites: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
@@ -613,7 +616,7 @@ class TaskSpans:
         state = self.gate_state
         state[0] = state[1] = None
         if metrics is not None:
-            self.outcomes = metrics.outcomes
+            self.outcomes = state[3] = metrics.outcomes
             waiting = _unbound_proxy(metrics.duration)
             if waiting is None:
                 state[0] = metrics.record_duration
@@ -684,14 +687,17 @@ class TaskSpans:
                 self.pending, self.deferred, self.gate_state)
 
     def c_all(self) -> tuple[Any, ...] | None:
-        """For the C hot path (spans="all"): what it needs to do on_create_all's work itself in
-        the common case (see fast_state); None when the runtime context is not the contextvars
-        one or the API's SpanContext layout is not the one checked here."""
+        """For the C hot path (spans="all"): what it needs to do on_create_all's work, and
+        on_end's for a task that finished cleanly, itself in the common case (see fast_state);
+        None when the runtime context is not the contextvars one or the API's SpanContext layout
+        is not the one checked here."""
         var = _runtime_context_var()
         if not self.all or _SPAN_KEY is None or not _FAST_SPAN_CONTEXT or var is None:
             return None
         return (self, var, _SPAN_KEY, TaskSpan, SpanContext, Context, SAMPLED_OUT, self.names,
-                self.live, _MAX_LIVE, float(WALL_OFFSET), _getrandbits, self.fast_state)
+                self.live, _MAX_LIVE, float(WALL_OFFSET), _getrandbits, self.fast_state,
+                self.bases, self.pending, self.deferred, self.gate_state, _FLAGGED, _KIND, _UNSET,
+                _NO_OUTCOME)
 
     def _refresh_fast_state(self) -> None:
         """What lets C start spans without asking Python: the bound provider's generation when it
@@ -702,7 +708,8 @@ class TaskSpans:
                 and self.final == self.providers.generation):
             state[:] = [self.final, self.providers, backend.root_flags,
                         tuple(backend.flags[n] for n in range(4)), backend.trace_state,
-                        backend.processor, backend.seen]
+                        backend.processor, backend.seen, backend.ReadableSpan, backend.resource,
+                        backend.info, backend.scope]
         else:
             state.clear()
 

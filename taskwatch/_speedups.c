@@ -404,6 +404,9 @@ code_flags(PyObject *code)
 /* ---------------------------------------------------------------------------------------------
  * Recorder: the hot path of one probe. Calling it is the task factory. */
 
+/* TaskSpan slots the C hot path reads or writes, in RecorderObject.ss_off order */
+enum { SO_CTX, SO_ATTACHED, SO_CREATOR, SO_ENDED, SO_PARENT, SO_START, SO_NAME, SO_SIZE };
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -431,7 +434,8 @@ typedef struct {
     /* spans="all" with the SDK's default set-up: TaskSpans._start_eager in C (TaskSpans.c_all()),
      * NULL when off; the TaskSpan slots it reads and writes, by offset. */
     PyObject *ss;
-    Py_ssize_t ss_ctx, ss_attached, ss_creator, ss_ended, ss_max_live;
+    Py_ssize_t ss_off[SO_SIZE], ss_max_live;
+    long ss_flagged; /* TaskRecord.flags bits that mean a finding (the Python end exports those) */
     double ss_wall;
     PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
     Py_ssize_t maxlen, off_rec, off_release;
@@ -750,10 +754,16 @@ own_context(RecorderObject *self, PyObject *rec)
 static PyObject *s_co_name, *s_real_instrument;
 
 enum { SS_SPANS, SS_VAR, SS_KEY, SS_SPAN_TYPE, SS_SC_TYPE, SS_CTX_TYPE, SS_SAMPLED_OUT, SS_NAMES,
-       SS_LIVE, SS_MAX_LIVE, SS_WALL, SS_RANDBITS, SS_STATE, SS_SIZE };
+       SS_LIVE, SS_MAX_LIVE, SS_WALL, SS_RANDBITS, SS_STATE, SS_BASES, SS_PENDING, SS_DEFERRED,
+       SS_GATE_STATE, SS_FLAGGED, SS_KIND, SS_UNSET, SS_NO_OUTCOME, SS_SIZE };
 enum { FS_FINAL, FS_PROVIDERS, FS_ROOT_FLAGS, FS_FLAGS, FS_TRACE_STATE, FS_PROCESSOR, FS_SEEN,
-       FS_SIZE };
+       FS_READABLE, FS_RESOURCE, FS_INFO, FS_SCOPE, FS_SIZE };
 static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128;
+/* TaskSpan attributes that are class-level defaults until the program (or taskwatch) sets them */
+static PyObject *s__attrs, *s__events, *s__links, *s__status, *s_real, *s_dropped_events;
+static PyObject *s_on_end, *s_exported, *kw_readable;
+static PyObject *a_task_id, *a_task_name, *a_outcome, *a_parent_id, *a_parent_name,
+                *a_parent_coro, *a_internal, *a_closed, *v_released;
 
 static PyObject *
 random_id(PyObject *randbits, PyObject *bits)
@@ -859,7 +869,7 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
             goto done; /* the program's own span: Python asks it for its context */
         }
         current = cur;
-        parent = *slot(cur, self->ss_ctx);
+        parent = *slot(cur, self->ss_off[SO_CTX]);
         if (parent == NULL || !PyTuple_Check(parent) || PyTuple_GET_SIZE(parent) != 6 ||
             PyTuple_GET_ITEM(parent, 5) != Py_True) {
             goto done;
@@ -869,9 +879,9 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     if (owner != NULL && IS_RECORD(owner)) {
         PyObject *theirs = ((RecordObject *)owner)->span;
         if (theirs != NULL && Py_IS_TYPE(theirs, (PyTypeObject *)span_type)) {
-            PyObject *attached = *slot(theirs, self->ss_attached);
-            PyObject *creator = *slot(theirs, self->ss_creator);
-            PyObject *ended = *slot(theirs, self->ss_ended);
+            PyObject *attached = *slot(theirs, self->ss_off[SO_ATTACHED]);
+            PyObject *creator = *slot(theirs, self->ss_off[SO_CREATOR]);
+            PyObject *ended = *slot(theirs, self->ss_off[SO_ENDED]);
             if (attached == NULL || creator == NULL || ended == NULL ||
                 (attached != Py_True && creator == current && ended != Py_True)) {
                 goto done; /* the parent task's span may be the parent: Python decides */
@@ -934,13 +944,22 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     PyTuple_SET_ITEM(sc, 3, Py_NewRef(flags));
     PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
     PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
-    PyObject *args[4] = {sc, parent, start, name};
-    span = PyObject_Vectorcall(span_type, args, 4, NULL);
+    /* TaskSpan(sc, parent, start, name): its __new__, then what its __init__ sets */
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL) {
+        goto error;
+    }
+    span = ((PyTypeObject *)span_type)->tp_new((PyTypeObject *)span_type, no_args, NULL);
+    Py_DECREF(no_args);
     if (span == NULL) {
         goto error;
     }
-    Py_INCREF(current);
-    Py_XSETREF(*slot(span, self->ss_creator), current);
+    PyObject *init[SO_SIZE] = {[SO_CTX] = sc, [SO_ATTACHED] = Py_False, [SO_CREATOR] = current,
+                               [SO_ENDED] = Py_False, [SO_PARENT] = parent, [SO_START] = start,
+                               [SO_NAME] = name};
+    for (int i = 0; i < SO_SIZE; i++) {
+        Py_XSETREF(*slot(span, self->ss_off[i]), Py_NewRef(init[i]));
+    }
     Py_INCREF(span);
     Py_XSETREF(rec->span, span);
     rec_id = PyLong_FromLongLong(rec->id);
@@ -976,7 +995,7 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
         goto error;
     }
     Py_DECREF(token);
-    Py_XSETREF(*slot(span, self->ss_attached), Py_NewRef(Py_True));
+    Py_XSETREF(*slot(span, self->ss_off[SO_ATTACHED]), Py_NewRef(Py_True));
     result = 1;
     goto done;
 error:
@@ -995,6 +1014,295 @@ done:
     Py_XDECREF(name);
     Py_XDECREF(flags);
     Py_XDECREF(trace_state);
+    return result;
+}
+
+/* spans="all": what TaskSpans.on_end, _finish, _task_attributes and _SdkBackend.end do for a
+ * task that finished cleanly: no cancel, error, finding or live child, nothing set on its span by
+ * the program, nothing waiting for its end, and its attributes already cached by Python. 1: done,
+ * 0: call the Python hook, -1: error. */
+static int span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
+                    PyObject *span);
+
+static int
+span_end_fast(RecorderObject *self, RecordObject *rec)
+{
+    PyObject *ss = self->ss, *span = rec->span, *st = PyTuple_GET_ITEM(ss, SS_STATE);
+    if (span == NULL || !Py_IS_TYPE(span, (PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
+        rec->state != self->st_finished || (rec->cancels != NULL && rec->cancels != Py_None) ||
+        (rec->flags & self->ss_flagged) || rec->live_children != 0 ||
+        PyDict_GET_SIZE(PyTuple_GET_ITEM(ss, SS_PENDING)) != 0 ||
+        PyDict_GET_SIZE(PyTuple_GET_ITEM(ss, SS_DEFERRED)) != 0 || PyList_GET_SIZE(st) != FS_SIZE) {
+        return 0;
+    }
+    /* Strong references: the calls below run Python code (the histogram, the span processors). */
+    PyObject *fs[FS_SIZE];
+    for (int i = 0; i < FS_SIZE; i++) {
+        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
+    }
+    Py_INCREF(ss);
+    Py_INCREF(span);
+    int result = span_end(self, ss, fs, rec, span);
+    Py_DECREF(span);
+    Py_DECREF(ss);
+    for (int i = 0; i < FS_SIZE; i++) {
+        Py_DECREF(fs[i]);
+    }
+    return result;
+}
+
+/* 1 when attribute ``name`` of ``obj`` is ``expected`` (a class-level default), 0 if not, -1. */
+static int
+attr_is(PyObject *obj, PyObject *name, PyObject *expected)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int same = v == expected;
+    Py_DECREF(v);
+    return same;
+}
+
+/* The entry cached for ``key`` in ``cache`` if it is a tuple whose first item is ``owner`` (and
+ * second ``owner2`` unless NULL); NULL otherwise (with an exception only on error). */
+static PyObject *
+cached(PyObject *cache, PyObject *key, PyObject *owner, PyObject *owner2, Py_ssize_t size)
+{
+    PyObject *entry = PyDict_GetItemWithError(cache, key);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != size ||
+        PyTuple_GET_ITEM(entry, 0) != owner || (owner2 != NULL && PyTuple_GET_ITEM(entry, 1) != owner2)) {
+        return NULL;
+    }
+    return entry;
+}
+
+static int
+span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *span)
+{
+    int result = 0;
+    PyObject *key = NULL, *line = NULL, *attrs = NULL, *rec_id = NULL, *pid = NULL, *end = NULL,
+             *readable = NULL, *dur = NULL, *record = NULL, *outcome = NULL, *where = Py_None,
+             *pname = Py_None, *pcoro_name = NULL, *count = NULL;
+    if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
+        return 0;
+    }
+    PyObject *gen = PyObject_GetAttr(fs[FS_PROVIDERS], s_generation);
+    if (gen == NULL) {
+        return -1;
+    }
+    int same = PyObject_RichCompareBool(gen, fs[FS_FINAL], Py_EQ);
+    Py_DECREF(gen);
+    if (same <= 0) {
+        return same; /* the provider may have changed: Python ends it with the bound one */
+    }
+    PyObject *const unset_names[5] = {s__attrs, s__events, s__links, s__status, s_real};
+    for (int i = 0; i < 5; i++) {
+        int unset = attr_is(span, unset_names[i], Py_None);
+        if (unset <= 0) {
+            return unset; /* the program set attributes, events, links or a status */
+        }
+    }
+    PyObject *dropped = PyObject_GetAttr(span, s_dropped_events);
+    if (dropped == NULL) {
+        return -1;
+    }
+    int none_dropped = PyLong_CheckExact(dropped) && PyLong_AsLong(dropped) == 0;
+    Py_DECREF(dropped);
+    if (!none_dropped) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *gs = PyTuple_GET_ITEM(ss, SS_GATE_STATE);
+    PyObject *waiting = PyList_GET_ITEM(gs, 1);
+    if (waiting != Py_None) {
+        int still = attr_is(waiting, s_real_instrument, Py_None);
+        if (still <= 0) {
+            return still; /* a MeterProvider was set since: Python binds the histogram */
+        }
+    }
+    /* The task's cached base attributes (code and creation site), by TaskSpans.bases' key. */
+    PyObject *stack = rec->stack;
+    if (stack != NULL && stack != Py_None) {
+        if (!PyTuple_Check(stack)) {
+            return 0;
+        }
+        if (PyTuple_GET_SIZE(stack) >= 2) {
+            where = PyTuple_GET_ITEM(stack, 0);
+            line = Py_NewRef(PyTuple_GET_ITEM(stack, 1));
+        }
+        else if (PyTuple_GET_SIZE(stack) != 0) {
+            return 0;
+        }
+    }
+    else if (stack == NULL && Py_SIZE(rec) > 0) {
+        where = rec->items[0].code;
+        line = PyLong_FromLong(rec->items[0].lasti);
+        if (line == NULL) {
+            return -1;
+        }
+    }
+    PyObject *code = rec->coro != NULL ? rec->coro : Py_None;
+    key = Py_BuildValue("(NNN)", PyLong_FromVoidPtr(code), PyLong_FromVoidPtr(where),
+                        line != NULL ? Py_NewRef(line) : PyLong_FromLong(-1));
+    if (key == NULL) {
+        goto error;
+    }
+    PyObject *entry = cached(PyTuple_GET_ITEM(ss, SS_BASES), key, code, where, 3);
+    if (entry == NULL || !PyDict_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        goto done; /* not cached yet: Python builds and caches them */
+    }
+    attrs = PyDict_Copy(PyTuple_GET_ITEM(entry, 2));
+    rec_id = PyLong_FromLongLong(rec->id);
+    if (attrs == NULL || rec_id == NULL || PyDict_SetItem(attrs, a_task_id, rec_id) < 0 ||
+        (rec->name != NULL && rec->name != Py_None &&
+         PyDict_SetItem(attrs, a_task_name, rec->name) < 0) ||
+        PyDict_SetItem(attrs, a_outcome, rec->state) < 0) {
+        goto error;
+    }
+    PyObject *parent = rec->parent, *pcoro = NULL;
+    if (parent != NULL && IS_RECORD(parent)) {
+        RecordObject *p = (RecordObject *)parent;
+        pid = PyLong_FromLongLong(p->id);
+        if (pid == NULL) {
+            goto error;
+        }
+        pname = p->name != NULL ? p->name : Py_None;
+        pcoro = p->coro != NULL ? p->coro : Py_None;
+    }
+    else if (parent != NULL && PyTuple_CheckExact(parent) && PyTuple_GET_SIZE(parent) == 4) {
+        pid = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
+        pname = PyTuple_GET_ITEM(parent, 1);
+        pcoro = PyTuple_GET_ITEM(parent, 2);
+    }
+    else if (parent != NULL && parent != Py_None) {
+        goto done;
+    }
+    if (pcoro != NULL) {
+        Py_DECREF(key);
+        key = PyLong_FromVoidPtr(pcoro);
+        if (key == NULL) {
+            goto error;
+        }
+        PyObject *named = cached(PyTuple_GET_ITEM(ss, SS_NAMES), key, pcoro, NULL, 3);
+        if (named == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
+            goto done; /* not named yet: Python names it */
+        }
+        pcoro_name = Py_NewRef(PyTuple_GET_ITEM(named, 1));
+        Py_INCREF(pname);
+        int failed = PyDict_SetItem(attrs, a_parent_id, pid) < 0 ||
+                     (pname != Py_None && PyDict_SetItem(attrs, a_parent_name, pname) < 0) ||
+                     PyDict_SetItem(attrs, a_parent_coro, pcoro_name) < 0;
+        Py_DECREF(pname);
+        if (failed) {
+            goto error;
+        }
+    }
+    if ((rec->internal && PyDict_SetItem(attrs, a_internal, Py_True) < 0) ||
+        ((rec->flags & RELEASED) && PyDict_SetItem(attrs, a_closed, v_released) < 0)) {
+        goto error;
+    }
+    /* Everything is known: from here on this is the task's end, as on_end would do it. */
+    record = Py_NewRef(PyList_GET_ITEM(gs, 0));
+    if (record != Py_None) { /* the task duration histogram */
+        outcome = PyDict_GetItemWithError(PyList_GET_ITEM(gs, 3), rec->state);
+        if (outcome == NULL && PyErr_Occurred()) {
+            goto error;
+        }
+        if (outcome == NULL || !PyObject_IsTrue(outcome)) {
+            outcome = PyTuple_GET_ITEM(ss, SS_NO_OUTCOME);
+        }
+        Py_INCREF(outcome);
+        dur = PyFloat_FromDouble(rec->ended - rec->created);
+        if (dur == NULL) {
+            goto error;
+        }
+        PyObject *args[2] = {dur, outcome};
+        PyObject *r = PyObject_Vectorcall(record, args, 2, NULL);
+        if (r == NULL) {
+            goto error;
+        }
+        Py_DECREF(r);
+        if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
+            result = 1; /* ended meanwhile (by code the histogram ran) */
+            goto done;
+        }
+    }
+    PyObject *ctx = *slot(span, self->ss_off[SO_CTX]), *name = *slot(span, self->ss_off[SO_NAME]),
+             *sparent = *slot(span, self->ss_off[SO_PARENT]), *start = *slot(span, self->ss_off[SO_START]);
+    if (ctx == NULL || name == NULL || sparent == NULL || start == NULL) {
+        goto done; /* not expected: Python reports it */
+    }
+    Py_XSETREF(*slot(span, self->ss_off[SO_ENDED]), Py_NewRef(Py_True));
+    Py_INCREF(ctx);
+    Py_XSETREF(rec->span, ctx);
+    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
+    int in = PyDict_Contains(live, rec_id); /* a read: safe on the OrderedDict */
+    if (in < 0 || (in && PyObject_DelItem(live, rec_id) < 0)) {
+        goto error;
+    }
+    end = PyLong_FromDouble((rec->ended + self->ss_wall) * 1e9);
+    if (end == NULL) {
+        goto error;
+    }
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) {
+        goto error;
+    }
+    PyObject *args[13] = {name, ctx, sparent, fs[FS_RESOURCE], attrs, empty, empty,
+                          PyTuple_GET_ITEM(ss, SS_KIND), fs[FS_INFO], PyTuple_GET_ITEM(ss, SS_UNSET),
+                          start, end, fs[FS_SCOPE]};
+    Py_INCREF(name);
+    Py_INCREF(sparent);
+    Py_INCREF(start);
+    readable = PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
+    Py_DECREF(name);
+    Py_DECREF(sparent);
+    Py_DECREF(start);
+    Py_DECREF(empty);
+    if (readable == NULL) {
+        goto error;
+    }
+    PyObject *r = PyObject_CallMethodOneArg(fs[FS_PROCESSOR], s_on_end, readable);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    PyObject *spans = PyTuple_GET_ITEM(ss, SS_SPANS);
+    count = PyObject_GetAttr(spans, s_exported);
+    if (count == NULL) {
+        goto error;
+    }
+    long long exported = PyLong_AsLongLong(count);
+    if (exported == -1 && PyErr_Occurred()) {
+        goto error;
+    }
+    Py_SETREF(count, PyLong_FromLongLong(exported + 1));
+    if (count == NULL || PyObject_SetAttr(spans, s_exported, count) < 0) {
+        goto error;
+    }
+    result = 1;
+    goto done;
+error:
+    result = -1;
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(line);
+    Py_XDECREF(attrs);
+    Py_XDECREF(rec_id);
+    Py_XDECREF(pid);
+    Py_XDECREF(end);
+    Py_XDECREF(readable);
+    Py_XDECREF(dur);
+    Py_XDECREF(record);
+    Py_XDECREF(outcome);
+    Py_XDECREF(pcoro_name);
+    Py_XDECREF(count);
     return result;
 }
 
@@ -1360,6 +1668,9 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
     Py_DECREF(r);
     if (self->on_end != Py_None) {
         int skip = gate_end(self, rec);
+        if (skip == 0 && self->ss != NULL) {
+            skip = span_end_fast(self, rec);
+        }
         if (skip < 0) {
             return -1;
         }
@@ -1418,12 +1729,18 @@ span_start_layout(PyObject *ss, Py_ssize_t *offsets, double *wall, Py_ssize_t *m
         !PyType_Check(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
         !PyType_Check(PyTuple_GET_ITEM(ss, SS_SC_TYPE)) ||
         !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE), &PyTuple_Type) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_NAMES)) || !PyList_Check(PyTuple_GET_ITEM(ss, SS_STATE))) {
+        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_NAMES)) || !PyList_Check(PyTuple_GET_ITEM(ss, SS_STATE)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_BASES)) || !PyDict_Check(PyTuple_GET_ITEM(ss, SS_PENDING)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_DEFERRED)) ||
+        !PyList_Check(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) ||
+        PyList_GET_SIZE(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) != 4 ||
+        !PyLong_Check(PyTuple_GET_ITEM(ss, SS_FLAGGED))) {
         PyErr_SetString(PyExc_TypeError, "span_start: TaskSpans.c_all()'s tuple is needed");
         return -1;
     }
-    static const char *names[4] = {"_ctx", "attached", "creator", "_ended"};
-    for (int i = 0; i < 4; i++) {
+    static const char *names[SO_SIZE] = {"_ctx", "attached", "creator", "_ended", "_parent",
+                                         "_start", "_name"};
+    for (int i = 0; i < SO_SIZE; i++) {
         PyObject *d = PyObject_GetAttrString(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE), names[i]);
         if (d == NULL) {
             return -1;
@@ -1452,7 +1769,7 @@ recorder_configure(RecorderObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "pOOO|O:configure", &fast, &on_end, &on_create, &gate, &ss)) {
         return NULL;
     }
-    Py_ssize_t offsets[4] = {0, 0, 0, 0};
+    Py_ssize_t offsets[SO_SIZE] = {0};
     double wall = 0.0;
     Py_ssize_t max_live = 0;
     if (ss != Py_None && span_start_layout(ss, offsets, &wall, &max_live) < 0) {
@@ -1468,8 +1785,8 @@ recorder_configure(RecorderObject *self, PyObject *args)
                           &deferred, &PyList_Type, &state)) {
         return NULL;
     }
-    if (state != NULL && PyList_GET_SIZE(state) != 3) {
-        PyErr_SetString(PyExc_TypeError, "gate: the state list has 3 items");
+    if (state != NULL && PyList_GET_SIZE(state) != 4) {
+        PyErr_SetString(PyExc_TypeError, "gate: the state list has 4 items");
         return NULL;
     }
     if (gate != Py_None && (!PyContextVar_CheckExact(var) || !PyType_Check(span_type))) {
@@ -1480,10 +1797,8 @@ recorder_configure(RecorderObject *self, PyObject *args)
 #define SETX(field, value) do { Py_XINCREF(value); Py_XSETREF(self->field, value); } while (0)
     if (ss != Py_None) {
         SETX(ss, ss);
-        self->ss_ctx = offsets[0];
-        self->ss_attached = offsets[1];
-        self->ss_creator = offsets[2];
-        self->ss_ended = offsets[3];
+        memcpy(self->ss_off, offsets, sizeof(offsets));
+        self->ss_flagged = PyLong_AsLong(PyTuple_GET_ITEM(ss, SS_FLAGGED));
         self->ss_wall = wall;
         self->ss_max_live = max_live;
     }
@@ -2093,6 +2408,23 @@ PyInit__speedups(void)
     INTERN(s_generation, "generation");
     INTERN(s_span_processors, "_span_processors");
     INTERN(s_popitem, "popitem");
+    INTERN(s__attrs, "_attrs");
+    INTERN(s__events, "_events");
+    INTERN(s__links, "_links");
+    INTERN(s__status, "_status");
+    INTERN(s_real, "real");
+    INTERN(s_dropped_events, "dropped_events");
+    INTERN(s_on_end, "on_end");
+    INTERN(s_exported, "exported");
+    INTERN(a_task_id, "taskwatch.task.id");
+    INTERN(a_task_name, "taskwatch.task.name");
+    INTERN(a_outcome, "taskwatch.task.outcome");
+    INTERN(a_parent_id, "taskwatch.parent_task.id");
+    INTERN(a_parent_name, "taskwatch.parent_task.name");
+    INTERN(a_parent_coro, "taskwatch.parent_task.coroutine");
+    INTERN(a_internal, "taskwatch.task.internal");
+    INTERN(a_closed, "taskwatch.task.closed");
+    INTERN(v_released, "released");
     bits64 = PyLong_FromLong(64);
     bits128 = PyLong_FromLong(128);
     if (bits64 == NULL || bits128 == NULL) {
@@ -2102,7 +2434,20 @@ PyInit__speedups(void)
     kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
     kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
     kw_context = Py_BuildValue("(s)", "context");
-    if (kw_loop_context == NULL || kw_loop_name_context == NULL || kw_context == NULL) {
+    static const char *readable_kw[13] = {
+        "name", "context", "parent", "resource", "attributes", "events", "links", "kind",
+        "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope"};
+    kw_readable = PyTuple_New(13);
+    for (int i = 0; kw_readable != NULL && i < 13; i++) {
+        PyObject *k = PyUnicode_InternFromString(readable_kw[i]);
+        if (k == NULL) {
+            Py_CLEAR(kw_readable);
+            break;
+        }
+        PyTuple_SET_ITEM(kw_readable, i, k);
+    }
+    if (kw_loop_context == NULL || kw_loop_name_context == NULL || kw_context == NULL ||
+        kw_readable == NULL) {
         return NULL;
     }
 #if !defined(__linux__)

@@ -159,6 +159,8 @@ def test_core_suite_without_the_accelerator() -> None:
 
 
 async def _traced_workload(tracer: Any) -> None:
+    from opentelemetry import trace
+
     async def quick() -> None:
         await asyncio.sleep(0)
 
@@ -171,8 +173,16 @@ async def _traced_workload(tracer: Any) -> None:
     async def victim() -> None:
         await asyncio.sleep(10)
 
+    async def annotated(item: int) -> None:  # sets what only its own span (spans="all") keeps
+        span = trace.get_current_span()
+        span.set_attribute("app.item", item)
+        if item == 2:
+            span.add_event("app.checkpoint", {"item": item})
+
     for _ in range(5):  # outside any span: not exported
         await asyncio.create_task(quick())
+    for item in range(4):
+        await asyncio.create_task(annotated(item))
     await asyncio.create_task(slow())  # longer than span_threshold: exported
     failing = asyncio.create_task(broken())
     with pytest.raises(Boom):
@@ -233,21 +243,32 @@ def test_c_span_gate_exports_what_the_python_hooks_export(watch: Any, loop_kind:
 @pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
 def test_c_span_start_exports_what_the_python_hook_exports(watch: Any, loop_kind: str,
                                                            monkeypatch: Any) -> None:
-    """spans="all": C starts the spans of the common case; the exported spans are the same."""
+    """spans="all": C starts the spans of the common case, and ends those of tasks that finished
+    cleanly with nothing set on their span; the exported spans are the same."""
     pytest.importorskip("opentelemetry.sdk")
     from taskwatch import _otel_spans
 
-    calls = []
-    hook = _otel_spans.TaskSpans.on_create_all
+    calls, ends = [], []
+    hook, end_hook = _otel_spans.TaskSpans.on_create_all, _otel_spans.TaskSpans.on_end
 
     def counted(self: Any, rec: Any, context: Any) -> None:
         calls.append(rec)
         hook(self, rec, context)
 
+    def counted_end(self: Any, rec: Any, task: Any) -> None:
+        ends.append(rec)
+        end_hook(self, rec, task)
+
     monkeypatch.setattr(_otel_spans.TaskSpans, "on_create_all", counted)
+    monkeypatch.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
     with_c = _exported(watch, loop_kind, True, "all")
-    in_python = len(calls)
+    in_python, ended_in_python = len(calls), len(ends)
     without = _exported(watch, loop_kind, False, "all")
     assert with_c == without
-    assert len(with_c) >= 12
+    assert len(with_c) >= 16
     assert in_python < len(calls) - in_python  # C started most of them
+    # C ended the clean repeats (4 of the 5 "quick", 1 of the 2 under "request"), never a task
+    # whose span the program annotated, failed or was cancelled
+    assert len(ends) - 2 * ended_in_python >= 5
+    annotated = [attrs for name, *_, attrs in with_c if name.endswith("annotated")]
+    assert sorted(dict(a)["app.item"] for a in annotated) == [0, 1, 2, 3]
