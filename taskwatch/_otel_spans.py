@@ -607,7 +607,7 @@ class TaskSpans:
         # processor, its processors seen, ReadableSpan, resource, instrumentation info and scope]
         # while C may start and end spans itself; empty otherwise
         self.fast_state: list[Any] = []
-        self.sites: dict[tuple[int, int], tuple[Any, dict[str, Any]]] = {}
+        self.sites: dict[tuple[int, int], tuple[Any, tuple[str, int, str] | None]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self.closed = False
 
@@ -939,7 +939,7 @@ class TaskSpans:
             attrs = merged
         events: Any = span._events or ()  # most tasks: none, and no list is made
         if rec.cancels:
-            events = [*events, *map(_cancel_event, rec.cancels)]
+            events = [*events, *map(self._cancel_event, rec.cancels)]
         status = _UNSET
         if rec.state is FAILED:
             attrs["error.type"] = rec.exc_type
@@ -987,23 +987,54 @@ class TaskSpans:
             self.names[id(code)] = entry
         return entry
 
-    def _site(self, stack: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    def _frame(self, stack: tuple[Any, ...] | None) -> tuple[str, int, str] | None:
+        """The innermost frame of a captured stack as (file, line, module.function), cached: a
+        creation site or a cancel() site is resolved once, not once per span."""
         if not stack:
             return None
         key = (id(stack[0]), stack[1])
         entry = self.sites.get(key)
         if entry is None or entry[0] is not stack[0]:
             frame = _sites.site(stack)
-            attrs: dict[str, Any] = {}
-            if frame is not None:
-                attrs = {"taskwatch.creation.file.path": frame.file,
-                         "taskwatch.creation.line.number": frame.line,
-                         "taskwatch.creation.function.name": _function_name(frame)}
-            entry = (stack[0], attrs)
+            where = None if frame is None else (frame.file, frame.line, _function_name(frame))
+            entry = (stack[0], where)
             if len(self.sites) >= _MAX_CACHE:
                 self.sites.clear()
             self.sites[key] = entry
         return entry[1]
+
+    def _site(self, stack: tuple[Any, ...] | None) -> dict[str, Any] | None:
+        where = self._frame(stack)
+        if where is None:
+            return None
+        return {"taskwatch.creation.file.path": where[0],
+                "taskwatch.creation.line.number": where[1],
+                "taskwatch.creation.function.name": where[2]}
+
+    def _cancel_event(self, req: Any) -> tuple[str, Any, int]:
+        """A cancel() request as a span event: where, by which task, with which message."""
+        attrs: dict[str, Any] = {}
+        where = self._frame(req.stack)
+        if where is not None:
+            attrs["taskwatch.cancel.file.path"] = where[0]
+            attrs["taskwatch.cancel.line.number"] = where[1]
+            attrs["taskwatch.cancel.function.name"] = where[2]
+        by = req._by  # the canceller's cheap key, or its brief once something formatted it
+        if by is not None:
+            if by.__class__ is tuple:
+                pid, name, coro = by[0], by[1], self._name(by[2])
+            else:
+                pid, name, coro = by["id"], by.get("name"), by.get("coro")
+            attrs["taskwatch.cancel.by_task.id"] = pid
+            if name:
+                attrs["taskwatch.cancel.by_task.name"] = name
+            if coro:
+                attrs["taskwatch.cancel.by_task.coroutine"] = coro
+        if req.message is not None:
+            attrs["taskwatch.cancel.message"] = req.message
+        if req.via is not None:
+            attrs["taskwatch.cancel.via_task.id"] = req.via
+        return ("taskwatch.cancel", attrs, wall_ns(req.at))
 
     def _task_attributes(self, rec: TaskRecord, outcome: str | None = None) -> dict[str, Any]:
         code = rec.coro
@@ -1231,27 +1262,6 @@ def _function_name(frame: _sites.Frame) -> str:
 
 def _frame_text(frame: dict[str, Any]) -> str:
     return f"{frame['file']}:{frame['line']} in {frame['function']}"
-
-
-def _cancel_event(req: Any) -> tuple[str, Any, int]:
-    attrs: dict[str, Any] = {}
-    frame = _sites.site(req.stack) if req.stack else None
-    if frame is not None:
-        attrs["taskwatch.cancel.file.path"] = frame.file
-        attrs["taskwatch.cancel.line.number"] = frame.line
-        attrs["taskwatch.cancel.function.name"] = _function_name(frame)
-    by = req.by
-    if by:
-        attrs["taskwatch.cancel.by_task.id"] = by["id"]
-        if by.get("name"):
-            attrs["taskwatch.cancel.by_task.name"] = by["name"]
-        if by.get("coro"):
-            attrs["taskwatch.cancel.by_task.coroutine"] = by["coro"]
-    if req.message is not None:
-        attrs["taskwatch.cancel.message"] = req.message
-    if req.via is not None:
-        attrs["taskwatch.cancel.via_task.id"] = req.via
-    return ("taskwatch.cancel", attrs, wall_ns(req.at))
 
 
 def _exception_event(rec: TaskRecord) -> dict[str, Any]:
