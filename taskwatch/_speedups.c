@@ -790,6 +790,28 @@ random_id(PyObject *randbits, PyObject *bits)
 static int span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
                       PyObject *ctx);
 
+/* Strong references to the c_all() tuple and the fast state's items (its list has FS_SIZE): the
+ * span start and end run Python code (the SDK, the histogram, a collection's finalizers) that may
+ * replace the fast state or reconfigure the recorder. */
+static void
+hold_fast_state(PyObject *ss, PyObject **fs)
+{
+    Py_INCREF(ss);
+    PyObject *st = PyTuple_GET_ITEM(ss, SS_STATE);
+    for (int i = 0; i < FS_SIZE; i++) {
+        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
+    }
+}
+
+static void
+release_fast_state(PyObject *ss, PyObject **fs)
+{
+    for (int i = 0; i < FS_SIZE; i++) {
+        Py_DECREF(fs[i]);
+    }
+    Py_DECREF(ss);
+}
+
 static int
 span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
 {
@@ -799,23 +821,16 @@ span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
         PyTuple_GET_SIZE(PyList_GET_ITEM(st, FS_FLAGS)) != 4) {
         return 0;
     }
-    /* Strong references: the calls below may run Python code (a collection's finalizers) that
-     * replaces the fast state or reconfigures the recorder. */
     PyObject *fs[FS_SIZE];
-    for (int i = 0; i < FS_SIZE; i++) {
-        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
-    }
-    Py_INCREF(ss);
+    hold_fast_state(ss, fs);
     int result = span_start(self, ss, fs, rec, ctx);
-    Py_DECREF(ss);
-    for (int i = 0; i < FS_SIZE; i++) {
-        Py_DECREF(fs[i]);
-    }
+    release_fast_state(ss, fs);
     return result;
 }
 
+/* 1 while the provider the fast state was made for cannot change any more, 0 if it may, -1. */
 static int
-span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *ctx)
+provider_final(PyObject **fs)
 {
     PyObject *gen = PyObject_GetAttr(fs[FS_PROVIDERS], s_generation);
     if (gen == NULL) {
@@ -823,6 +838,13 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     }
     int same = PyObject_RichCompareBool(gen, fs[FS_FINAL], Py_EQ);
     Py_DECREF(gen);
+    return same;
+}
+
+static int
+span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *ctx)
+{
+    int same = provider_final(fs);
     if (same <= 0) {
         return same; /* the provider may change: Python asks for it */
     }
@@ -1035,19 +1057,12 @@ span_end_fast(RecorderObject *self, RecordObject *rec)
         PyDict_GET_SIZE(PyTuple_GET_ITEM(ss, SS_DEFERRED)) != 0 || PyList_GET_SIZE(st) != FS_SIZE) {
         return 0;
     }
-    /* Strong references: the calls below run Python code (the histogram, the span processors). */
     PyObject *fs[FS_SIZE];
-    for (int i = 0; i < FS_SIZE; i++) {
-        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
-    }
-    Py_INCREF(ss);
+    hold_fast_state(ss, fs);
     Py_INCREF(span);
     int result = span_end(self, ss, fs, rec, span);
     Py_DECREF(span);
-    Py_DECREF(ss);
-    for (int i = 0; i < FS_SIZE; i++) {
-        Py_DECREF(fs[i]);
-    }
+    release_fast_state(ss, fs);
     return result;
 }
 
@@ -1087,12 +1102,7 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
     if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
         return 0;
     }
-    PyObject *gen = PyObject_GetAttr(fs[FS_PROVIDERS], s_generation);
-    if (gen == NULL) {
-        return -1;
-    }
-    int same = PyObject_RichCompareBool(gen, fs[FS_FINAL], Py_EQ);
-    Py_DECREF(gen);
+    int same = provider_final(fs);
     if (same <= 0) {
         return same; /* the provider may have changed: Python ends it with the bound one */
     }
@@ -1207,6 +1217,11 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         ((rec->flags & RELEASED) && PyDict_SetItem(attrs, a_closed, v_released) < 0)) {
         goto error;
     }
+    for (int i = 0; i < SO_SIZE; i++) {
+        if (*slot(span, self->ss_off[i]) == NULL) {
+            goto done; /* a slot was deleted: Python reports it */
+        }
+    }
     /* Everything is known: from here on this is the task's end, as on_end would do it. */
     record = Py_NewRef(PyList_GET_ITEM(gs, 0));
     if (record != Py_None) { /* the task duration histogram */
@@ -1236,7 +1251,8 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
     PyObject *ctx = *slot(span, self->ss_off[SO_CTX]), *name = *slot(span, self->ss_off[SO_NAME]),
              *sparent = *slot(span, self->ss_off[SO_PARENT]), *start = *slot(span, self->ss_off[SO_START]);
     if (ctx == NULL || name == NULL || sparent == NULL || start == NULL) {
-        goto done; /* not expected: Python reports it */
+        PyErr_SetString(PyExc_AttributeError, "a TaskSpan slot was deleted");
+        goto error;
     }
     Py_XSETREF(*slot(span, self->ss_off[SO_ENDED]), Py_NewRef(Py_True));
     Py_INCREF(ctx);
@@ -1257,13 +1273,13 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
     PyObject *args[13] = {name, ctx, sparent, fs[FS_RESOURCE], attrs, empty, empty,
                           PyTuple_GET_ITEM(ss, SS_KIND), fs[FS_INFO], PyTuple_GET_ITEM(ss, SS_UNSET),
                           start, end, fs[FS_SCOPE]};
-    Py_INCREF(name);
-    Py_INCREF(sparent);
-    Py_INCREF(start);
+    for (int i = 0; i < 13; i++) { /* slots and the record may change while Python code runs */
+        Py_INCREF(args[i]);
+    }
     readable = PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
-    Py_DECREF(name);
-    Py_DECREF(sparent);
-    Py_DECREF(start);
+    for (int i = 0; i < 13; i++) {
+        Py_DECREF(args[i]);
+    }
     Py_DECREF(empty);
     if (readable == NULL) {
         goto error;
