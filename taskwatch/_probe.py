@@ -33,6 +33,7 @@ REPORTED_SLOW = 4
 REPORTED_LEAK = 8
 REPORTED_ORPHAN = 16
 REPORTED_LOST = 32
+_EARLY = 0.002  # a slow-cancel deadline this close counts as reached (timers fire a little early)
 
 
 class _Synced:
@@ -68,6 +69,7 @@ class Probe:
         # cancelled tasks not ended yet, in cancel order (slow-cancel); only the loop thread edits
         self._cancelling: dict[TaskRecord, Any] = {}
         self._slow_timer: Any = None
+        self._sweeping = False
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
         self.closed = False
@@ -155,10 +157,11 @@ class Probe:
     def _watch_cancel(self, rec: TaskRecord, ref: Any) -> None:
         """Watch a cancelled task until it ends. One timer serves every cancel in flight, and an
         entry leaves when its task ends: a burst of cancels leaves no timer, bound method or
-        record behind for a full ``slow_cancel`` (they made every collection slower)."""
+        record behind for a full ``slow_cancel`` (they made every collection slower). Runs on
+        the loop thread; ``cancel_settled`` may drop entries from any thread (atomic pops)."""
         try:
             self._cancelling[rec] = ref
-            if self._slow_timer is None:
+            if self._slow_timer is None and not self._sweeping:
                 self._arm_slow(self.options.slow_cancel)
         except BaseException:
             internal_error("slow-cancel check")
@@ -166,30 +169,48 @@ class Probe:
     def _arm_slow(self, delay: float) -> None:
         loop = self.loop_ref()
         if loop is not None and not loop.is_closed():
-            self._slow_timer = loop.call_later(delay, self._check_slow_cancels)
+            # at least 1 ms: uvloop's timers may fire ~1 ms before time.monotonic() says
+            self._slow_timer = loop.call_later(max(delay, 0.001), self._check_slow_cancels)
 
     def _check_slow_cancels(self) -> None:
-        """Report every watched task still running ``slow_cancel`` after its first cancel()."""
+        """Report every watched task still running ``slow_cancel`` after its first cancel(),
+        then re-arm for the next one. A failure costs that one entry, never the rest."""
         self._slow_timer = None
+        self._sweeping = True  # findings' listeners may cancel tasks: one timer, armed below
+        watched, limit = self._cancelling, self.options.slow_cancel
+        next_in = None
         try:
-            watched, limit = self._cancelling, self.options.slow_cancel
             while watched:
-                rec, ref = next(iter(watched.items()))
+                try:
+                    rec, ref = next(iter(watched.items()))
+                except (StopIteration, RuntimeError):  # emptied by another thread meanwhile
+                    break
                 req = rec.cancels[0] if rec.cancels else None
                 waited = _monotonic() - (req.at if req else rec.created)
-                if waited < limit:  # in cancel order: the rest were asked later still
-                    self._arm_slow(limit - waited)
-                    return
-                del watched[rec]
-                task = ref()
-                if task is None or task.done() or rec.flags & REPORTED_SLOW:
-                    continue
-                rec.flags |= REPORTED_SLOW
-                rec.name = task.get_name()
-                self.fill_names(rec)
-                self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
-        except BaseException:
-            internal_error("slow-cancel check")
+                if waited < limit - _EARLY:  # in cancel order: the rest were asked later still
+                    next_in = limit - waited
+                    break
+                if watched.pop(rec, None) is None:
+                    continue  # its task ended meanwhile (closed on another thread)
+                try:
+                    self._report_slow(rec, ref(), req, waited)
+                except BaseException:
+                    internal_error("slow-cancel check")
+        finally:
+            self._sweeping = False
+            if watched and self._slow_timer is None:
+                try:
+                    self._arm_slow(limit if next_in is None else next_in)
+                except BaseException:
+                    internal_error("slow-cancel check")
+
+    def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:
+        if task is None or task.done() or rec.flags & REPORTED_SLOW:
+            return
+        rec.flags |= REPORTED_SLOW
+        rec.name = task.get_name()
+        self.fill_names(rec)
+        self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
 
     def _swallowed(self, rec: TaskRecord) -> None:
         if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:

@@ -1046,16 +1046,40 @@ done:
 static int span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
                     PyObject *span);
 
+/* 1 when findings wait for this task's end (TaskSpans.pending or .deferred hold its id), 0 if
+ * not, -1 on error. */
+static int
+awaited_by_findings(PyObject *pending, PyObject *deferred, RecordObject *rec)
+{
+    if (!PyDict_GET_SIZE(pending) && !PyDict_GET_SIZE(deferred)) {
+        return 0;
+    }
+    PyObject *key = PyLong_FromLongLong(rec->id);
+    if (key == NULL) {
+        return -1;
+    }
+    int in = PyDict_Contains(pending, key);
+    if (in == 0) {
+        in = PyDict_Contains(deferred, key);
+    }
+    Py_DECREF(key);
+    return in;
+}
+
 static int
 span_end_fast(RecorderObject *self, RecordObject *rec)
 {
     PyObject *ss = self->ss, *span = rec->span, *st = PyTuple_GET_ITEM(ss, SS_STATE);
     if (span == NULL || !Py_IS_TYPE(span, (PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
         rec->state != self->st_finished || (rec->cancels != NULL && rec->cancels != Py_None) ||
-        (rec->flags & self->ss_flagged) || rec->live_children != 0 ||
-        PyDict_GET_SIZE(PyTuple_GET_ITEM(ss, SS_PENDING)) != 0 ||
-        PyDict_GET_SIZE(PyTuple_GET_ITEM(ss, SS_DEFERRED)) != 0 || PyList_GET_SIZE(st) != FS_SIZE) {
+        (rec->flags & self->ss_flagged) || rec->live_children != 0 || PyList_GET_SIZE(st) != FS_SIZE ||
+        !PyDict_Check(PyList_GET_ITEM(PyTuple_GET_ITEM(ss, SS_GATE_STATE), 3))) {
         return 0;
+    }
+    int waited = awaited_by_findings(PyTuple_GET_ITEM(ss, SS_PENDING),
+                                     PyTuple_GET_ITEM(ss, SS_DEFERRED), rec);
+    if (waited != 0) {
+        return waited < 0 ? -1 : 0;
     }
     PyObject *fs[FS_SIZE];
     hold_fast_state(ss, fs);
@@ -1229,7 +1253,11 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         if (outcome == NULL && PyErr_Occurred()) {
             goto error;
         }
-        if (outcome == NULL || !PyObject_IsTrue(outcome)) {
+        int nonempty = outcome != NULL ? PyObject_IsTrue(outcome) : 0;
+        if (nonempty < 0) {
+            goto error;
+        }
+        if (!nonempty) {
             outcome = PyTuple_GET_ITEM(ss, SS_NO_OUTCOME);
         }
         Py_INCREF(outcome);
@@ -1254,33 +1282,33 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         PyErr_SetString(PyExc_AttributeError, "a TaskSpan slot was deleted");
         goto error;
     }
-    Py_XSETREF(*slot(span, self->ss_off[SO_ENDED]), Py_NewRef(Py_True));
-    Py_INCREF(ctx);
-    Py_XSETREF(rec->span, ctx);
-    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
-    int in = PyDict_Contains(live, rec_id); /* a read: safe on the OrderedDict */
-    if (in < 0 || (in && PyObject_DelItem(live, rec_id) < 0)) {
-        goto error;
-    }
     end = PyLong_FromDouble((rec->ended + self->ss_wall) * 1e9);
-    if (end == NULL) {
-        goto error;
-    }
     PyObject *empty = PyTuple_New(0);
-    if (empty == NULL) {
+    if (end == NULL || empty == NULL) {
+        Py_XDECREF(empty);
         goto error;
     }
     PyObject *args[13] = {name, ctx, sparent, fs[FS_RESOURCE], attrs, empty, empty,
                           PyTuple_GET_ITEM(ss, SS_KIND), fs[FS_INFO], PyTuple_GET_ITEM(ss, SS_UNSET),
                           start, end, fs[FS_SCOPE]};
-    for (int i = 0; i < 13; i++) { /* slots and the record may change while Python code runs */
-        Py_INCREF(args[i]);
+    for (int i = 0; i < 13; i++) { /* held before the record lets go of the span, and while */
+        Py_INCREF(args[i]);        /* Python code runs */
+    }
+    Py_DECREF(empty);
+    Py_XSETREF(*slot(span, self->ss_off[SO_ENDED]), Py_NewRef(Py_True));
+    Py_XSETREF(rec->span, Py_NewRef(ctx));
+    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
+    int in = PyDict_Contains(live, rec_id); /* a read: safe on the OrderedDict */
+    if (in < 0 || (in && PyObject_DelItem(live, rec_id) < 0)) {
+        for (int i = 0; i < 13; i++) {
+            Py_DECREF(args[i]);
+        }
+        goto error;
     }
     readable = PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
     for (int i = 0; i < 13; i++) {
         Py_DECREF(args[i]);
     }
-    Py_DECREF(empty);
     if (readable == NULL) {
         goto error;
     }
@@ -1412,19 +1440,9 @@ gate_end(RecorderObject *self, RecordObject *rec)
         (rec->flags & self->gate_mask)) {
         return 0;
     }
-    if (PyDict_GET_SIZE(self->gate_pending) || PyDict_GET_SIZE(self->gate_deferred)) {
-        PyObject *key = PyLong_FromLongLong(rec->id);
-        if (key == NULL) {
-            return -1;
-        }
-        int in = PyDict_Contains(self->gate_pending, key);
-        if (in == 0) {
-            in = PyDict_Contains(self->gate_deferred, key);
-        }
-        Py_DECREF(key);
-        if (in != 0) {
-            return in < 0 ? -1 : 0;
-        }
+    int in = awaited_by_findings(self->gate_pending, self->gate_deferred, rec);
+    if (in != 0) {
+        return in < 0 ? -1 : 0;
     }
     Py_INCREF(Py_None);
     Py_XSETREF(rec->span, Py_None);
@@ -1686,6 +1704,10 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
         int skip = gate_end(self, rec);
         if (skip == 0 && self->ss != NULL) {
             skip = span_end_fast(self, rec);
+            if (skip < 0) { /* as TaskSpans.on_end reports its own errors (the SDK's too) */
+                report_internal("OpenTelemetry task end");
+                skip = 1;
+            }
         }
         if (skip < 0) {
             return -1;
@@ -1747,6 +1769,7 @@ span_start_layout(PyObject *ss, Py_ssize_t *offsets, double *wall, Py_ssize_t *m
         !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE), &PyTuple_Type) ||
         !PyDict_Check(PyTuple_GET_ITEM(ss, SS_NAMES)) || !PyList_Check(PyTuple_GET_ITEM(ss, SS_STATE)) ||
         !PyDict_Check(PyTuple_GET_ITEM(ss, SS_BASES)) || !PyDict_Check(PyTuple_GET_ITEM(ss, SS_PENDING)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_LIVE)) ||
         !PyDict_Check(PyTuple_GET_ITEM(ss, SS_DEFERRED)) ||
         !PyList_Check(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) ||
         PyList_GET_SIZE(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) != 4 ||

@@ -120,20 +120,22 @@ def test_slow_cancel(watch, loop_kind):
     assert "swallowed-cancel" not in kinds()
 
 
+async def _stubborn(cleanup_s):
+    """Once cancelled, it still takes ``cleanup_s`` seconds to finish."""
+    try:
+        await asyncio.sleep(10)
+    finally:
+        await asyncio.sleep(cleanup_s)
+
+
 def test_slow_cancels_each_reported_after_their_own_wait(watch, loop_kind):
     """One timer serves all cancels in flight: the second, asked later, still waits its own time."""
     watch(watchdog=False, slow_cancel=0.3)
 
-    async def slow_cleanup(seconds):
-        try:
-            await asyncio.sleep(10)
-        finally:
-            await asyncio.sleep(seconds)
-
     async def main():
-        first = asyncio.create_task(slow_cleanup(1.2), name="first")
-        second = asyncio.create_task(slow_cleanup(1.2), name="second")
-        quick = asyncio.create_task(slow_cleanup(0), name="quick")
+        first = asyncio.create_task(_stubborn(1.2), name="first")
+        second = asyncio.create_task(_stubborn(1.2), name="second")
+        quick = asyncio.create_task(_stubborn(0), name="quick")
         await asyncio.sleep(0)
         first.cancel()
         quick.cancel()
@@ -174,6 +176,61 @@ def test_cancelled_tasks_leave_the_slow_cancel_watch_when_they_end(watch, loop_k
 
     run(main(), loop_kind)
     assert "slow-cancel" not in kinds()
+
+
+def test_one_failed_slow_cancel_report_does_not_stop_the_others(watch, loop_kind, monkeypatch):
+    """An internal error while reporting one slow cancel costs that report only."""
+    from taskwatch import _probe
+
+    watch(watchdog=False, slow_cancel=0.2)
+    where, calls = _probe._where, []
+
+    def fails_once(task):
+        calls.append(task.get_name())
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return where(task)
+
+    monkeypatch.setattr(_probe, "_where", fails_once)
+
+    async def main():
+        tasks = [asyncio.create_task(_stubborn(0.6), name=n) for n in ("a", "b")]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    run(main(), loop_kind)
+    assert [f.task["name"] for f in taskwatch.findings() if f.kind == "slow-cancel"] == ["b"]
+    assert taskwatch.report()["stats"]["internal_errors"] == 1
+
+
+def test_slow_cancel_timer_fires_once_per_deadline(watch, loop_kind, monkeypatch):
+    """Cancels spread over time re-arm the one timer per deadline; a timer that fires a little
+    early (uvloop's may, by ~1 ms) must not spin."""
+    from taskwatch import _probe
+
+    watch(watchdog=False, slow_cancel=0.2)
+    fired = []
+    check = _probe.Probe._check_slow_cancels
+
+    def counted(self):
+        fired.append(1)
+        check(self)
+
+    monkeypatch.setattr(_probe.Probe, "_check_slow_cancels", counted)
+
+    async def main():
+        tasks = [asyncio.create_task(_stubborn(0.5)) for _ in range(20)]
+        await asyncio.sleep(0)
+        for task in tasks:
+            task.cancel()
+            await asyncio.sleep(0.007)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    run(main(), loop_kind)
+    assert len([f for f in taskwatch.findings() if f.kind == "slow-cancel"]) == 20
+    assert len(fired) <= 40  # one per deadline, a few more for early timers; it spun to ~700
 
 
 def test_orphaned_task(watch, loop_kind):
