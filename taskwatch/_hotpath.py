@@ -20,9 +20,8 @@ from . import _sites
 from ._accel import speedups
 from ._guard import internal_error
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, TaskRecord
+from ._task import _base_done
 from ._task import task_class as _task_class
-
-_base_done = asyncio.Task.done
 
 if TYPE_CHECKING:
     from ._probe import Probe

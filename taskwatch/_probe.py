@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _findings, _hotpath, _sites, _stacks
 from ._guard import internal_error
 from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
-from ._record import PENDING, CancelRequest, TaskRecord, exception_brief
+from ._record import CANCELLED, PENDING, CancelRequest, TaskRecord, exception_brief
 
 if TYPE_CHECKING:
     from ._state import State
@@ -115,10 +115,11 @@ class Probe:
         rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
 
     def cancel_settled(self, task: Any, rec: TaskRecord) -> None:
-        """A task that was asked to cancel has ended: stop watching it for slow-cancel, and if it
-        did not end cancelled, see whether it swallowed the request."""
+        """A task that was asked to cancel has ended (its record just closed, outcome set): stop
+        watching it for slow-cancel, and if it did not end cancelled, see whether it swallowed
+        the request."""
         self._cancelling.pop(rec, None)
-        if not task.cancelled() and task.cancelling() > 0:
+        if rec.state is not CANCELLED and task.cancelling() > 0:
             self._swallowed(rec)
 
     def watch_end(self, task: Any, rec: TaskRecord) -> None:
