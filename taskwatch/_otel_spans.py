@@ -31,6 +31,7 @@ import collections
 import contextvars
 import linecache
 import random
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -396,6 +397,7 @@ class _SdkBackend:
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.Event = Event
         self.ReadableSpan = ReadableSpan
+        self.layout = _readable_layout(ReadableSpan)
         self.Decision = Decision
         s = self.sampler
         # The default sampler (ParentBased(ALWAYS_ON)) follows the parent's sampled flag: decide
@@ -525,6 +527,57 @@ class _ApiBackend:
         if status.status_code is not StatusCode.UNSET:
             real.set_status(status)
         real.end(end_time=end)
+
+
+#: ReadableSpan's parameters, in the order the C span end passes them.
+_READABLE_ARGS = ("name", "context", "parent", "resource", "attributes", "events", "links", "kind",
+                  "instrumentation_info", "status", "start_time", "end_time",
+                  "instrumentation_scope")
+
+
+def _readable_layout(readable_type: Any) -> tuple[tuple[str, int], ...] | None:
+    """How ``ReadableSpan.__init__`` stores its arguments: ((attribute, argument index), ...) in
+    its own order, when it only stores each one as given (checked on a probe object and on the
+    names its code uses); None otherwise. The C span end then fills a new object the same way,
+    in the same order, without the keyword call (a third of a clean span's end)."""
+    try:
+        init = readable_type.__init__
+        code = init.__code__
+        if (readable_type.__new__ is not object.__new__
+                or readable_type.__setattr__ is not object.__setattr__
+                or "__slots__" in vars(readable_type)):
+            return None
+        marks = [object() for _ in _READABLE_ARGS]
+        probe = readable_type(**dict(zip(_READABLE_ARGS, marks)))
+        stored = list(vars(probe).items())
+        index = {id(m): i for i, m in enumerate(marks)}
+        layout = tuple((name, index[id(value)]) for name, value in stored
+                       if id(value) in index and value is marks[index[id(value)]])
+        names = {name for name, _ in layout}
+        if (len(layout) != len(stored) or sorted(i for _, i in layout) != list(range(len(marks)))
+                or not set(code.co_names) <= names | {"Resource", "create"}):
+            return None
+        return tuple((sys.intern(name), i) for name, i in layout)
+    except Exception:
+        return None
+
+
+def _direct_on_end(processor: Any) -> Any:
+    """The processor itself when it is the SDK's SynchronousMultiSpanProcessor, whose on_end
+    only calls each of its ``_span_processors`` in turn (checked on the names its code uses):
+    C then calls them itself, one Python frame less per span. None otherwise."""
+    try:
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+        on_end = SynchronousMultiSpanProcessor.on_end
+        if (type(processor) is SynchronousMultiSpanProcessor
+                and type(processor).on_end is on_end
+                and set(on_end.__code__.co_names) == {"_span_processors", "on_end"}
+                and isinstance(processor._span_processors, tuple)):
+            return processor
+    except Exception:
+        pass
+    return None
 
 
 def _needs_on_start(processor: Any) -> bool:
@@ -709,7 +762,8 @@ class TaskSpans:
             state[:] = [self.final, self.providers, backend.root_flags,
                         tuple(backend.flags[n] for n in range(4)), backend.trace_state,
                         backend.processor, backend.seen, backend.ReadableSpan, backend.resource,
-                        backend.info, backend.scope]
+                        backend.info, backend.scope, backend.layout,
+                        _direct_on_end(backend.processor)]
         else:
             state.clear()
 

@@ -757,7 +757,7 @@ enum { SS_SPANS, SS_VAR, SS_KEY, SS_SPAN_TYPE, SS_SC_TYPE, SS_CTX_TYPE, SS_SAMPL
        SS_LIVE, SS_MAX_LIVE, SS_WALL, SS_RANDBITS, SS_STATE, SS_BASES, SS_PENDING, SS_DEFERRED,
        SS_GATE_STATE, SS_FLAGGED, SS_KIND, SS_UNSET, SS_NO_OUTCOME, SS_SIZE };
 enum { FS_FINAL, FS_PROVIDERS, FS_ROOT_FLAGS, FS_FLAGS, FS_TRACE_STATE, FS_PROCESSOR, FS_SEEN,
-       FS_READABLE, FS_RESOURCE, FS_INFO, FS_SCOPE, FS_SIZE };
+       FS_READABLE, FS_RESOURCE, FS_INFO, FS_SCOPE, FS_LAYOUT, FS_MULTI, FS_SIZE };
 static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128;
 /* TaskSpan attributes that are class-level defaults until the program (or taskwatch) sets them */
 static PyObject *s__attrs, *s__events, *s__links, *s__status, *s_real, *s_dropped_events;
@@ -841,6 +841,37 @@ provider_final(PyObject **fs)
     return same;
 }
 
+/* Context({**current, key: span}), as the API's set_value builds it. When the Context type keeps
+ * dict's own __new__ and __init__ (it only forbids writes from Python), its instance is filled in
+ * place, saving the intermediate dict; otherwise the type is called with one. */
+static PyObject *
+otel_context_with(PyObject *ctx_type, PyObject *current, PyObject *key, PyObject *span)
+{
+    PyTypeObject *tp = (PyTypeObject *)ctx_type;
+    if (PyType_Check(ctx_type) && PyType_IsSubtype(tp, &PyDict_Type) &&
+        tp->tp_new == PyDict_Type.tp_new && tp->tp_init == PyDict_Type.tp_init) {
+        PyObject *no_args = PyTuple_New(0);
+        if (no_args == NULL) {
+            return NULL;
+        }
+        PyObject *made = tp->tp_new(tp, no_args, NULL); /* dict's: an empty, initialized dict */
+        Py_DECREF(no_args);
+        if (made != NULL && (PyDict_Merge(made, current, 1) < 0 ||
+                             PyDict_SetItem(made, key, span) < 0)) {
+            Py_CLEAR(made);
+        }
+        return made;
+    }
+    PyObject *values = PyDict_Copy(current);
+    if (values == NULL || PyDict_SetItem(values, key, span) < 0) {
+        Py_XDECREF(values);
+        return NULL;
+    }
+    PyObject *made = PyObject_CallOneArg(ctx_type, values);
+    Py_DECREF(values);
+    return made;
+}
+
 static int
 span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *ctx)
 {
@@ -877,7 +908,7 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     PyObject *span_type = PyTuple_GET_ITEM(ss, SS_SPAN_TYPE);
     PyObject *parent = Py_None, *current = Py_None;
     PyObject *id_key = NULL, *start = NULL, *span_id = NULL, *trace_id = NULL, *sc = NULL,
-             *span = NULL, *rec_id = NULL, *values = NULL, *new_ctx = NULL, *name = NULL,
+             *span = NULL, *rec_id = NULL, *new_ctx = NULL, *name = NULL,
              *flags = NULL, *trace_state = NULL;
     if (!PyDict_Check(otel_ctx)) {
         goto done;
@@ -966,6 +997,11 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     PyTuple_SET_ITEM(sc, 3, Py_NewRef(flags));
     PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
     PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
+    if (trace_state == fs[FS_TRACE_STATE]) {
+        /* ints, bools and the shared default trace state: no cycle can pass through it, so the
+         * collector need not walk it (CPython untracks plain tuples of such items likewise) */
+        PyObject_GC_UnTrack(sc);
+    }
     /* TaskSpan(sc, parent, start, name): its __new__, then what its __init__ sets */
     PyObject *no_args = PyTuple_New(0);
     if (no_args == NULL) {
@@ -1003,11 +1039,8 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
         }
         Py_DECREF(r);
     }
-    values = PyDict_Copy(otel_ctx); /* _with_span(): the current context plus this span */
-    if (values == NULL || PyDict_SetItem(values, PyTuple_GET_ITEM(ss, SS_KEY), span) < 0) {
-        goto error;
-    }
-    new_ctx = PyObject_CallOneArg(PyTuple_GET_ITEM(ss, SS_CTX_TYPE), values);
+    new_ctx = otel_context_with(PyTuple_GET_ITEM(ss, SS_CTX_TYPE), otel_ctx,
+                                PyTuple_GET_ITEM(ss, SS_KEY), span);
     if (new_ctx == NULL || PyContext_Enter(ctx) < 0) {
         goto error;
     }
@@ -1031,7 +1064,6 @@ done:
     Py_XDECREF(sc);
     Py_XDECREF(span);
     Py_XDECREF(rec_id);
-    Py_XDECREF(values);
     Py_XDECREF(new_ctx);
     Py_XDECREF(name);
     Py_XDECREF(flags);
@@ -1088,6 +1120,74 @@ span_end_fast(RecorderObject *self, RecordObject *rec)
     Py_DECREF(span);
     release_fast_state(ss, fs);
     return result;
+}
+
+/* ReadableSpan(*args) as its __init__ would fill it: _otel_spans._readable_layout checked that
+ * __init__ only stores each argument under one attribute, and gives them in its order. */
+static PyObject *
+make_readable(PyObject *type, PyObject *layout, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "ReadableSpan is not a type");
+        return NULL;
+    }
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL) {
+        return NULL;
+    }
+    PyObject *obj = ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, no_args, NULL);
+    Py_DECREF(no_args);
+    for (Py_ssize_t i = 0; obj != NULL && i < PyTuple_GET_SIZE(layout); i++) {
+        PyObject *item = PyTuple_GET_ITEM(layout, i);
+        Py_ssize_t at = -1;
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
+            PyLong_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            at = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
+        }
+        if (at < 0 || at >= nargs) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "bad ReadableSpan layout");
+            }
+            Py_CLEAR(obj);
+        }
+        else if (PyObject_SetAttr(obj, PyTuple_GET_ITEM(item, 0), args[at]) < 0) {
+            Py_CLEAR(obj);
+        }
+    }
+    return obj;
+}
+
+/* processor.on_end(span); when ``multi`` is the SDK's SynchronousMultiSpanProcessor (see
+ * _otel_spans._direct_on_end), what its on_end does: each of its processors' on_end in turn. */
+static int
+processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
+{
+    PyObject *r;
+    if (multi == Py_None) {
+        r = PyObject_CallMethodOneArg(processor, s_on_end, span);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    PyObject *each = PyObject_GetAttr(multi, s_span_processors);
+    if (each == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(each)) {
+        Py_DECREF(each);
+        r = PyObject_CallMethodOneArg(multi, s_on_end, span);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(each); i++) {
+        r = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(each, i), s_on_end, span);
+        if (r == NULL) {
+            Py_DECREF(each);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(each);
+    return 0;
 }
 
 /* 1 when attribute ``name`` of ``obj`` is ``expected`` (a class-level default), 0 if not, -1. */
@@ -1305,18 +1405,15 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         }
         goto error;
     }
-    readable = PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
+    readable = PyTuple_CheckExact(fs[FS_LAYOUT])
+                   ? make_readable(fs[FS_READABLE], fs[FS_LAYOUT], args, 13)
+                   : PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
     for (int i = 0; i < 13; i++) {
         Py_DECREF(args[i]);
     }
-    if (readable == NULL) {
+    if (readable == NULL || processors_on_end(fs[FS_PROCESSOR], fs[FS_MULTI], readable) < 0) {
         goto error;
     }
-    PyObject *r = PyObject_CallMethodOneArg(fs[FS_PROCESSOR], s_on_end, readable);
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
     PyObject *spans = PyTuple_GET_ITEM(ss, SS_SPANS);
     count = PyObject_GetAttr(spans, s_exported);
     if (count == NULL) {

@@ -272,3 +272,103 @@ def test_c_span_start_exports_what_the_python_hook_exports(watch: Any, loop_kind
     assert len(ends) - 2 * ended_in_python >= 5
     annotated = [attrs for name, *_, attrs in with_c if name.endswith("annotated")]
     assert sorted(dict(a)["app.item"] for a in annotated) == [0, 1, 2, 3]
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
+                                                                   loop_kind: str) -> None:
+    """The C end fills the SDK's ReadableSpan itself and calls each processor of the provider's
+    SynchronousMultiSpanProcessor: the spans must be the SDK's, field by field, in every
+    processor (one added after install too), and their span contexts need no collector."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import taskwatch.otel as tw_otel
+    from taskwatch import _otel_spans
+
+    class Counting(SpanProcessor):  # the SDK's no-op on_start: C may start the spans
+        """Added after install: the C end must read the provider's current processors."""
+
+        def __init__(self) -> None:
+            self.ended: list[Any] = []
+
+        def on_end(self, span: Any) -> None:
+            self.ended.append(span)
+
+    exporter, late = InMemorySpanExporter(), Counting()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tw_otel.set_providers(provider, None)
+    contexts: list[Any] = []
+    ends: list[Any] = []
+    end_hook = _otel_spans.TaskSpans.on_end
+
+    async def quick() -> None:
+        from opentelemetry import trace
+
+        contexts.append(trace.get_current_span().get_span_context())
+
+    async def main() -> None:
+        provider.add_span_processor(late)
+        for _ in range(20):
+            await asyncio.create_task(quick())
+
+    def counted_end(self: Any, rec: Any, task: Any) -> None:
+        ends.append(rec)
+        end_hook(self, rec, task)
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
+            watch(otel=True, spans="all", watchdog=False)
+            run(main(), loop_kind)
+        assert taskwatch.report()["stats"]["internal_errors"] == 0
+        taskwatch.uninstall()
+    finally:
+        tw_otel.set_providers(None, None)
+    spans = [s for s in exporter.get_finished_spans() if s.name.endswith("quick")]
+    assert len(spans) == 20 and len(ends) < 10  # C ended most of them
+    assert [s.context.span_id for s in late.ended if s.name.endswith("quick")] == [
+        s.context.span_id for s in spans]
+    (main_span,) = [s for s in exporter.get_finished_spans() if s.name.endswith("main")]
+    sdk_made = ReadableSpan(name="x", context=spans[0].context, resource=provider.resource)
+    for span in spans:
+        assert type(span) is ReadableSpan
+        assert list(vars(span)) == list(vars(sdk_made))  # the same fields, in the same order
+        assert span.resource is provider.resource
+        assert span.instrumentation_scope.name == "taskwatch"
+        assert span.kind.name == "INTERNAL" and span.status.status_code.name == "UNSET"
+        assert span.events == () and span.links == () and span.parent == main_span.context
+        assert 0 < span.start_time <= span.end_time
+        assert span.attributes["code.function.name"].endswith("quick")
+    assert [c.span_id for c in contexts] == [s.context.span_id for s in spans]
+    started_in_c = [c for c in contexts if not gc.is_tracked(c)]
+    assert len(started_in_c) >= 15  # ints and the shared default trace state only
+    provider.shutdown()
+
+
+def test_readable_layout_only_for_an_init_that_just_stores() -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from taskwatch._otel_spans import _READABLE_ARGS, _readable_layout
+
+    layout = _readable_layout(ReadableSpan)
+    assert layout is not None and sorted(i for _, i in layout) == list(range(len(_READABLE_ARGS)))
+
+    class Copies(ReadableSpan):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            self._attributes = dict(self._attributes or {})
+
+    class Registers(ReadableSpan):
+        registry: list[Any] = []
+
+        def __init__(self, name: str, **kw: Any) -> None:
+            self._name = name
+            self.registry.append(self)
+
+    assert _readable_layout(Copies) is None
+    assert _readable_layout(Registers) is None
