@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"wrote {js} and {md} in {plan_doc['wall_seconds']} s")
     for t in doc["targets"]:
         say(f"  target: {t['status']:<14} {t['target']}")
+    for t in doc["references"]:
+        value = "–" if t["value"] is None else f"{t['value']:.2f}"
+        say(f"  reference: {value:<10} {t['target']}")
     broken = [r for r in runs if r["status"] == "crashed" or
               (r["contender"].startswith("plain-") and r["status"] == "failed")]
     for r in broken:

@@ -13,6 +13,7 @@ import importlib.metadata
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,7 +32,10 @@ CONTENDERS = (
     "debug-mode",
     "aiomonitor",
     "otel-asyncio",
+    "otel-sdk-floor",
 )
+#: Contenders that only make sense for some workloads (the harness runs them nowhere else).
+ONLY: dict[str, tuple[str, ...]] = {"otel-sdk-floor": ("churn",)}
 #: Contenders that report blocked-loop durations (scored by the watchdog workload).
 DETECTORS = ("taskwatch", "taskwatch-spans-interesting", "taskwatch-spans-all", "debug-mode")
 #: Python modules each contender needs; the harness skips a contender whose module is missing.
@@ -44,6 +48,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "taskwatch-spans-all": ("taskwatch", "opentelemetry.sdk"),
     "aiomonitor": ("aiomonitor",),
     "otel-asyncio": ("opentelemetry.instrumentation.asyncio", "opentelemetry.sdk"),
+    "otel-sdk-floor": ("opentelemetry.sdk",),
 }
 
 
@@ -337,6 +342,57 @@ def _otel_asyncio(kind: str, versions: dict[str, str]) -> Setup:
     return Setup(box, proof, teardown, versions=versions)
 
 
+def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
+    """Not an instrumentation but a lower bound for every one: what the OpenTelemetry SDK itself
+    costs to export one span per task, with no hook, context, lineage or finding at all.
+
+    Churn's trivial coroutine is swapped for one that does only the SDK's share of a task span:
+    two ids from the provider's id generator, a SpanContext (built the cheap way taskwatch
+    builds it), a ``ReadableSpan`` with the three ``code.*`` attributes and the provider's span
+    processors' ``on_end`` (the same counting pipeline as the other OTel contenders). The
+    sampler is left out, so this bound is low. Its extra cost, as a share of
+    opentelemetry-instrumentation-asyncio's, is the part of the "spans=all costs ≤ ⅓" budget
+    that no tool exporting SDK spans per task can save.
+    """
+    from . import _workloads
+
+    provider, counter = _otel_pipeline(versions)
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanKind, TraceFlags
+
+    from taskwatch._otel_spans import _span_context_maker
+
+    make, flags, gen = _span_context_maker(), TraceFlags(TraceFlags.SAMPLED), provider.id_generator
+    trace_id, span_id = gen.generate_trace_id, gen.generate_span_id
+    on_end, resource, time_ns = provider._active_span_processor.on_end, provider.resource, time.time_ns
+    scope = InstrumentationScope("benchmarks.otel-sdk-floor")
+    code = _workloads.trivial.__code__
+    attributes = {"code.function.name": code.co_qualname, "code.file.path": code.co_filename,
+                  "code.line.number": code.co_firstlineno}
+    original = _workloads.trivial
+
+    async def trivial() -> None:
+        start = time_ns()
+        on_end(ReadableSpan(name=code.co_qualname, context=make(trace_id(), span_id(), flags, None),
+                            parent=None, resource=resource, attributes=attributes.copy(),
+                            kind=SpanKind.INTERNAL, start_time=start, end_time=time_ns(),
+                            instrumentation_scope=scope))
+
+    _workloads.trivial = trivial  # looked up by _churn at call time
+    box = _LoopBox(_base_loop(kind, versions))
+
+    def proof(out: Outcome) -> Proof:
+        ev = _spans(provider, counter)
+        return _proof(ev["spans_ended"] >= out.tasks, "spans ended >= tasks", **ev)
+
+    def teardown() -> None:
+        _workloads.trivial = original
+        provider.shutdown()
+
+    return Setup(box, proof, teardown, versions=versions)
+
+
 def setup(name: str, loop_kind: str, params: dict[str, Any]) -> Setup:
     """Switch contender ``name`` on in this (fresh) process; its loop is built on ``loop_kind``."""
     versions: dict[str, str] = {}
@@ -352,4 +408,6 @@ def setup(name: str, loop_kind: str, params: dict[str, Any]) -> Setup:
         return _aiomonitor(loop_kind, versions)
     if name == "otel-asyncio":
         return _otel_asyncio(loop_kind, versions)
+    if name == "otel-sdk-floor":
+        return _sdk_floor(loop_kind, versions)
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")

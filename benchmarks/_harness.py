@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ._contenders import ONLY
 from ._worker import MARK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,6 +122,7 @@ def run_plan(plan: Plan, say: Callable[[str], None]) -> list[dict[str, Any]]:
             order = plan.contenders[k:] + plan.contenders[:k]
             for workload in plan.workloads:
                 todo = [c for c in order if c not in plan.skipped
+                        and workload in ONLY.get(c, (workload,))
                         and (workload, c) not in broken and ("*", c) not in broken]
                 for res in pool.map(lambda c: one(rnd, workload, c), todo):
                     results.append(res)

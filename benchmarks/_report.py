@@ -117,7 +117,7 @@ class Target:
     metric: str
     contender: str
     baseline: str
-    limit: float
+    limit: float | None  # None: a reference point, not a target
     kind: str  # "ratio<=" | "ratio>=" | "cost<=" (extra cost over plain uvloop, as a fraction)
 
 
@@ -143,6 +143,19 @@ TARGETS = (
            "fanout", "us_per_task", "taskwatch-spans-all", "otel-asyncio", 1 / 3, "cost<="),
     Target("default spans (interesting) ≤ 1.6× plain uvloop per task on churn",
            "churn", "us_per_task", "taskwatch-spans-interesting", UVLOOP, 1.6, "ratio<="),
+    Target("default spans (interesting) server throughput within 5% of plain uvloop",
+           "server", "rps", "taskwatch-spans-interesting", UVLOOP, 0.95, "ratio>="),
+    Target("default spans (interesting) server CPU per request within 5% of plain uvloop "
+           "(noise-robust form of the line above)",
+           "server", "cpu_us_per_req", "taskwatch-spans-interesting", UVLOOP, 1.05, "ratio<="),
+)
+
+#: Measured points that say what a target can reach; evaluated like targets, with no limit.
+REFERENCES = (
+    Target("the OpenTelemetry SDK's own per-span work (otel-sdk-floor: no instrumentation, one "
+           "SDK span per task), as a share of opentelemetry-instrumentation-asyncio's extra "
+           "cost, churn: the part of the ⅓ budget no tool exporting SDK spans can save",
+           "churn", "us_per_task", "otel-sdk-floor", "otel-asyncio", None, "cost<="),
 )
 
 
@@ -160,10 +173,12 @@ def _spread(entry: dict[str, Any], metric: str) -> float:
     return (s["max"] - s["min"]) / s["median"] if s["median"] else 0.0
 
 
-def evaluate(summary: dict[str, Any], quick: bool = False) -> list[dict[str, Any]]:
-    """Each target as met / MISSED / not evaluated (why); quick runs are marked as such."""
+def evaluate(summary: dict[str, Any], quick: bool = False,
+             targets: tuple[Target, ...] = TARGETS) -> list[dict[str, Any]]:
+    """Each target as met / MISSED / not evaluated (why), each reference point as "reference";
+    quick runs are marked as such."""
     out = []
-    for t in TARGETS:
+    for t in targets:
         row: dict[str, Any] = {"target": t.text, "workload": t.workload, "metric": t.metric,
                                "contender": t.contender, "baseline": t.baseline,
                                "limit": t.limit, "kind": t.kind, "value": None}
@@ -192,10 +207,11 @@ def evaluate(summary: dict[str, Any], quick: bool = False) -> list[dict[str, Any
                     out.append(row)
                     continue
                 value = (va - base) / (vb - base) if vb > base else float("inf")
-                met = value <= t.limit
+                met = t.limit is None or value <= t.limit
             else:
                 value = va / vb
-                met = value <= t.limit if t.kind == "ratio<=" else value >= t.limit
+                met = (t.limit is None or
+                       (value <= t.limit if t.kind == "ratio<=" else value >= t.limit))
             n = a["metrics"][t.metric]["n"]
             detail = (f"min–max spread {t.contender} {_spread(a, t.metric):.1%}, "
                       f"{t.baseline} {_spread(b, t.metric):.1%}" if n > 1 else
@@ -204,7 +220,7 @@ def evaluate(summary: dict[str, Any], quick: bool = False) -> list[dict[str, Any
             if paired is not None:
                 row["paired"] = paired
                 detail += f"; median of per-round ratios {paired:.3f}×"
-            status = "met" if met else "MISSED"
+            status = "reference" if t.limit is None else "met" if met else "MISSED"
             if quick:
                 status += " (quick run, not a measurement)"
             row.update(value=value, status=status, detail=detail)
@@ -250,6 +266,12 @@ def _evidence(proof: dict[str, Any]) -> str:
     return ", ".join(f"{k}={ev[k]}" for k in keep if k in ev)
 
 
+def _value(t: dict[str, Any]) -> str:
+    if t["value"] is None:
+        return "–"
+    return f"{t['value']:.2f} of its cost" if t["kind"] == "cost<=" else f"{t['value']:.3f}×"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     meta, plan, summary = doc["machine"], doc["plan"], doc["summary"]
     lines = [
@@ -280,16 +302,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for t in doc["targets"]:
-        if t["value"] is None:
-            value = "–"
-        elif t["kind"] == "cost<=":
-            value = f"{t['value']:.2f} of its cost"
-        else:
-            value = f"{t['value']:.3f}×"
+        value = _value(t)
         limit = (f"≤ {t['limit']:.2f} of its cost" if t["kind"] == "cost<=" else
                  f"{'≤' if t['kind'] == 'ratio<=' else '≥'} {t['limit']:.2f}×")
         status = f"**{t['status']}**" if t["status"] != "met" else "met"
         lines.append(f"| {t['target']} | {value} | {limit} | {status} | {t['detail']} |")
+    if doc.get("references"):
+        lines += ["", "Reference points (no limit: they say what a target can reach):", "",
+                  "| reference | value | status | detail |", "|---|---|---|---|"]
+        for t in doc["references"]:
+            lines.append(f"| {t['target']} | {_value(t)} | {t['status']} | {t['detail']} |")
     for w in plan["workloads"]:
         per = summary.get(w, {})
         cols = COLUMNS[w]
@@ -327,6 +349,7 @@ def write(out_dir: Path, machine: dict[str, Any], plan: dict[str, Any],
     doc = {"schema": 1, "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "machine": machine, "plan": plan,
            "targets": evaluate(summary, plan["mode"] == "quick"),
+           "references": evaluate(summary, plan["mode"] == "quick", REFERENCES),
            "summary": summary, "skipped": skipped, "runs": runs}
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "latest.json", out_dir / "latest.md"
