@@ -33,9 +33,10 @@ CONTENDERS = (
     "aiomonitor",
     "otel-asyncio",
     "otel-sdk-floor",
+    "otel-sdk-idle",
 )
 #: Contenders that only make sense for some workloads (the harness runs them nowhere else).
-ONLY: dict[str, tuple[str, ...]] = {"otel-sdk-floor": ("churn",)}
+ONLY: dict[str, tuple[str, ...]] = {"otel-sdk-floor": ("churn",), "otel-sdk-idle": ("server",)}
 #: Contenders that report blocked-loop durations (scored by the watchdog workload).
 DETECTORS = ("taskwatch", "taskwatch-spans-interesting", "taskwatch-spans-all", "debug-mode")
 #: Python modules each contender needs; the harness skips a contender whose module is missing.
@@ -49,6 +50,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "aiomonitor": ("aiomonitor",),
     "otel-asyncio": ("opentelemetry.instrumentation.asyncio", "opentelemetry.sdk"),
     "otel-sdk-floor": ("opentelemetry.sdk",),
+    "otel-sdk-idle": ("opentelemetry.sdk",),
 }
 
 
@@ -393,6 +395,22 @@ def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
     return Setup(box, proof, teardown, versions=versions)
 
 
+def _sdk_idle(kind: str, versions: dict[str, str]) -> Setup:
+    """Plain uvloop in a process that set up the same OpenTelemetry SDK pipeline as the OTel
+    contenders (provider, batch processor and its worker thread) and instruments nothing: what a
+    service that is already traced pays before any instrumentation runs."""
+    provider, counter = _otel_pipeline(versions)
+    box = _LoopBox(_base_loop(kind, versions))
+
+    def proof(out: Outcome) -> Proof:
+        from opentelemetry import trace
+
+        ok = trace.get_tracer_provider() is provider and box.loop is not None
+        return _proof(ok, "SDK provider set globally, plain loop", **_spans(provider, counter))
+
+    return Setup(box, proof, provider.shutdown, versions=versions)
+
+
 def setup(name: str, loop_kind: str, params: dict[str, Any]) -> Setup:
     """Switch contender ``name`` on in this (fresh) process; its loop is built on ``loop_kind``."""
     versions: dict[str, str] = {}
@@ -410,4 +428,6 @@ def setup(name: str, loop_kind: str, params: dict[str, Any]) -> Setup:
         return _otel_asyncio(loop_kind, versions)
     if name == "otel-sdk-floor":
         return _sdk_floor(loop_kind, versions)
+    if name == "otel-sdk-idle":
+        return _sdk_idle(loop_kind, versions)
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
