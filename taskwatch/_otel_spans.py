@@ -33,6 +33,7 @@ import linecache
 import random
 import sys
 import time
+import types
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -397,7 +398,8 @@ class _SdkBackend:
         self.scope = getattr(tracer, "_instrumentation_scope", None)
         self.Event = Event
         self.ReadableSpan = ReadableSpan
-        self.layout = _readable_layout(ReadableSpan)
+        # the C end fills ReadableSpans itself only with a resource to give them (see below)
+        self.layout = _readable_layout(ReadableSpan) if self.resource is not None else None
         self.Decision = Decision
         s = self.sampler
         # The default sampler (ParentBased(ALWAYS_ON)) follows the parent's sampled flag: decide
@@ -535,46 +537,60 @@ _READABLE_ARGS = ("name", "context", "parent", "resource", "attributes", "events
                   "instrumentation_scope")
 
 
-def _readable_layout(readable_type: Any) -> tuple[tuple[str, int], ...] | None:
-    """How ``ReadableSpan.__init__`` stores its arguments: ((attribute, argument index), ...) in
-    its own order, when it only stores each one as given (checked on a probe object and on the
-    names its code uses); None otherwise. The C span end then fills a new object the same way,
-    in the same order, without the keyword call (a third of a clean span's end)."""
+def _readable_layout(readable_type: Any) -> tuple[Any, tuple[tuple[str, int], ...]] | None:
+    """How ``ReadableSpan.__init__`` stores its arguments: (that ``__init__``, ((attribute,
+    argument index), ...) in its own order) when it only stores each one as given; None otherwise.
+
+    Checked on the class's own plain function (not a wrapper), with the default metaclass call,
+    ``__new__`` and ``__setattr__``; on a probe object built from distinct marks, and again with
+    the empty values the C end may pass (None, the empty tuple), each stored as the very object
+    passed; and on the names its code uses (only the attributes it stores, plus the SDK's
+    ``Resource.create`` for a missing resource, which the C end never passes). The C end then
+    fills a new object the same way, in the same order, without the keyword call (a third of a
+    clean span's end), and falls back to the call when ``__init__`` is no longer that function."""
     try:
-        init = readable_type.__init__
-        code = init.__code__
-        if (readable_type.__new__ is not object.__new__
+        init = vars(readable_type).get("__init__")
+        if (type(init) is not types.FunctionType
+                or type(readable_type).__call__ is not type.__call__
+                or readable_type.__new__ is not object.__new__
                 or readable_type.__setattr__ is not object.__setattr__
                 or "__slots__" in vars(readable_type)):
             return None
         marks = [object() for _ in _READABLE_ARGS]
-        probe = readable_type(**dict(zip(_READABLE_ARGS, marks)))
-        stored = list(vars(probe).items())
+        stored = list(vars(readable_type(**dict(zip(_READABLE_ARGS, marks)))).items())
         index = {id(m): i for i, m in enumerate(marks)}
         layout = tuple((name, index[id(value)]) for name, value in stored
                        if id(value) in index and value is marks[index[id(value)]])
         names = {name for name, _ in layout}
         if (len(layout) != len(stored) or sorted(i for _, i in layout) != list(range(len(marks)))
-                or not set(code.co_names) <= names | {"Resource", "create"}):
+                or not set(init.__code__.co_names) <= names | {"Resource", "create"}):
             return None
-        return tuple((sys.intern(name), i) for name, i in layout)
+        empty = {"parent": None, "events": (), "links": (), "instrumentation_info": None,
+                 "instrumentation_scope": None}
+        values = [empty.get(arg, mark) for arg, mark in zip(_READABLE_ARGS, marks)]
+        again = vars(readable_type(**dict(zip(_READABLE_ARGS, values))))
+        if any(again.get(name, marks) is not values[i] for name, i in layout):
+            return None
+        return init, tuple((sys.intern(name), i) for name, i in layout)
     except Exception:
         return None
 
 
 def _direct_on_end(processor: Any) -> Any:
-    """The processor itself when it is the SDK's SynchronousMultiSpanProcessor, whose on_end
-    only calls each of its ``_span_processors`` in turn (checked on the names its code uses):
-    C then calls them itself, one Python frame less per span. None otherwise."""
+    """The SDK's ``SynchronousMultiSpanProcessor.on_end`` when ``processor`` is that class's
+    instance and that function only calls each of its ``_span_processors`` in turn (checked on
+    the names its code uses): C then calls them itself, one Python frame less per span, for as
+    long as the processor's ``on_end`` is still that function (checked on each span, so a patch
+    on the instance or the class is honoured). None otherwise."""
     try:
         from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
-        on_end = SynchronousMultiSpanProcessor.on_end
+        on_end = vars(SynchronousMultiSpanProcessor).get("on_end")
         if (type(processor) is SynchronousMultiSpanProcessor
-                and type(processor).on_end is on_end
+                and type(on_end) is types.FunctionType
                 and set(on_end.__code__.co_names) == {"_span_processors", "on_end"}
                 and isinstance(processor._span_processors, tuple)):
-            return processor
+            return on_end
     except Exception:
         pass
     return None

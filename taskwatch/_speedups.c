@@ -761,7 +761,7 @@ enum { FS_FINAL, FS_PROVIDERS, FS_ROOT_FLAGS, FS_FLAGS, FS_TRACE_STATE, FS_PROCE
 static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128;
 /* TaskSpan attributes that are class-level defaults until the program (or taskwatch) sets them */
 static PyObject *s__attrs, *s__events, *s__links, *s__status, *s_real, *s_dropped_events;
-static PyObject *s_on_end, *s_exported, *kw_readable;
+static PyObject *s_on_end, *s_exported, *s_dunder_init, *kw_readable;
 static PyObject *a_task_id, *a_task_name, *a_outcome, *a_parent_id, *a_parent_name,
                 *a_parent_coro, *a_internal, *a_closed, *v_released;
 
@@ -997,11 +997,6 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     PyTuple_SET_ITEM(sc, 3, Py_NewRef(flags));
     PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
     PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
-    if (trace_state == fs[FS_TRACE_STATE]) {
-        /* ints, bools and the shared default trace state: no cycle can pass through it, so the
-         * collector need not walk it (CPython untracks plain tuples of such items likewise) */
-        PyObject_GC_UnTrack(sc);
-    }
     /* TaskSpan(sc, parent, start, name): its __new__, then what its __init__ sets */
     PyObject *no_args = PyTuple_New(0);
     if (no_args == NULL) {
@@ -1122,6 +1117,22 @@ span_end_fast(RecorderObject *self, RecordObject *rec)
     return result;
 }
 
+/* 1 while ReadableSpan is still built the way _otel_spans._readable_layout checked: ``layout`` is
+ * (its __init__ function, pairs), and the class still has that __init__, the default metaclass
+ * call, object's __new__ and __setattr__. */
+static int
+layout_holds(PyObject *type, PyObject *layout)
+{
+    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 2 ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(layout, 1)) || !PyType_Check(type)) {
+        return 0;
+    }
+    PyTypeObject *tp = (PyTypeObject *)type;
+    return Py_TYPE(tp)->tp_call == PyType_Type.tp_call && tp->tp_new == PyBaseObject_Type.tp_new &&
+           tp->tp_setattro == PyObject_GenericSetAttr &&
+           _PyType_Lookup(tp, s_dunder_init) == PyTuple_GET_ITEM(layout, 0);
+}
+
 /* ReadableSpan(*args) as its __init__ would fill it: _otel_spans._readable_layout checked that
  * __init__ only stores each argument under one attribute, and gives them in its order. */
 static PyObject *
@@ -1157,8 +1168,9 @@ make_readable(PyObject *type, PyObject *layout, PyObject *const *args, Py_ssize_
     return obj;
 }
 
-/* processor.on_end(span); when ``multi`` is the SDK's SynchronousMultiSpanProcessor (see
- * _otel_spans._direct_on_end), what its on_end does: each of its processors' on_end in turn. */
+/* processor.on_end(span); while that is still the SDK's SynchronousMultiSpanProcessor.on_end
+ * (``multi``, see _otel_spans._direct_on_end), what it does: each of its processors' on_end in
+ * turn. */
 static int
 processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
 {
@@ -1168,16 +1180,27 @@ processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
-    PyObject *each = PyObject_GetAttr(multi, s_span_processors);
-    if (each == NULL) {
+    PyObject *bound = PyObject_GetAttr(processor, s_on_end);
+    if (bound == NULL) {
         return -1;
     }
-    if (!PyTuple_CheckExact(each)) {
-        Py_DECREF(each);
-        r = PyObject_CallMethodOneArg(multi, s_on_end, span);
+    PyObject *each = NULL;
+    if (PyMethod_Check(bound) && PyMethod_GET_FUNCTION(bound) == multi &&
+        PyMethod_GET_SELF(bound) == processor) {
+        each = PyObject_GetAttr(processor, s_span_processors);
+        if (each == NULL) {
+            Py_DECREF(bound);
+            return -1;
+        }
+    }
+    if (each == NULL || !PyTuple_CheckExact(each)) { /* patched, or not the SDK's list */
+        Py_XDECREF(each);
+        r = PyObject_CallOneArg(bound, span);
+        Py_DECREF(bound);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
+    Py_DECREF(bound);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(each); i++) {
         r = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(each, i), s_on_end, span);
         if (r == NULL) {
@@ -1405,8 +1428,8 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         }
         goto error;
     }
-    readable = PyTuple_CheckExact(fs[FS_LAYOUT])
-                   ? make_readable(fs[FS_READABLE], fs[FS_LAYOUT], args, 13)
+    readable = layout_holds(fs[FS_READABLE], fs[FS_LAYOUT])
+                   ? make_readable(fs[FS_READABLE], PyTuple_GET_ITEM(fs[FS_LAYOUT], 1), args, 13)
                    : PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
     for (int i = 0; i < 13; i++) {
         Py_DECREF(args[i]);
@@ -2551,6 +2574,7 @@ PyInit__speedups(void)
     INTERN(s_real, "real");
     INTERN(s_dropped_events, "dropped_events");
     INTERN(s_on_end, "on_end");
+    INTERN(s_dunder_init, "__init__");
     INTERN(s_exported, "exported");
     INTERN(a_task_id, "taskwatch.task.id");
     INTERN(a_task_name, "taskwatch.task.name");

@@ -344,8 +344,62 @@ def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
         assert 0 < span.start_time <= span.end_time
         assert span.attributes["code.function.name"].endswith("quick")
     assert [c.span_id for c in contexts] == [s.context.span_id for s in spans]
-    started_in_c = [c for c in contexts if not gc.is_tracked(c)]
-    assert len(started_in_c) >= 15  # ints and the shared default trace state only
+    # the paths under test were the ones taken
+    assert _otel_spans._readable_layout(ReadableSpan) is not None
+    assert _otel_spans._direct_on_end(provider._active_span_processor) is not None
+    provider.shutdown()
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
+def test_c_span_end_honours_patches_made_after_install(watch: Any, loop_kind: str) -> None:
+    """A wrapper put on ReadableSpan.__init__, or on the processor's on_end, after install sees
+    every span the C end makes from then on."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import taskwatch.otel as tw_otel
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    multi = provider._active_span_processor
+    tw_otel.set_providers(provider, None)
+    built: list[str] = []
+    handed: list[str] = []
+    init, on_end = ReadableSpan.__init__, multi.on_end
+
+    def wrapped_init(self: Any, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        built.append(self._name)
+
+    def wrapped_on_end(span: Any) -> None:
+        handed.append(span.name)
+        on_end(span)
+
+    async def quick() -> None:
+        pass
+
+    async def main() -> None:
+        for _ in range(5):  # C ends these
+            await asyncio.create_task(quick())
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(ReadableSpan, "__init__", wrapped_init)
+            mp.setattr(multi, "on_end", wrapped_on_end)
+            for _ in range(10):
+                await asyncio.create_task(quick())
+
+    try:
+        watch(otel=True, spans="all", watchdog=False)
+        run(main(), loop_kind)
+        assert taskwatch.report()["stats"]["internal_errors"] == 0
+        taskwatch.uninstall()
+    finally:
+        tw_otel.set_providers(None, None)
+    assert len([n for n in built if n.endswith("quick")]) == 10
+    assert len([n for n in handed if n.endswith("quick")]) == 10
+    assert len([s for s in exporter.get_finished_spans() if s.name.endswith("quick")]) == 15
     provider.shutdown()
 
 
@@ -355,8 +409,11 @@ def test_readable_layout_only_for_an_init_that_just_stores() -> None:
 
     from taskwatch._otel_spans import _READABLE_ARGS, _readable_layout
 
-    layout = _readable_layout(ReadableSpan)
-    assert layout is not None and sorted(i for _, i in layout) == list(range(len(_READABLE_ARGS)))
+    found = _readable_layout(ReadableSpan)
+    assert found is not None
+    init, layout = found
+    assert init is vars(ReadableSpan)["__init__"]
+    assert sorted(i for _, i in layout) == list(range(len(_READABLE_ARGS)))
 
     class Copies(ReadableSpan):
         def __init__(self, *args: Any, **kw: Any) -> None:
@@ -370,5 +427,35 @@ def test_readable_layout_only_for_an_init_that_just_stores() -> None:
             self._name = name
             self.registry.append(self)
 
-    assert _readable_layout(Copies) is None
-    assert _readable_layout(Registers) is None
+    registry: list[Any] = []
+
+    class Extends(ReadableSpan):  # stores everything, then does more
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            registry.append(self)
+
+    class Defaults(ReadableSpan):  # stores everything, but replaces empty links
+        def __init__(self, name: Any, context: Any = None, parent: Any = None,
+                     resource: Any = None, attributes: Any = None, events: Any = (),
+                     links: Any = (), kind: Any = None, instrumentation_info: Any = None,
+                     status: Any = None, start_time: Any = None, end_time: Any = None,
+                     instrumentation_scope: Any = None) -> None:
+            self._name = name
+            self._context = context
+            self._parent = parent
+            self._resource = resource
+            self._attributes = attributes
+            self._events = events
+            self._links = links or []
+            self._kind = kind
+            self._instrumentation_info = instrumentation_info
+            self._status = status
+            self._start_time = start_time
+            self._end_time = end_time
+            self._instrumentation_scope = instrumentation_scope
+
+    class Inherits(ReadableSpan):  # no __init__ of its own: not the function that was checked
+        pass
+
+    for cls in (Copies, Registers, Extends, Defaults, Inherits):
+        assert _readable_layout(cls) is None, cls.__name__
