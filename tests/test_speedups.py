@@ -274,18 +274,31 @@ def test_c_span_start_exports_what_the_python_hook_exports(watch: Any, loop_kind
     assert sorted(dict(a)["app.item"] for a in annotated) == [0, 1, 2, 3]
 
 
+def _run_with_all_spans(watch: Any, provider: Any, main: Any, loop_kind: str) -> None:
+    """Run ``main`` with taskwatch exporting every task's span to ``provider``."""
+    import taskwatch.otel as tw_otel
+
+    tw_otel.set_providers(provider, None)
+    try:
+        watch(otel=True, spans="all", watchdog=False)
+        run(main, loop_kind)
+        assert taskwatch.report()["stats"]["internal_errors"] == 0
+        taskwatch.uninstall()
+    finally:
+        tw_otel.set_providers(None, None)
+
+
 @pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
 def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
                                                                    loop_kind: str) -> None:
     """The C end fills the SDK's ReadableSpan itself and calls each processor of the provider's
     SynchronousMultiSpanProcessor: the spans must be the SDK's, field by field, in every
-    processor (one added after install too), and their span contexts need no collector."""
+    processor (one added after install too)."""
     pytest.importorskip("opentelemetry.sdk")
     from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    import taskwatch.otel as tw_otel
     from taskwatch import _otel_spans
 
     class Counting(SpanProcessor):  # the SDK's no-op on_start: C may start the spans
@@ -300,7 +313,6 @@ def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
     exporter, late = InMemorySpanExporter(), Counting()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tw_otel.set_providers(provider, None)
     contexts: list[Any] = []
     ends: list[Any] = []
     end_hook = _otel_spans.TaskSpans.on_end
@@ -319,15 +331,9 @@ def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
         ends.append(rec)
         end_hook(self, rec, task)
 
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
-            watch(otel=True, spans="all", watchdog=False)
-            run(main(), loop_kind)
-        assert taskwatch.report()["stats"]["internal_errors"] == 0
-        taskwatch.uninstall()
-    finally:
-        tw_otel.set_providers(None, None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
+        _run_with_all_spans(watch, provider, main(), loop_kind)
     spans = [s for s in exporter.get_finished_spans() if s.name.endswith("quick")]
     assert len(spans) == 20 and len(ends) < 10  # C ended most of them
     assert [s.context.span_id for s in late.ended if s.name.endswith("quick")] == [
@@ -359,13 +365,10 @@ def test_c_span_end_honours_patches_made_after_install(watch: Any, loop_kind: st
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    import taskwatch.otel as tw_otel
-
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     multi = provider._active_span_processor
-    tw_otel.set_providers(provider, None)
     built: list[str] = []
     handed: list[str] = []
     init, on_end = ReadableSpan.__init__, multi.on_end
@@ -390,13 +393,7 @@ def test_c_span_end_honours_patches_made_after_install(watch: Any, loop_kind: st
             for _ in range(10):
                 await asyncio.create_task(quick())
 
-    try:
-        watch(otel=True, spans="all", watchdog=False)
-        run(main(), loop_kind)
-        assert taskwatch.report()["stats"]["internal_errors"] == 0
-        taskwatch.uninstall()
-    finally:
-        tw_otel.set_providers(None, None)
+    _run_with_all_spans(watch, provider, main(), loop_kind)
     assert len([n for n in built if n.endswith("quick")]) == 10
     assert len([n for n in handed if n.endswith("quick")]) == 10
     assert len([s for s in exporter.get_finished_spans() if s.name.endswith("quick")]) == 15
@@ -440,19 +437,11 @@ def test_readable_layout_only_for_an_init_that_just_stores() -> None:
                      links: Any = (), kind: Any = None, instrumentation_info: Any = None,
                      status: Any = None, start_time: Any = None, end_time: Any = None,
                      instrumentation_scope: Any = None) -> None:
-            self._name = name
-            self._context = context
-            self._parent = parent
-            self._resource = resource
-            self._attributes = attributes
-            self._events = events
-            self._links = links or []
-            self._kind = kind
-            self._instrumentation_info = instrumentation_info
-            self._status = status
-            self._start_time = start_time
-            self._end_time = end_time
-            self._instrumentation_scope = instrumentation_scope
+            (self._name, self._context, self._parent, self._resource, self._attributes,
+             self._events, self._links, self._kind, self._instrumentation_info, self._status,
+             self._start_time, self._end_time, self._instrumentation_scope) = (
+                name, context, parent, resource, attributes, events, links or [], kind,
+                instrumentation_info, status, start_time, end_time, instrumentation_scope)
 
     class Inherits(ReadableSpan):  # no __init__ of its own: not the function that was checked
         pass
