@@ -422,6 +422,7 @@ class _SdkBackend:
             plain_random = False
         self.span_id = _random_span_id if plain_random else self.ids.generate_span_id
         self.trace_id = _random_trace_id if plain_random else self.ids.generate_trace_id
+        self.direct_on_end = _direct_on_end(self.processor)  # C rechecks it on each span
         self.seen: Any = getattr(self.processor, "_span_processors", None)
         self.starts = _needs_on_start(self.processor)  # rechecked when processors are added
         # The default set-up (ParentBased(ALWAYS_ON), random ids, the API's SpanContext layout)
@@ -778,8 +779,7 @@ class TaskSpans:
             state[:] = [self.final, self.providers, backend.root_flags,
                         tuple(backend.flags[n] for n in range(4)), backend.trace_state,
                         backend.processor, backend.seen, backend.ReadableSpan, backend.resource,
-                        backend.info, backend.scope, backend.layout,
-                        _direct_on_end(backend.processor)]
+                        backend.info, backend.scope, backend.layout, backend.direct_on_end]
         else:
             state.clear()
 

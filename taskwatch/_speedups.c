@@ -841,6 +841,19 @@ provider_final(PyObject **fs)
     return same;
 }
 
+/* A new instance of ``tp`` from its own __new__ called with no arguments (no __init__ call). */
+static PyObject *
+new_empty(PyTypeObject *tp)
+{
+    PyObject *no_args = PyTuple_New(0);
+    if (no_args == NULL) {
+        return NULL;
+    }
+    PyObject *made = tp->tp_new(tp, no_args, NULL);
+    Py_DECREF(no_args);
+    return made;
+}
+
 /* Context({**current, key: span}), as the API's set_value builds it. When the Context type keeps
  * dict's own __new__ and __init__ (it only forbids writes from Python), its instance is filled in
  * place, saving the intermediate dict; otherwise the type is called with one. */
@@ -850,12 +863,7 @@ otel_context_with(PyObject *ctx_type, PyObject *current, PyObject *key, PyObject
     PyTypeObject *tp = (PyTypeObject *)ctx_type;
     if (PyType_Check(ctx_type) && PyType_IsSubtype(tp, &PyDict_Type) &&
         tp->tp_new == PyDict_Type.tp_new && tp->tp_init == PyDict_Type.tp_init) {
-        PyObject *no_args = PyTuple_New(0);
-        if (no_args == NULL) {
-            return NULL;
-        }
-        PyObject *made = tp->tp_new(tp, no_args, NULL); /* dict's: an empty, initialized dict */
-        Py_DECREF(no_args);
+        PyObject *made = new_empty(tp); /* dict's __new__: an empty, initialized dict */
         if (made != NULL && (PyDict_Merge(made, current, 1) < 0 ||
                              PyDict_SetItem(made, key, span) < 0)) {
             Py_CLEAR(made);
@@ -998,12 +1006,7 @@ span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
     PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
     PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
     /* TaskSpan(sc, parent, start, name): its __new__, then what its __init__ sets */
-    PyObject *no_args = PyTuple_New(0);
-    if (no_args == NULL) {
-        goto error;
-    }
-    span = ((PyTypeObject *)span_type)->tp_new((PyTypeObject *)span_type, no_args, NULL);
-    Py_DECREF(no_args);
+    span = new_empty((PyTypeObject *)span_type);
     if (span == NULL) {
         goto error;
     }
@@ -1138,16 +1141,7 @@ layout_holds(PyObject *type, PyObject *layout)
 static PyObject *
 make_readable(PyObject *type, PyObject *layout, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "ReadableSpan is not a type");
-        return NULL;
-    }
-    PyObject *no_args = PyTuple_New(0);
-    if (no_args == NULL) {
-        return NULL;
-    }
-    PyObject *obj = ((PyTypeObject *)type)->tp_new((PyTypeObject *)type, no_args, NULL);
-    Py_DECREF(no_args);
+    PyObject *obj = new_empty((PyTypeObject *)type); /* a type: layout_holds checked it */
     for (Py_ssize_t i = 0; obj != NULL && i < PyTuple_GET_SIZE(layout); i++) {
         PyObject *item = PyTuple_GET_ITEM(layout, i);
         Py_ssize_t at = -1;
@@ -1169,23 +1163,16 @@ make_readable(PyObject *type, PyObject *layout, PyObject *const *args, Py_ssize_
 }
 
 /* processor.on_end(span); while that is still the SDK's SynchronousMultiSpanProcessor.on_end
- * (``multi``, see _otel_spans._direct_on_end), what it does: each of its processors' on_end in
- * turn. */
+ * (``multi``, see _otel_spans._direct_on_end; None: never), what it does: each of its processors'
+ * on_end in turn. */
 static int
 processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
 {
-    PyObject *r;
-    if (multi == Py_None) {
-        r = PyObject_CallMethodOneArg(processor, s_on_end, span);
-        Py_XDECREF(r);
-        return r == NULL ? -1 : 0;
-    }
-    PyObject *bound = PyObject_GetAttr(processor, s_on_end);
+    PyObject *bound = PyObject_GetAttr(processor, s_on_end), *each = NULL, *r;
     if (bound == NULL) {
         return -1;
     }
-    PyObject *each = NULL;
-    if (PyMethod_Check(bound) && PyMethod_GET_FUNCTION(bound) == multi &&
+    if (multi != Py_None && PyMethod_Check(bound) && PyMethod_GET_FUNCTION(bound) == multi &&
         PyMethod_GET_SELF(bound) == processor) {
         each = PyObject_GetAttr(processor, s_span_processors);
         if (each == NULL) {
@@ -1193,7 +1180,7 @@ processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
             return -1;
         }
     }
-    if (each == NULL || !PyTuple_CheckExact(each)) { /* patched, or not the SDK's list */
+    if (each == NULL || !PyTuple_CheckExact(each)) { /* another on_end, or not the SDK's list */
         Py_XDECREF(each);
         r = PyObject_CallOneArg(bound, span);
         Py_DECREF(bound);
