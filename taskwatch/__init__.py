@@ -68,6 +68,7 @@ def uninstall() -> None:
 
         _integrations.stop(state)
         _hooks.unhook()
+        state.ticker.stop()
         depth = getattr(state, "saved_origin_depth", None)
         if depth is not None:
             sys.set_coroutine_origin_tracking_depth(depth)

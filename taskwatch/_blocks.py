@@ -33,8 +33,19 @@ def _idle(sample: tuple[tuple[str, int, str], ...]) -> bool:
         "BaseEventLoop._run_once", "run")
 
 
-def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s: float,
-                 started: float, ended: float, gc_s: float = 0.0) -> Finding | None:
+def _one_call(block: _Block | None) -> bool:
+    """Every sample stopped at the same instruction of the same frame: one call (a C function or a
+    blocking call) held the loop, rather than Python code running through many lines."""
+    keys = block.keys if block is not None else []
+    return len(keys) >= 2 and len(set(keys)) == 1
+
+
+def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_share: float | None,
+                 demand: float | None, started: float, ended: float,
+                 gc_s: float = 0.0) -> Finding | None:
+    """``cpu_share``: the loop thread's CPU time over the observed part of the block; ``demand``:
+    its time on a CPU or waiting for one (a CPU-bound thread on a busy machine or under a quota
+    gets little CPU but is always runnable), None where the system does not say."""
     samples = block.samples if block is not None else []
     if samples and all(_idle(s) for s in samples):
         return None  # the loop thread was idle: another thread starved it of the GIL, not the loop
@@ -56,9 +67,18 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s:
     if rec is not None and block is not None and block.task_name:
         rec.name = block.task_name
         watch.probe.fill_names(rec)
-    computing = duration > 0 and cpu_s >= 0.5 * duration
-    what = (f"CPU {cpu_s:.2f} s: computing" if computing
-            else f"CPU {cpu_s:.2f} s: waiting in a blocking call")
+    cpu_s = duration * (cpu_share or 0.0)
+    busy = demand if demand is not None else cpu_share
+    if busy is not None:
+        computing = busy >= 0.5
+    else:  # not measured: Python code moving through lines is computing
+        computing = bool(samples) and not _one_call(block)
+    if computing:
+        what = f"CPU {cpu_s:.2f} s: computing"
+        if demand is not None and cpu_share is not None and cpu_share < 0.5 <= demand:
+            what += " (the machine's other work took the rest of the CPU)"
+    else:
+        what = f"CPU {cpu_s:.2f} s: waiting in a blocking call"
     if gc_s >= 0.01:
         what += f"; {gc_s:.2f} s of it in Python's garbage collector"
     if rec is not None:
@@ -89,6 +109,8 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_s:
         data={
             "duration_s": round(duration, 6),
             "cpu_s": round(cpu_s, 6),
+            "cpu_share": None if cpu_share is None else round(cpu_share, 3),
+            "runnable_share": None if demand is None else round(demand, 3),
             "gc_s": round(gc_s, 6),
             "stack": [f.as_dict() for f in stack],
             "samples": len(samples),

@@ -16,7 +16,9 @@ import asyncio
 import asyncio.runners
 import importlib.abc
 import importlib.machinery
+import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from ._probe import Probe
 from ._state import State
 
 _getframe = sys._getframe
+_get_ident = threading.get_ident
 
 _patches: list[tuple[Any, str, Any, bool]] = []  # (owner, attribute, original, owner had it)
 _state: State | None = None
@@ -85,6 +88,40 @@ def detach(loop: Any) -> None:
     state.retire(probe)
 
 
+def _run_starts(loop: Any) -> Any:
+    """A loop starts to run (outermost run call only): its probe notes the thread, the watchdog
+    starts looking. Returns the probe, or None when there is nothing to note."""
+    attach(loop)
+    state = _state
+    if state is None:
+        return None
+    probe = state.probes.get(loop)
+    if probe is None or probe.run_thread is not None:
+        return None
+    probe.run_thread = _get_ident()
+    watchdog = probe.watchdog
+    if watchdog is not None:
+        try:
+            watchdog.started()
+        except BaseException:
+            _guard.internal_error("watchdog (loop started)")
+    return probe
+
+
+def _run_ends(probe: Any) -> None:
+    probe.run_thread = None
+    watchdog = probe.watchdog
+    if watchdog is not None:
+        try:
+            watchdog.finished()
+        except BaseException:
+            _guard.internal_error("watchdog (loop stopped)")
+
+
+# Code objects of the run hooks: a loop thread whose innermost Python frame is one of these is
+# inside uvloop's C loop, waiting for I/O (the watchdog's notion of idle).
+RUN_CODES: set[Any] = set()
+
 _originals: dict[tuple[Any, str], Callable[..., Any]] = {}
 _owners: list[Any] = []
 
@@ -129,12 +166,22 @@ def _hook_loop_class(owner: Any) -> None:
         attach(self)
 
     def run_forever(self: Any, *args: Any, **kwargs: Any) -> Any:
-        attach(self)
-        return orig_forever(self, *args, **kwargs)
+        probe = _run_starts(self)
+        if probe is None:
+            return orig_forever(self, *args, **kwargs)
+        try:
+            return orig_forever(self, *args, **kwargs)
+        finally:
+            _run_ends(probe)
 
     def run_until_complete(self: Any, future: Any) -> Any:
-        attach(self)
-        return orig_until(self, future)
+        probe = _run_starts(self)
+        if probe is None:
+            return orig_until(self, future)
+        try:
+            return orig_until(self, future)
+        finally:
+            _run_ends(probe)
 
     def set_task_factory(self: Any, factory: Any) -> None:
         state = _state
@@ -188,6 +235,8 @@ def _hook_loop_class(owner: Any) -> None:
         func.__qualname__ = f"{owner.__qualname__}.{name}"
         func.__doc__ = getattr(original, "__doc__", None)
         func.__wrapped__ = original  # type: ignore[attr-defined]
+        if name in ("run_forever", "run_until_complete"):
+            RUN_CODES.add(func.__code__)
         if name == "run_forever":
             _sites.add_boundary(func.__code__)
         elif name == "run_until_complete":
@@ -274,10 +323,25 @@ def _cancel_all_tasks_hook(original: Callable[[Any], None]) -> Callable[[Any], N
     return _cancel_all_tasks
 
 
+_fork_registered = False
+
+
+def _after_fork_in_child() -> None:
+    state = _state
+    if state is not None:
+        try:
+            state.ticker.after_fork()
+        except BaseException:
+            _guard.internal_error("after fork")
+
+
 def hook(state: State) -> None:
     """Install every hook for ``state`` (idempotent per process; undone by :func:`unhook`)."""
-    global _state, _finder
+    global _state, _finder, _fork_registered
     _state = state
+    if not _fork_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_registered = True
     _hook_loop_class(asyncio.BaseEventLoop)
     for name, callback in _POST_IMPORT.items():
         if name in sys.modules:

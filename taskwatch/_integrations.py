@@ -18,9 +18,9 @@ def start(state: State) -> None:
     options = state.options
     if options.watchdog and "blocked-loop" in state.kinds:
         try:
-            from . import _watchdog
+            from . import _hooks, _watchdog
 
-            _watchdog.enable(state)
+            _watchdog.enable(state, frozenset(_hooks.RUN_CODES))
         except BaseException:
             _guard.internal_error("start watchdog")
     if options.dump_signal:

@@ -8,6 +8,7 @@ MeterProvider set that is the API's no-op, a few tens of nanoseconds).
 
 from __future__ import annotations
 
+import collections
 import threading
 import weakref
 from collections.abc import Iterable
@@ -84,20 +85,15 @@ class TaskMetrics:
         if state is None:
             return None
         totals = {"created": 0, "finished": 0, "failed": 0, "cancelled": 0, "active": 0}
-        for probe in state.live_probes():
-            created, finished = probe.created, probe.finished
-            totals["created"] += created
-            totals["finished"] += finished
-            totals["failed"] += probe.failed
-            totals["cancelled"] += probe.cancelled
-            totals["active"] += max(0, created - finished)
         with state.lock:
-            retired = list(state.retired)
-        for item in retired:
-            totals["created"] += item.get("tasks_created", 0)
-            totals["finished"] += item.get("tasks_finished", 0)
-            totals["failed"] += item.get("tasks_failed", 0)
-            totals["cancelled"] += item.get("tasks_cancelled", 0)
+            sums = collections.Counter(state.retired)
+        for probe in state.live_probes():
+            sums.update(probe.stats())
+        totals["created"] = sums["tasks_created"]
+        totals["finished"] = sums["tasks_finished"]
+        totals["failed"] = sums["tasks_failed"]
+        totals["cancelled"] = sums["tasks_cancelled"]
+        totals["active"] = max(0, sums["tasks_created"] - sums["tasks_finished"])
         return totals
 
     def _created(self, _options: CallbackOptions) -> Iterable[Observation]:

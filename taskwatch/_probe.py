@@ -67,11 +67,11 @@ class Probe:
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
         # cancelled tasks not ended yet, in cancel order (slow-cancel); only the loop thread edits
-        self._cancelling: dict[TaskRecord, Any] = {}
-        self._slow_timer: Any = None
-        self._sweeping = False
+        self._cancelling: dict[TaskRecord, tuple[Any, CancelRequest]] = {}
+        self._slow_armed = False  # a slow-cancel job is on taskwatch's thread
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
+        self.run_thread: int | None = None  # the thread running the loop, while it runs
         self.closed = False
         # Extension points (OpenTelemetry): on_create(rec, context) runs before the task is built,
         # with the context taskwatch made for it (None when the caller or a foreign factory supplies
@@ -114,14 +114,6 @@ class Probe:
         """A task failed: keep a summary of the error, never the exception itself."""
         rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(exc)
 
-    def cancel_settled(self, task: Any, rec: TaskRecord) -> None:
-        """A task that was asked to cancel has ended (its record just closed, outcome set): stop
-        watching it for slow-cancel, and if it did not end cancelled, see whether it swallowed
-        the request."""
-        self._cancelling.pop(rec, None)
-        if rec.state is not CANCELLED and task.cancelling() > 0:
-            self._swallowed(rec)
-
     def watch_end(self, task: Any, rec: TaskRecord) -> None:
         """Close the record when the task ends (a done callback), not when it is freed or first
         seen done: for tasks whose end time or outcome matters as it happens."""
@@ -131,7 +123,7 @@ class Probe:
 
     # -- cancellation ---------------------------------------------------------------------------
     def on_cancel(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
-        """Record one cancel() request; arm the slow-cancel check on the first one."""
+        """Record one cancel() request; start watching for slow-cancel if not watched already."""
         rec = getattr(task, "_tw_rec", None)
         if rec is None or task.done():
             return
@@ -142,71 +134,69 @@ class Probe:
             by.name = current.get_name()
         self.fill_names(rec)
         req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
-        first = rec.cancels is None
-        if first:
+        if rec.cancels is None:
             rec.cancels = [req]
             self.watch_end(task, rec)  # its end decides swallowed-cancel
         elif len(rec.cancels) < 8:
             rec.cancels.append(req)
-        if first and "slow-cancel" in self.state.kinds and loop is not None:
-            ref = weakref.ref(task)
-            if _get_running_loop() is loop:
-                self._watch_cancel(rec, ref)
-            else:
-                loop.call_soon_threadsafe(self._watch_cancel, rec, ref)
+        if "slow-cancel" in self.state.kinds and rec not in self._cancelling:
+            self._watch_cancel(rec, weakref.ref(task), req)
 
-    def _watch_cancel(self, rec: TaskRecord, ref: Any) -> None:
-        """Watch a cancelled task until it ends. One timer serves every cancel in flight, and an
-        entry leaves when its task ends: a burst of cancels leaves no timer, bound method or
-        record behind for a full ``slow_cancel`` (they made every collection slower). Runs on
-        the loop thread; ``cancel_settled`` may drop entries from any thread (atomic pops)."""
-        try:
-            self._cancelling[rec] = ref
-            if self._slow_timer is None and not self._sweeping:
-                self._arm_slow(self.options.slow_cancel)
-        except BaseException:
-            internal_error("slow-cancel check")
+    def _watch_cancel(self, rec: TaskRecord, ref: Any, req: CancelRequest) -> None:
+        """Watch a cancelled task until it ends, from taskwatch's thread: one job per probe serves
+        every cancel in flight (in cancel order), and an entry leaves when its task ends, so a
+        burst of cancels leaves nothing on the loop and nothing alive for ``slow_cancel``."""
+        self._cancelling[rec] = (ref, req)
+        if not self._slow_armed:
+            self._slow_armed = True
+            self.state.ticker.at(req.at + self.options.slow_cancel, self._check_slow_cancels)
 
-    def _arm_slow(self, delay: float) -> None:
-        loop = self.loop_ref()
-        if loop is not None and not loop.is_closed():
-            # at least 1 ms: uvloop's timers may fire ~1 ms before time.monotonic() says
-            self._slow_timer = loop.call_later(max(delay, 0.001), self._check_slow_cancels)
-
-    def _check_slow_cancels(self) -> None:
-        """Report every watched task still running ``slow_cancel`` after its first cancel(),
-        then re-arm for the next one. A failure costs that one entry, never the rest."""
-        self._slow_timer = None
-        self._sweeping = True  # findings' listeners may cancel tasks: one timer, armed below
+    def _check_slow_cancels(self) -> float | None:
+        """On taskwatch's thread: report every watched task still cancelling ``slow_cancel`` after
+        the request, and say when to look again. A cancel that was withdrawn (``uncancel()`` by
+        ``timeout()``, ``TaskGroup``, anyio's cancel scopes) is not pending: that task is dropped,
+        and a later cancel() watches it again."""
         watched, limit = self._cancelling, self.options.slow_cancel
-        next_in = None
-        try:
-            while watched:
-                try:
-                    rec, ref = next(iter(watched.items()))
-                except (StopIteration, RuntimeError):  # emptied by another thread meanwhile
-                    break
-                req = rec.cancels[0] if rec.cancels else None
-                waited = _monotonic() - (req.at if req else rec.created)
-                if waited < limit - _EARLY:  # in cancel order: the rest were asked later still
-                    next_in = limit - waited
-                    break
-                if watched.pop(rec, None) is None:
-                    continue  # its task ended meanwhile (closed on another thread)
-                try:
-                    self._report_slow(rec, ref(), req, waited)
-                except BaseException:
-                    internal_error("slow-cancel check")
-        finally:
-            self._sweeping = False
-            if watched and self._slow_timer is None:
-                try:
-                    self._arm_slow(limit if next_in is None else next_in)
-                except BaseException:
-                    internal_error("slow-cancel check")
+        if self.closed:
+            watched.clear()
+        elif self.run_thread is None and watched:
+            # A loop that is not running runs none of its tasks: not the task's delay. Look again
+            # later, as a timer on the loop would have fired only once it ran again.
+            return _monotonic() + limit
+        while watched:
+            try:
+                rec, (ref, req) = next(iter(watched.items()))
+            except (StopIteration, RuntimeError):  # changed by the loop thread meanwhile
+                if watched:
+                    return _monotonic() + 0.01
+                break
+            due = req.at + limit
+            if due - _EARLY > _monotonic():  # in request order: the rest were asked later still
+                return due
+            if watched.pop(rec, None) is None:
+                continue  # its task ended meanwhile
+            try:
+                task = ref()
+                if task is not None and not task.done() and _cancelling(task) != 0:
+                    self._report_slow(rec, task, req, _monotonic() - req.at)
+            except BaseException:
+                internal_error("slow-cancel check")
+        self._slow_armed = False
+        if watched:  # added between the last look and the line above
+            self._slow_armed = True
+            return _monotonic()
+        return None
+
+    def cancel_settled(self, task: Any, rec: TaskRecord) -> None:
+        """A task that was asked to cancel has ended (its record just closed, outcome set): stop
+        watching it for slow-cancel, and if it did not end cancelled, see whether it swallowed
+        the request."""
+        self._cancelling.pop(rec, None)
+        if rec.state is not CANCELLED and _cancelling(task) > 0:
+            self._swallowed(rec)
 
     def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:
-        if task is None or task.done() or rec.flags & REPORTED_SLOW:
+        if rec.flags & REPORTED_SLOW:
             return
         rec.flags |= REPORTED_SLOW
         rec.name = task.get_name()
@@ -280,13 +270,23 @@ class Probe:
 
     # -- parents and children -------------------------------------------------------------------
     def schedule_orphan_check(self, rec: TaskRecord) -> None:
+        """A parent ended with live children: look again after ``orphan_grace``, from taskwatch's
+        thread (the record is kept alive until then; the loop only weakly)."""
         if "orphaned-task" not in self.state.kinds:
             return
-        loop = self.loop_ref()
-        if loop is not None and not loop.is_closed():
-            loop.call_later(self.options.orphan_grace, self._check_orphans, rec)
+
+        def check() -> float | None:
+            if self.closed:
+                return None
+            if self.run_thread is None:  # the loop is stopped: its tasks cannot have ended
+                return _monotonic() + self.options.orphan_grace
+            self._check_orphans(rec)
+            return None
+
+        self.state.ticker.at(_monotonic() + self.options.orphan_grace, check)
 
     def _check_orphans(self, parent: TaskRecord) -> None:
+        """On taskwatch's thread: children of ``parent`` still pending and awaited by nobody."""
         try:
             if not parent.live_children:
                 return
@@ -294,11 +294,11 @@ class Probe:
             if loop is None:
                 return
             children, where = [], {}
-            for task in asyncio.all_tasks(loop):
+            for task in _all_tasks(loop):
                 rec = getattr(task, "_tw_rec", None)
                 if rec is None or rec.parent is not parent or rec.flags & REPORTED_ORPHAN:
                     continue
-                if is_awaited(task):
+                if task.done() or is_awaited(task):
                     continue
                 rec.flags |= REPORTED_ORPHAN
                 rec.name = task.get_name()
@@ -320,7 +320,7 @@ class Probe:
             return
         now = _monotonic()
         pending = []
-        for task in asyncio.all_tasks(loop):
+        for task in _all_tasks(loop):
             rec = getattr(task, "_tw_rec", None)
             if rec is None or task.done() or rec.internal or rec.flags & REPORTED_LEAK:
                 continue
@@ -344,7 +344,7 @@ class Probe:
         if loop is None:
             return
         pid = parent.id if live else parent[0]
-        for task in asyncio.all_tasks(loop):
+        for task in _all_tasks(loop):
             other = getattr(task, "_tw_rec", None)
             if other is not None and other.id == pid:
                 other.name = task.get_name()
@@ -359,7 +359,7 @@ class Probe:
         if loop is None:
             return []
         out = []
-        for task in asyncio.all_tasks(loop):
+        for task in _all_tasks(loop):
             rec = getattr(task, "_tw_rec", None)
             if rec is None:
                 rec = adopt(task)
@@ -372,6 +372,25 @@ class Probe:
 
     def stats(self) -> dict[str, int]:
         return self._stats()
+
+
+def _cancelling(task: Any) -> int:
+    """The task's count of pending cancel requests; 0 for futures without one (foreign kinds)."""
+    try:
+        return int(task.cancelling())
+    except Exception:
+        return 0
+
+
+def _all_tasks(loop: Any) -> set[Any]:
+    """``asyncio.all_tasks(loop)`` from any thread: the loop's thread may be changing the sets
+    it reads; asyncio retries, and a last failure gives an empty answer rather than an error."""
+    for _ in range(3):
+        try:
+            return asyncio.all_tasks(loop)
+        except RuntimeError:
+            continue
+    return set()
 
 
 def _where(task: Any) -> tuple[list[_sites.Frame], str | None]:

@@ -299,19 +299,11 @@ def still_pending(rec: TaskRecord, age: float, suspended: list[_sites.Frame], wa
 class Counters:
     """Running totals of tasks created, ended and failed on every loop, read cheaply per test."""
 
-    def __init__(self) -> None:
-        self.retired_seen = 0
-        self.retired = [0, 0, 0]
-
     def read(self, state: Any) -> tuple[int, int, int]:
         with state.lock:
-            new = state.retired[self.retired_seen:]
-            self.retired_seen += len(new)
-        for stats in new:
-            self.retired[0] += stats["tasks_created"]
-            self.retired[1] += stats["tasks_finished"]
-            self.retired[2] += stats["tasks_failed"]
-        created, finished, failed = self.retired
+            retired = state.retired
+            created, finished, failed = (retired["tasks_created"], retired["tasks_finished"],
+                                         retired["tasks_failed"])
         for probe in state.live_probes():
             stats = probe.stats()
             created += stats["tasks_created"]

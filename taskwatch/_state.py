@@ -20,6 +20,7 @@ from ._findings import Finding
 from ._options import Options
 from ._probe import Probe
 from ._record import CANCELLED, FAILED, TaskRecord
+from ._ticker import Ticker
 
 logger = logging.getLogger("taskwatch")
 _LOG_PER_SITE = 10  # log records per (kind, site); the rest are counted in the report
@@ -39,7 +40,8 @@ class State:
         self.options = options
         self.kinds = options.active_kinds
         self.probes: weakref.WeakKeyDictionary[Any, Probe] = weakref.WeakKeyDictionary()
-        self.retired: list[dict[str, int]] = []
+        # Counters of closed or collected loops, summed: nothing per loop outlives its loop.
+        self.retired: collections.Counter[str] = collections.Counter()
         self.loop_kinds: set[str] = set()
         self.retired_lags: collections.deque[float] = collections.deque(maxlen=4096)
         self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
@@ -55,6 +57,9 @@ class State:
         # Called with stats()'s dict to add their counts (OpenTelemetry: spans exported, dropped).
         self.stats_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.lock = threading.RLock()
+        # taskwatch's own thread for deadlines (slow-cancel, orphans, the watchdog): never a timer
+        # on the program's loop.
+        self.ticker = Ticker()
         self.started_at = time.time()
         self.gather_callback_code = _gather_callback_code()
         # Spans need tasks' ends as they happen: with OpenTelemetry on, a task with a span gets a
@@ -88,7 +93,7 @@ class State:
             if probe.closed:
                 return
             probe.closed = True
-            self.retired.append(probe.stats())
+            self.retired.update(probe.stats())
             if probe.watchdog is not None:
                 self.retired_lags.extend(probe.watchdog.lag_samples())
             self.retired_history.extend(probe.history)
@@ -195,8 +200,7 @@ class State:
             lags.extend(self.retired_lags)
         lags.sort()
         with self.lock:
-            for item in self.retired:
-                totals.update(item)
+            totals.update(self.retired)
             totals.update(self.late_counts)
             delays = sorted(self.block_stats["delays"])
             out: dict[str, Any] = {

@@ -1,16 +1,20 @@
 """Watchdog: which task blocked the event loop, for how long, doing what.
 
-Two halves that meet through plain attributes:
+Everything runs on taskwatch's own thread (``_ticker``); nothing is scheduled on the program's loop
+while all is well. While a watched loop runs (between entering and leaving ``run_forever`` /
+``run_until_complete``, see ``_hooks``), the thread looks at the loop thread's innermost frame a few
+dozen times a second:
 
-* a heartbeat on each watched loop (``call_later`` every few ms) that notes when the loop was last
-  free and its thread's CPU clock; when a beat arrives late by at least the block threshold, the
-  beat itself measures the whole block and reports it (so a block is reported even when C code held
-  the GIL and nothing could be sampled);
-* one daemon thread for all loops that sleeps until a loop's beat is overdue, then samples the loop
-  thread's stack (``sys._current_frames()``) and current task repeatedly until the loop comes back.
+* waiting for I/O (the selector, or uvloop's C loop with no Python frame above the run call): the
+  loop is free, nothing to do;
+* running something: the thread posts one ``call_soon_threadsafe`` ping and measures how late it
+  runs. A ping that has not run after half the block threshold means one step is holding the
+  loop: the thread then samples the loop thread's stack, its CPU time and its scheduler times
+  (``/proc``: on-CPU and run-queue wait, so a CPU-bound block on a busy machine or under a
+  container quota is still called CPU-bound) until the ping runs, and reports the block.
 
-Patching ``asyncio.events.Handle`` would see nothing on uvloop; this works on both. The thread holds
-no loop, task or frame between samples, restarts after ``os.fork()`` and never keeps the process alive.
+A block exists only while the loop runs: slow work between two runs of a loop is not a block. The
+thread holds no loop, task or frame between looks and never keeps the process alive.
 """
 
 from __future__ import annotations
@@ -30,144 +34,210 @@ from . import _guard, _sites
 from ._state import State
 
 _monotonic = time.monotonic
-_thread_time = time.thread_time
+_current_task = asyncio.current_task  # from another thread: the loop's running task
+_get_ident = threading.get_ident
 _MAX_FRAMES = 64
+_MAX_SAMPLES = 1000
 _LAG_SAMPLES = 4096
+_SELECTORS = os.sep + "selectors.py"
 
-# Seconds spent in the cyclic garbage collector since enable(): a block that is really a GC pause
-# says so instead of blaming the task that happened to be running.
-_gc_seconds = 0.0
-_gc_started = 0.0
+# Seconds spent in the cyclic garbage collector, per thread: a block that is really a GC pause of
+# the loop thread says so (collections in other threads do not stop the loop).
+_gc_seconds: collections.defaultdict[int, float] = collections.defaultdict(float)
+_gc_started: dict[int, float] = {}
 
 
 def _gc_callback(phase: str, info: dict[str, Any]) -> None:
-    global _gc_seconds, _gc_started
+    ident = _get_ident()
     if phase == "start":
-        _gc_started = time.perf_counter()
-    elif _gc_started:
-        _gc_seconds += time.perf_counter() - _gc_started
-        _gc_started = 0.0
+        _gc_started[ident] = time.perf_counter()
+    else:
+        started = _gc_started.pop(ident, None)
+        if started is not None:
+            _gc_seconds[ident] += time.perf_counter() - started
+
+
+def _cpu_clock(thread_id: int) -> Any:
+    try:
+        return time.pthread_getcpuclockid(thread_id)
+    except (AttributeError, OSError, OverflowError):
+        return None
+
+
+def _cpu_time(clock: Any) -> float | None:
+    if clock is None:
+        return None
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        return None
+
+
+def _sched_times(native_id: int | None) -> tuple[float, float] | None:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread, from /proc."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
+            on_cpu, waiting = f.read().split()[:2]
+        return int(on_cpu) / 1e9, int(waiting) / 1e9
+    except (OSError, ValueError):
+        return None
 
 
 class _Block:
-    """A block in progress, filled in by the watchdog thread, closed by the next heartbeat."""
+    """A block in progress, observed by the watchdog thread."""
 
-    __slots__ = ("beat", "detected", "samples", "task_rec", "task_name", "first_stack", "internal")
+    __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
+                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid")
 
-    def __init__(self, beat: float, detected: float) -> None:
-        self.beat = beat
+    def __init__(self, start: float, detected: float) -> None:
+        self.start = start
         self.detected = detected
         self.samples: list[tuple[tuple[str, int, str], ...]] = []
+        self.keys: list[tuple[int, int]] = []  # (id(code), f_lasti) of each sample's innermost frame
         self.task_rec: Any = None
         self.task_name: str | None = None
-        self.first_stack: tuple[tuple[str, int, str], ...] = ()
         self.internal = 0
+        self.cpu0 = self.cpu1 = None
+        self.sched0 = self.sched1 = None
+        self.t0 = self.t1 = detected
+        self.gc0 = 0.0
+        self.tid = 0
 
 
 class LoopWatch:
-    """The heartbeat of one loop and the block being observed on it, if any."""
+    """One loop: whether it runs, on which thread, the ping in flight and the block seen."""
 
-    def __init__(self, state: State, probe: Any, loop: Any) -> None:
-        options = state.options
-        self.state = state
+    def __init__(self, dog: _Watchdog, probe: Any, loop: Any) -> None:
+        options = dog.state.options
+        self.dog = dog
+        self.state = dog.state
         self.probe = probe
         self.loop_ref = weakref.ref(loop)
         self.threshold = options.block_threshold
-        self.interval = min(options.block_threshold / 20, 0.005)
-        self.sample_period = max(min(options.block_threshold / 5, 0.05), 0.005)
         self.thread_id: int | None = None
-        self.last_beat = 0.0
-        self.last_cpu = 0.0
-        self.last_gc = 0.0
+        self.native_id: int | None = None
+        self.clock: Any = None
+        self.last_free = 0.0
+        self.ping_token = 0
+        self.ping_posted: float | None = None
+        self.ping_ran: tuple[int, float] | None = None
+        self.ping_handle: Any = None
         self.block: _Block | None = None
-        self.lock = threading.Lock()
-        self.handle: Any = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
 
     # -- loop thread ----------------------------------------------------------------------------
-    def start(self, loop: Any) -> None:
-        self.handle = loop.call_soon(self.beat)
-
-    def beat(self) -> None:
-        """Runs on the loop: note that the loop is free; close a block if this beat came late."""
+    def started(self) -> None:
+        """The loop began to run on this thread."""
         if self.stopped:
             return
+        ident = _get_ident()
+        self.last_free = _monotonic()
+        self.ping_posted = None
+        self.block = None
+        self.clock = _cpu_clock(ident)
+        self.native_id = threading.get_native_id()
+        self.thread_id = ident
+        self.dog.wake()
+
+    def finished(self) -> None:
+        """The loop stopped running: a block in progress ended with the step that made it, and
+        is reported now, before the program goes on (a test ends, a job returns)."""
         now = _monotonic()
-        cpu = _thread_time()
-        try:
-            first = self.thread_id is None
-            self.thread_id = threading.get_ident()
-            if not first:
-                late = now - (self.last_beat + self.interval)
-                self.lags.append(late if late > 0 else 0.0)
-                if late >= self.threshold:
-                    self._close_block(now, cpu, late)
-            self.last_beat = now
-            self.last_cpu = cpu
-            self.last_gc = _gc_seconds
-            loop = self.loop_ref()
-            if loop is not None and not loop.is_closed():
-                self.handle = loop.call_later(self.interval, self.beat)
-        except BaseException:
-            _guard.internal_error("watchdog heartbeat")
-
-    def _close_block(self, now: float, cpu: float, late: float) -> None:
-        with self.lock:
+        with self.dog.lock:
+            self.thread_id = None
+            handle, self.ping_handle = self.ping_handle, None
             block, self.block = self.block, None
-        if block is not None and block.beat != self.last_beat:
-            block = None
-        # The block began between the last beat and the moment the next one was due.
-        duration = (now - self.last_beat + late) / 2
-        cpu_s = max(0.0, cpu - self.last_cpu)
-        if block is not None and block.samples and block.internal * 2 > len(block.samples):
-            return  # mostly taskwatch's own work: not the user's block
-        self.state.record_block(duration)
-        from ._blocks import blocked_loop
+            ran = self.ping_ran
+            ended = ran[1] if ran is not None and ran[0] == self.ping_token else now
+            self.ping_posted = None
+        if handle is not None:
+            try:
+                handle.cancel()  # it stays queued, cancelled, until the loop's next run
+            except BaseException:
+                pass
+        if block is not None:
+            try:
+                self.close(block, ended)
+            except BaseException:
+                _guard.internal_error("watchdog (block)")
 
-        gc_s = min(duration, max(0.0, _gc_seconds - self.last_gc))
-        finding = blocked_loop(self, block, duration, cpu_s, now - duration, now, gc_s)
-        if finding is not None:
-            self.state.emit(finding)
-
-    def stop(self) -> None:
-        self.stopped = True
-        handle, self.handle = self.handle, None
-        loop = self.loop_ref()
-        if handle is None or loop is None or loop.is_closed():
-            return
-        try:
-            if asyncio._get_running_loop() is loop or not loop.is_running():
-                handle.cancel()
-            else:
-                loop.call_soon_threadsafe(handle.cancel)
-        except RuntimeError:
-            pass
+    def _pong(self, token: int) -> None:
+        """The ping: runs on the loop, only notes when."""
+        self.ping_ran = (token, _monotonic())
 
     # -- watchdog thread ------------------------------------------------------------------------
-    def check(self, now: float) -> float:
-        """Called by the watchdog thread; returns when it should look again."""
-        if self.thread_id is None or self.stopped:
-            return now + 0.25
-        beat = self.last_beat
-        due = beat + self.interval
-        if now - due < self.threshold:
-            return due + self.threshold
+    def look(self, now: float, frames: dict[int, Any]) -> None:
+        tid = self.thread_id
+        if tid is None or self.stopped:
+            return
+        posted = self.ping_posted
+        ran = self.ping_ran
+        if posted is not None and ran is not None and ran[0] == self.ping_token:
+            self.lags.append(max(0.0, ran[1] - posted))
+            self.ping_posted = posted = None
+            self.ping_handle = None
+            self.last_free = max(self.last_free, ran[1])
+            with self.dog.lock:
+                block, self.block = self.block, None
+            if block is not None:
+                self.close(block, ran[1])
+        frame = frames.get(tid)
+        if frame is None:
+            return
+        if posted is None:
+            if self._idle(frame):
+                self.last_free = now
+                return
+            self._post(now)
+            return
+        waited = now - posted
+        if waited < self.threshold / 2:
+            return
         block = self.block
-        if block is None or block.beat != beat:
-            block = _Block(beat, now)
+        if block is None:
+            block = _Block(max(self.last_free, posted - self.dog.period / 2), now)
+            block.cpu0 = _cpu_time(self.clock)
+            block.sched0 = _sched_times(self.native_id)
+            block.tid = tid
+            block.gc0 = _gc_seconds.get(tid, 0.0)
             self._identify(block)
-            with self.lock:
+            with self.dog.lock:
+                if self.thread_id is None:  # the loop stopped meanwhile
+                    return
                 self.block = block
-        self._sample(block)
-        return now + self.sample_period
+        self._sample(block, frame, now)
+
+    def _idle(self, frame: Any) -> bool:
+        """The loop thread is waiting for I/O: in the selector (asyncio), or in uvloop's C loop
+        with no Python frame above taskwatch's run hook."""
+        code = frame.f_code
+        return code in self.dog.run_codes or code.co_filename.endswith(_SELECTORS)
+
+    def _post(self, now: float) -> None:
+        loop = self.loop_ref()
+        if loop is None:
+            return
+        self.ping_token += 1
+        self.ping_posted = now
+        try:
+            handle = loop.call_soon_threadsafe(self._pong, self.ping_token)
+        except RuntimeError:  # closed meanwhile
+            self.ping_posted = None
+            return
+        self.ping_handle = handle
+        if self.thread_id is None:  # the loop stopped meanwhile: leave nothing to run later
+            self.ping_handle = self.ping_posted = None
+            handle.cancel()
 
     def _identify(self, block: _Block) -> None:
         loop = self.loop_ref()
         if loop is None:
             return
         try:
-            task = asyncio.current_task(loop)
+            task = _current_task(loop)
         except Exception:
             task = None
         if task is not None:
@@ -177,8 +247,13 @@ class LoopWatch:
             except Exception:
                 pass
 
-    def _sample(self, block: _Block) -> None:
-        frame = sys._current_frames().get(self.thread_id)  # type: ignore[arg-type]
+    def _sample(self, block: _Block, frame: Any, now: float) -> None:
+        block.cpu1 = _cpu_time(self.clock)
+        block.sched1 = _sched_times(self.native_id)
+        block.t1 = now
+        if len(block.samples) >= _MAX_SAMPLES:
+            return
+        key = (id(frame.f_code), frame.f_lasti)
         stack = []
         while frame is not None and len(stack) < _MAX_FRAMES:
             code = frame.f_code
@@ -191,116 +266,132 @@ class LoopWatch:
             # module's gc callback: the sample belongs to the code that triggered the collection.
             stack.pop()
         sample = tuple(stack)
-        if not block.samples:
-            block.first_stack = sample
         if sample and sample[-1][0].startswith(_sites._TASKWATCH_DIR):
             block.internal += 1  # samples of taskwatch's own work on the loop thread
-        if len(block.samples) < 1000:
-            block.samples.append(sample)
+        block.samples.append(sample)
+        block.keys.append(key)
+
+    def close(self, block: _Block, ended: float) -> None:
+        """Turn an observed block into a finding (on the watchdog thread)."""
+        duration = ended - block.start
+        if duration < self.threshold:
+            return
+        if block.samples and block.internal * 2 > len(block.samples):
+            return  # mostly taskwatch's own work: not the user's block
+        self.state.record_block(duration)
+        if block.t1 <= block.t0:  # one look only: measure up to now (the loop may be free again)
+            block.cpu1 = _cpu_time(self.clock)
+            block.sched1 = _sched_times(self.native_id)
+            block.t1 = _monotonic()
+        span = block.t1 - block.t0
+        cpu_share = None
+        if block.cpu0 is not None and block.cpu1 is not None and span > 0:
+            cpu_share = min(1.0, max(0.0, (block.cpu1 - block.cpu0) / span))
+        demand = None
+        if block.sched0 is not None and block.sched1 is not None and span > 0:
+            busy = (block.sched1[0] - block.sched0[0]) + (block.sched1[1] - block.sched0[1])
+            demand = min(1.0, max(0.0, busy / span))
+        gc_s = min(duration, max(0.0, _gc_seconds.get(block.tid, 0.0) - block.gc0))
+        from ._blocks import blocked_loop
+
+        finding = blocked_loop(self, block, duration, cpu_share, demand, block.start, ended, gc_s)
+        if finding is not None:
+            self.state.emit(finding)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.thread_id = None
+
+    def lag_samples(self) -> list[float]:
+        return list(self.lags)
 
 
 class _Watchdog:
-    """The single daemon thread serving every watched loop."""
+    """The watchdog's job on taskwatch's thread, serving every watched loop."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, run_codes: frozenset[Any]) -> None:
         self.state = state
+        self.run_codes = run_codes
+        threshold = state.options.block_threshold
+        self.period = max(0.002, min(threshold / 5, 0.025))
         self.watches: list[LoopWatch] = []
-        self.cond = threading.Condition()
-        self.thread: threading.Thread | None = None
-        self.running = False
+        self.lock = threading.Lock()
+        self.armed = False
         self.hang = state.options.hang_threshold
         self.hang_armed = False
+        self.running = True
 
     def add(self, watch: LoopWatch) -> None:
-        with self.cond:
+        with self.lock:
             self.watches.append(watch)
-            self._ensure_thread()
-            self.cond.notify()
 
     def remove(self, watch: LoopWatch) -> None:
-        with self.cond:
+        with self.lock:
             if watch in self.watches:
                 self.watches.remove(watch)
-            self.cond.notify()
 
-    def _ensure_thread(self) -> None:
-        if self.thread is not None and self.thread.is_alive():
-            return
-        self.running = True
-        self.thread = threading.Thread(target=self._run, name="taskwatch-watchdog", daemon=True)
-        self.thread.start()
+    def wake(self) -> None:
+        """A loop began to run: make sure the job is on the thread."""
+        with self.lock:
+            if self.armed or not self.running:
+                return
+            self.armed = True
+        self.state.ticker.at(_monotonic(), self.tick)
 
-    def after_fork(self) -> None:
-        """In a forked child the thread is gone: make a new lock and thread for surviving loops."""
-        self.cond = threading.Condition()
-        self.thread = None
-        for watch in self.watches:
-            watch.lock = threading.Lock()
-            watch.block = None
-        if self.running and self.watches:
-            self._ensure_thread()
-
-    def stop(self) -> None:
-        with self.cond:
-            self.running = False
-            self.cond.notify()
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=2)
-        if self.hang_armed:
-            faulthandler.cancel_dump_traceback_later()
-            self.hang_armed = False
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                if not self.running:
-                    return
-                if not self.watches:
-                    self.cond.wait(1.0)
-                    continue
-                watches = list(self.watches)
+    def tick(self) -> float | None:
+        with self.lock:
+            if not self.running:
+                self.armed = False
+                return None
+            watches = [w for w in self.watches if w.thread_id is not None]
+        healthy = True
+        if watches:
             now = _monotonic()
-            wake = now + 0.5
-            healthy = True
-            for watch in watches:
-                try:
-                    when = watch.check(now)
-                except BaseException:
-                    _guard.internal_error("watchdog thread")
-                    when = now + 0.5
-                if watch.block is not None and watch.block.beat == watch.last_beat:
-                    healthy = False
-                wake = min(wake, when)
-            if self.hang is not None and healthy:
+            frames = sys._current_frames()
+            try:
+                for watch in watches:
+                    try:
+                        watch.look(now, frames)
+                    except BaseException:
+                        _guard.internal_error("watchdog thread")
+                    if watch.block is not None:
+                        healthy = False
+            finally:
+                del frames
+        if self.hang is not None:
+            if healthy and watches:
                 # Re-armed while the loops are healthy; a hang stops the re-arming and the
                 # C-level timer dumps every thread's stack with no need for the GIL.
                 faulthandler.dump_traceback_later(self.hang, repeat=False, file=sys.stderr)
                 self.hang_armed = True
-            delay = wake - _monotonic()
-            with self.cond:
-                if not self.running:
-                    return
-                if delay > 0:
-                    self.cond.wait(delay)
+            elif not watches and self.hang_armed:
+                faulthandler.cancel_dump_traceback_later()
+                self.hang_armed = False
+        with self.lock:
+            if not self.running or not any(w.thread_id is not None for w in self.watches):
+                self.armed = False
+                return None
+        return _monotonic() + self.period
+
+    def stop(self) -> None:
+        with self.lock:
+            self.running = False
+            watches = list(self.watches)
+            self.watches.clear()
+        for watch in watches:
+            watch.stop()
+        if self.hang_armed:
+            faulthandler.cancel_dump_traceback_later()
+            self.hang_armed = False
 
 
 _dog: _Watchdog | None = None
-_fork_registered = False
 
 
-def _after_fork_in_child() -> None:
-    if _dog is not None:
-        try:
-            _dog.after_fork()
-        except BaseException:
-            _guard.internal_error("watchdog after fork")
-
-
-def enable(state: State) -> None:
+def enable(state: State, run_codes: frozenset[Any] = frozenset()) -> None:
     """Watch every loop that gets a probe from now on (called by install())."""
-    global _dog, _fork_registered
-    _dog = _Watchdog(state)
+    global _dog
+    _dog = _Watchdog(state, run_codes)
     state.attach_listeners.append(_on_attach)
     if _gc_callback not in gc.callbacks:
         gc.callbacks.append(_gc_callback)
@@ -308,29 +399,32 @@ def enable(state: State) -> None:
         loop = probe.loop_ref()
         if loop is not None:
             _on_attach(probe, loop)
-    if not _fork_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_registered = True
 
 
 def _on_attach(probe: Any, loop: Any) -> None:
     dog = _dog
-    if dog is None or probe.watchdog is not None or loop.is_closed():
+    if dog is None or probe.watchdog is not None:
         return
-    watch = LoopWatch(dog.state, probe, loop)
+    watch = LoopWatch(dog, probe, loop)
     probe.watchdog = _Stopper(dog, watch)
-    watch.start(loop)
     dog.add(watch)
+    if probe.run_thread is not None:  # attached while running (install() inside the loop)
+        watch.started()
 
 
 class _Stopper:
-    """What the probe holds: stops this loop's heartbeat and forgets it in the thread."""
+    """What the probe holds: the loop's run hooks call started()/finished(); stop() forgets it."""
+
+    __slots__ = ("dog", "watch", "started", "finished")
 
     def __init__(self, dog: _Watchdog, watch: LoopWatch) -> None:
         self.dog = dog
         self.watch = watch
+        self.started = watch.started
+        self.finished = watch.finished
 
     def stop(self) -> None:
+        self.watch.finished()
         self.watch.stop()
         self.dog.remove(self.watch)
 
@@ -339,15 +433,15 @@ class _Stopper:
 
 
 def disable(state: State) -> None:
-    """Stop the thread and every heartbeat (called by uninstall())."""
+    """Stop watching every loop (called by uninstall())."""
     global _dog
     dog, _dog = _dog, None
     if _gc_callback in gc.callbacks:
         gc.callbacks.remove(_gc_callback)
+    _gc_seconds.clear()
+    _gc_started.clear()
     if dog is None:
         return
-    for watch in list(dog.watches):
-        watch.stop()
     dog.stop()
     if _on_attach in state.attach_listeners:
         state.attach_listeners.remove(_on_attach)

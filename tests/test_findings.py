@@ -216,7 +216,7 @@ def test_slow_cancel_timer_fires_once_per_deadline(watch, loop_kind, monkeypatch
 
     def counted(self):
         fired.append(1)
-        check(self)
+        return check(self)
 
     monkeypatch.setattr(_probe.Probe, "_check_slow_cancels", counted)
 
