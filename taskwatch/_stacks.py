@@ -12,10 +12,32 @@ from typing import Any
 from ._sites import Frame
 
 _MAX_DEPTH = 64
+# 3.14+: the standard library's own view of a task's await chain (the same frames as the walk
+# below for suspended tasks; also right for the running task, which it reads from the stack).
+_capture_call_graph = getattr(asyncio, "capture_call_graph", None)
+
+
+def _frame(frame: Any) -> Frame:
+    code = frame.f_code
+    return Frame(code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_qualname)
 
 
 def await_chain(task: asyncio.Future | Any) -> tuple[list[Frame], str | None]:
     """Frames of a suspended task, outermost first, and a short description of what it awaits."""
+    if _capture_call_graph is not None and isinstance(task, asyncio.Future):
+        try:
+            graph = _capture_call_graph(task, limit=_MAX_DEPTH)
+        except Exception:
+            graph = None
+        if graph is not None and graph.call_stack:
+            frames = [_frame(entry.frame) for entry in reversed(graph.call_stack)]
+            awaiting = getattr(task, "_fut_waiter", None)
+            return frames, describe_awaitable(awaiting) if awaiting is not None else None
+    return _walk(task)
+
+
+def _walk(task: Any) -> tuple[list[Frame], str | None]:
+    """The await chain read from ``cr_await`` links (3.11-3.13, and futures 3.14 cannot graph)."""
     frames: list[Frame] = []
     try:
         coro = task.get_coro()
@@ -33,8 +55,7 @@ def await_chain(task: asyncio.Future | Any) -> tuple[list[Frame], str | None]:
                 break  # finished coroutine
             awaiting = obj
             break
-        code = frame.f_code
-        frames.append(Frame(code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_qualname))
+        frames.append(_frame(frame))
         nxt = getattr(obj, "cr_await", None)
         if nxt is None:
             nxt = getattr(obj, "gi_yieldfrom", None)
@@ -43,9 +64,12 @@ def await_chain(task: asyncio.Future | Any) -> tuple[list[Frame], str | None]:
         if nxt is None:
             break
         obj = nxt
-    if awaiting is None and frames:
-        # A coroutine suspended on a bare future: ``await fut`` yields the future itself.
-        awaiting = getattr(task, "_fut_waiter", None)
+    if frames and not isinstance(awaiting, asyncio.Future):
+        # ``await fut`` ends the chain at the future's iterator (or at nothing): the future the
+        # task waits on is the one it names.
+        waiter = getattr(task, "_fut_waiter", None)
+        if waiter is not None:
+            awaiting = waiter
     return frames, describe_awaitable(awaiting) if awaiting is not None else None
 
 
