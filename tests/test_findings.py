@@ -504,3 +504,63 @@ def test_no_false_positives_with_eager_tasks(watch, loop_kind):
 
     run(main(), loop_kind)
     assert kinds() == []
+
+
+def test_withdrawn_cancels_are_not_slow(watch, loop_kind):
+    """A cancel withdrawn with uncancel() (an expired, handled timeout(); a handled wait_for timeout
+    on 3.12+; anyio's cancel scopes inside httpx) is not pending: the task may work on as long as
+    it likes afterwards. A later real cancel is still watched."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def handled_timeout():
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+        except TimeoutError:
+            pass
+        await asyncio.sleep(0.4)  # works on well past slow_cancel
+        return "ok"
+
+    async def handled_wait_for():
+        try:
+            await asyncio.wait_for(asyncio.sleep(1), 0.01)
+        except asyncio.TimeoutError:
+            pass
+        await asyncio.sleep(0.4)
+        return "ok"
+
+    async def withdrawn_by_hand():
+        task = asyncio.current_task()
+        task.cancel()
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            task.uncancel()
+        await asyncio.sleep(0.4)
+        return "ok"
+
+    async def main():
+        results = await asyncio.gather(asyncio.create_task(handled_timeout()),
+                                       asyncio.create_task(handled_wait_for()),
+                                       asyncio.create_task(withdrawn_by_hand()))
+        assert results == ["ok"] * 3
+
+    run(main(), loop_kind)
+    assert [f.message for f in taskwatch.findings()] == []
+
+    async def withdrawn_then_stubborn():
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+        except TimeoutError:
+            pass
+        await _stubborn(0.5)
+
+    async def main2():
+        task = asyncio.create_task(withdrawn_then_stubborn())
+        await asyncio.sleep(0.05)
+        task.cancel()  # a real cancel after the withdrawn one: watched again
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main2(), loop_kind)
+    assert kinds() == ["slow-cancel"]
