@@ -155,11 +155,16 @@ def orphaned_tasks(parent: TaskRecord, children: list[TaskRecord],
         where, waits = suspended.get(child.id) or ([], None)
         phrase = at_phrase(where, waits)
         now = f" ({phrase})" if phrase else ""
+        why = ""
+        if parent.state == "cancelled":
+            why = " Cancelling a task does not cancel the tasks it created."
+        elif parent.state == "failed":
+            why = " A task that fails does not cancel the tasks it created."
         msg = (f"{_who(child)}, is still running{now} although its parent "
                f"{_plain(parent)} {parent.state} {time.monotonic() - parent.ended:.1f} s ago and "
                "nothing awaits it: children outlived their parent and nobody will see their result "
-               "or error. Create children in an asyncio.TaskGroup (or cancel and await them in the "
-               "parent's finally block) so they end with the parent.")
+               f"or error.{why} Create children in an asyncio.TaskGroup (or cancel and await them "
+               "in the parent's finally block) so they end with the parent.")
         finding = _build("orphaned-task", child, msg, parent=parent.as_dict(),
                          stack=[f.as_dict() for f in where])
         out.append(finding)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _findings, _hotpath, _sites, _stacks
 from ._guard import internal_error
 from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
-from ._record import CANCELLED, PENDING, CancelRequest, TaskRecord, exception_brief
+from ._record import CANCELLED, FAILED, PENDING, CancelRequest, TaskRecord, exception_brief
 
 if TYPE_CHECKING:
     from ._state import State
@@ -283,7 +283,11 @@ class Probe:
             self._check_orphans(rec)
             return None
 
-        self.state.ticker.at(_monotonic() + self.options.orphan_grace, check)
+        # A parent that returned normally gets the grace (children may be finishing up). One that
+        # was cancelled or failed leaves children nobody will ever await: cancelling a task does
+        # not cancel the tasks it created, so they are orphans even if they end soon after.
+        grace = 0.0 if rec.state in (CANCELLED, FAILED) else self.options.orphan_grace
+        self.state.ticker.at(_monotonic() + grace, check)
 
     def _check_orphans(self, parent: TaskRecord) -> None:
         """On taskwatch's thread: children of ``parent`` still pending and awaited by nobody."""
@@ -298,8 +302,8 @@ class Probe:
                 rec = getattr(task, "_tw_rec", None)
                 if rec is None or rec.parent is not parent or rec.flags & REPORTED_ORPHAN:
                     continue
-                if task.done() or is_awaited(task):
-                    continue
+                if task.done() or is_awaited(task) or _cancelling(task) > 0:
+                    continue  # finished, awaited by someone, or being cancelled: not orphaned
                 rec.flags |= REPORTED_ORPHAN
                 rec.name = task.get_name()
                 children.append(rec)

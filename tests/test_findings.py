@@ -258,6 +258,50 @@ def test_orphaned_task(watch, loop_kind):
     assert finding.data["parent"]["state"] == "cancelled"
 
 
+def test_children_of_a_cancelled_or_failed_parent_are_orphans_at_once(watch, loop_kind):
+    """The seed's bug: a parent cancelled by timeout() (or failing) leaves children running that
+    nobody will await; they are orphans even when they finish within orphan_grace. A parent that
+    returned normally gets the grace."""
+    watch(watchdog=False, orphan_grace=2.0)
+
+    async def child(seconds):
+        await asyncio.sleep(seconds)
+
+    async def times_out():
+        async with asyncio.timeout(0.05):
+            asyncio.create_task(child(0.3))
+            await asyncio.sleep(10)
+
+    async def fails():
+        asyncio.create_task(child(0.3))
+        await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    async def returns():
+        asyncio.create_task(child(0.3))  # ends within the grace: not reported
+
+    async def cancelled():
+        asyncio.create_task(child(0.3))
+        await asyncio.sleep(10)
+
+    async def main():
+        tasks = [asyncio.create_task(times_out()), asyncio.create_task(fails()),
+                 asyncio.create_task(returns()), asyncio.create_task(cancelled())]
+        await asyncio.sleep(0.02)
+        tasks[-1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.5)  # every child finished, within the 2 s grace
+
+    run(main(), loop_kind)
+    orphans = [f for f in taskwatch.findings() if f.kind == "orphaned-task"]
+    parents = sorted(f.data["parent"]["coro"].rsplit(".", 1)[-1] for f in orphans)
+    assert parents == ["cancelled", "fails", "times_out"], [f.message for f in orphans]
+    states = {f.data["parent"]["coro"].rsplit(".", 1)[-1]: f.data["parent"]["state"] for f in orphans}
+    # timeout() turns the cancel into TimeoutError: that parent failed
+    assert states == {"times_out": "failed", "fails": "failed", "cancelled": "cancelled"}
+    assert any("does not cancel the tasks it created" in f.message for f in orphans)
+
+
 def test_awaited_child_is_not_an_orphan(watch, loop_kind):
     watch(watchdog=False, orphan_grace=0.05)
     box = {}
