@@ -122,16 +122,18 @@ def lost_exception(rec: TaskRecord, exc_type: str, exc_message: str, exc_stack: 
 
 
 def swallowed_cancel(rec: TaskRecord, req: CancelRequest | None, outcome: str,
-                     where: list[_sites.Frame] | None = None) -> Finding:
+                     caught: _sites.Frame | None = None) -> Finding:
     ended = ("returned normally" if outcome == "finished"
              else f"then failed with {rec.exc_type}: {rec.exc_message}")
+    where = f" (the `except` at {caught.short()})" if caught is not None else ""
     msg = (f"{_who(rec)}: {_cancel_phrase(req)}, but the task {ended} instead of being cancelled: "
-           "it caught CancelledError and did not re-raise it. Whoever cancelled it (a timeout, a "
-           "TaskGroup, shutdown) now waits on or misreports a task that ignored the request. "
-           "Re-raise CancelledError after cleanup (`except asyncio.CancelledError: ...; raise`), "
-           "and catch Exception rather than BaseException.")
-    data = {"cancel": _cancel_dict(req, rec)}
-    return _build("swallowed-cancel", rec, msg, **data)
+           f"it caught CancelledError{where} and did not re-raise it. Whoever cancelled it (a "
+           "timeout, a TaskGroup, shutdown) now waits on or misreports a task that ignored the "
+           "request. Re-raise CancelledError after cleanup (`except asyncio.CancelledError: ...; "
+           "raise`), and catch Exception rather than BaseException.")
+    cancel = _cancel_dict(req, rec)
+    cancel["caught_at"] = caught.as_dict() if caught is not None else None
+    return _build("swallowed-cancel", rec, msg, cancel=cancel)
 
 
 def slow_cancel(rec: TaskRecord, req: CancelRequest | None, waited: float,

@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from . import _findings, _hotpath, _sites, _stacks
+from . import _findings, _handlers, _hotpath, _sites, _stacks
 from ._guard import internal_error
 from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
 from ._record import CANCELLED, FAILED, PENDING, CancelRequest, TaskRecord, exception_brief
@@ -134,6 +134,8 @@ class Probe:
             by.name = current.get_name()
         self.fill_names(rec)
         req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
+        if "swallowed-cancel" in self.state.kinds and not req.managed:
+            req.waiting = _handlers.await_keys(task)
         if rec.cancels is None:
             rec.cancels = [req]
             self.watch_end(task, rec)  # its end decides swallowed-cancel
@@ -211,8 +213,13 @@ class Probe:
             return  # only timeout()/TaskGroup cancelled it; they uncancel on their own
         rec.flags |= REPORTED_SWALLOWED
         req = requests[0]
+        caught = None
+        for request in reversed(requests):  # the latest request that found the task suspended
+            if request.waiting is not None:
+                caught = _handlers.except_site(request.waiting)
+                break
         self.fill_names(rec)
-        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state))
+        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught))
 
     # -- exceptions -----------------------------------------------------------------------------
     def on_exception_read(self, task: Any, frame: Any) -> None:

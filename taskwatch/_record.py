@@ -52,7 +52,7 @@ def brief(key: tuple[Any, ...]) -> dict[str, Any]:
 class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
-    __slots__ = ("at", "stack", "_by", "message", "via", "managed")
+    __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
@@ -64,6 +64,9 @@ class CancelRequest:
         self.via = via  # id of the task whose cancel() forwarded this one (awaited-task forwarding)
         # Sent by a timeout() or TaskGroup that will uncancel() the task itself: never "swallowed".
         self.managed = bool(stack) and stack[0] in _MANAGED_CODES
+        # (code, offset) keys of where the task was suspended: the except that swallows the
+        # cancel covers one of them (see _handlers); None if the task was running.
+        self.waiting: tuple[Any, ...] | None = None
 
     @property
     def by(self) -> dict[str, Any] | None:

@@ -74,11 +74,19 @@ def test_swallowed_cancel(watch, loop_kind):
     watch(watchdog=False)
     lines = {}
 
-    async def stubborn():
+    async def step():
         try:
             await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            return "ignored"
+        finally:
+            pass  # a clean-up re-raises: not the line that swallowed it
+
+    async def stubborn():
+        lines["except"] = here() + 4
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                return "ignored"
 
     async def main():
         task = asyncio.create_task(stubborn())
@@ -90,6 +98,9 @@ def test_swallowed_cancel(watch, loop_kind):
     run(main(), loop_kind)
     finding = _only("swallowed-cancel")
     assert finding.data["cancel"]["requested_at"]["line"] == lines["cancel"]
+    caught = finding.data["cancel"]["caught_at"]
+    assert (caught["line"], caught["function"].rsplit(".", 1)[-1]) == (lines["except"], "stubborn")
+    assert f"test_findings.py:{lines['except']} in " in finding.message.split("the `except` at ")[1]
     assert finding.data["cancel"]["message"] == "stop"
     assert finding.data["cancel"]["by_task"]["coro"].endswith("main")
 
