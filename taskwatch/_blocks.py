@@ -21,6 +21,19 @@ def _is_user(frame: tuple[str, int, str]) -> bool:
     return not _sites.is_internal_file(frame[0]) and not frame[0].endswith(_SELECTORS)
 
 
+def _is_app(frame: tuple[str, int, str]) -> bool:
+    return not _sites.is_library_file(frame[0]) and not frame[0].endswith(_SELECTORS)
+
+
+def _callee(stack: list[_sites.Frame], index: int) -> str | None:
+    """The function the frame at ``index`` was in the middle of calling, if it is library code."""
+    if index + 1 < len(stack):
+        inner = stack[index + 1]
+        if _sites.is_library_file(inner.file) and not inner.file.startswith("<"):
+            return f"{inner.function} ({_sites.module_of(inner.file)})"
+    return None
+
+
 def _idle(sample: tuple[tuple[str, int, str], ...]) -> bool:
     """A sample of a loop waiting for I/O: the innermost frame is the selector or the loop runner."""
     if not sample:
@@ -49,19 +62,30 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
     samples = block.samples if block is not None else []
     if samples and all(_idle(s) for s in samples):
         return None  # the loop thread was idle: another thread starved it of the GIL, not the loop
+    # taskwatch's own frames (its run hooks sit under every step) never appear in a finding
+    samples = [tuple(f for f in sample if not f[0].startswith(_sites._TASKWATCH_DIR))
+               for sample in samples]
     counts: collections.Counter[tuple[str, int, str]] = collections.Counter()
     for sample in samples:
         counts.update(set(sample))
     common = collections.Counter(samples).most_common(1)[0][0] if samples else ()
     stack = [_sites.Frame(*f) for f in common][-30:]
-    user_stack = [f for f in stack if _is_user(tuple(f))]
-    where = user_stack[-1] if user_stack else (stack[-1] if stack else None)
+    # The innermost frame of the application's own code; else of any code that is not asyncio's;
+    # and what that line was calling into (a library function, an import).
+    app = [i for i, f in enumerate(stack) if _is_app(tuple(f))]
+    user = [i for i, f in enumerate(stack) if _is_user(tuple(f))]
+    index = app[-1] if app else (user[-1] if user else len(stack) - 1)
+    where = stack[index] if stack else None
+    callee = _callee(stack, index)
     share = counts[tuple(where)] / len(samples) if where is not None and samples else 0.0
+    keep = _is_app if app else _is_user
     top = [
         {"frame": _sites.Frame(*frame).as_dict(), "share": round(n / len(samples), 3)}
         for frame, n in sorted(counts.items(), key=lambda item: (-item[1], -_depth(common, item[0])))
-        if _is_user(frame)
+        if keep(frame)
     ][:_TOP_FRAMES]
+    imports = block.imports if block is not None else None
+    importing = imports.most_common(1)[0][0] if imports else None
 
     rec = block.task_rec if block is not None else None
     if rec is not None and block is not None and block.task_name:
@@ -89,6 +113,10 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         who = ""
     if where is not None:
         at = f", at {where.short()}"
+        if importing:
+            at += f" (importing module {importing!r})"
+        elif callee:
+            at += f" (in {callee})"
         if len(samples) > 1:
             at += f" ({share:.0%} of {len(samples)} samples)"
     else:
@@ -118,6 +146,7 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
             "started_at": started + WALL_OFFSET,
             "ended_at": ended + WALL_OFFSET,
             "blocked_at": where.as_dict() if where is not None else None,
+            "importing": importing,
         },
         site=where,
     )

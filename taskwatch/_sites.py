@@ -158,6 +158,33 @@ def is_asyncio_file(filename: str) -> bool:
     return filename.startswith(_ASYNCIO_DIR)
 
 
+def _library_dirs() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
+            dirs.add(os.path.abspath(path) + os.sep)
+    try:
+        for path in [*site.getsitepackages(), site.getusersitepackages()]:
+            dirs.add(os.path.abspath(path) + os.sep)
+    except Exception:
+        pass
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def is_library_file(filename: str) -> bool:
+    """True for the standard library, installed packages and frozen modules: code that is not the
+    application's own (a finding names the application's line that called into it)."""
+    return filename.startswith(_LIBRARY_DIRS) or filename.startswith("<") or _classify(filename)
+
+
 def _classify(filename: str) -> bool:
     if filename.startswith((_ASYNCIO_DIR, _TASKWATCH_DIR, "uvloop" + os.sep)):  # uvloop's .pyx
         return True

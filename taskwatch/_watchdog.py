@@ -89,7 +89,7 @@ class _Block:
     """A block in progress, observed by the watchdog thread."""
 
     __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
-                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid")
+                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports")
 
     def __init__(self, start: float, detected: float) -> None:
         self.start = start
@@ -104,6 +104,7 @@ class _Block:
         self.t0 = self.t1 = detected
         self.gc0 = 0.0
         self.tid = 0
+        self.imports: collections.Counter[str] = collections.Counter()  # outermost import per sample
 
 
 class LoopWatch:
@@ -255,10 +256,21 @@ class LoopWatch:
             return
         key = (id(frame.f_code), frame.f_lasti)
         stack = []
+        importing = None
         while frame is not None and len(stack) < _MAX_FRAMES:
             code = frame.f_code
             stack.append((code.co_filename, frame.f_lineno or code.co_firstlineno, code.co_qualname))
+            if code.co_name == "_find_and_load" and code.co_filename.startswith("<frozen"):
+                importing = frame  # the outermost import wins: the one the application asked for
             frame = frame.f_back
+        if importing is not None:
+            try:
+                name = importing.f_locals.get("name")
+            except Exception:
+                name = None
+            if isinstance(name, str):
+                block.imports[name] += 1
+        del importing
         del frame
         stack.reverse()
         if stack and stack[-1][2] == "_gc_callback" and stack[-1][0] == __file__:

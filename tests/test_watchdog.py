@@ -210,3 +210,35 @@ def test_gc_pause_is_named_as_such(watch):
     assert blocks, [b.data for b in _blocks()]
     assert blocks[-1].data["gc_s"] >= 0.5 * gc_time
     assert "garbage collector" in blocks[-1].message
+
+
+def test_block_names_the_application_line_and_the_import(watch, loop_kind, tmp_path, monkeypatch):
+    """A block inside a library (here: a slow import, as on httpx's first request) names the
+    application's line that called into it and what the time went to; taskwatch's own frames
+    never appear in the stack."""
+    from taskwatch import _sites
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "slowmod_tw.py").write_text("import time\ntime.sleep(0.4)\n")
+    monkeypatch.syspath_prepend(str(lib))
+    monkeypatch.setattr(_sites, "_LIBRARY_DIRS", _sites._LIBRARY_DIRS + (str(lib) + os.sep,))
+    monkeypatch.delitem(sys.modules, "slowmod_tw", raising=False)
+    watch(block_threshold=0.1)
+    lines = {}
+
+    async def request():
+        await asyncio.sleep(0.05)
+        lines["import"] = here() + 1
+        import slowmod_tw  # noqa: F401
+
+    async def main():
+        await asyncio.create_task(request())
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    (block,) = _blocks()
+    assert block.data["blocked_at"]["line"] == lines["import"], block.data
+    assert block.data["importing"] == "slowmod_tw"
+    assert "importing module 'slowmod_tw'" in block.message
+    assert not any(f["file"].startswith(_sites._TASKWATCH_DIR) for f in block.data["stack"])
