@@ -58,6 +58,43 @@ def unwrap(coro: Any, code: Any) -> Any:
         return code
 
 
+def name_of(task: Any) -> str | None:
+    """``task.get_name()`` for a task or future of any kind, None for one that has no name."""
+    try:
+        name = task.get_name()
+        return name if name is None or name.__class__ is str else str(name)
+    except Exception:
+        return None
+
+
+def outcome(task: Any) -> tuple[Any, bool, BaseException | None]:
+    """(name, cancelled, exception) of a done task of any kind (a Task subclass, asyncio's
+    pure-Python Task, a Future subclass, a duck-typed future), read the way ``close`` reads
+    taskwatch's own tasks and without raising: what the object lacks reads as no name, not
+    cancelled, no exception. Never calls ``exception()`` or ``result()`` (they would mark an error
+    as retrieved, silencing asyncio's report of it)."""
+    name = name_of(task)
+    try:
+        cancelled = bool(task.cancelled())
+    except Exception:
+        cancelled = False
+    try:
+        exc = task._exception
+    except Exception:
+        exc = None
+    if not isinstance(exc, BaseException):
+        exc = None
+    return name, cancelled, exc
+
+
+def is_done(task: Any) -> bool:
+    """``task.done()`` for any kind of future, False when it cannot tell."""
+    try:
+        return bool(task.done())
+    except Exception:
+        return False
+
+
 def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], None],
                                   Callable[[Any], None], Callable[[], dict[str, int]],
                                   Callable[[Callable[[TaskRecord], None]], None]]:
@@ -94,12 +131,17 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             if cur is not None:
                 try:
                     parent = cur._tw_rec
-                    if not parent.flags & PRECISE:
-                        # A parent's end must be seen when it happens (orphaned children).
-                        parent.flags |= PRECISE
-                        cur.add_done_callback(on_done, context=done_ctx)
-                except AttributeError:
+                except Exception:  # not watched, or a foreign kind of task
+                    parent = None
+                if parent.__class__ is not record_class:
                     parent = lineage_get(None)
+                elif not parent.flags & PRECISE:
+                    # A parent's end must be seen when it happens (orphaned children).
+                    parent.flags |= PRECISE
+                    if cur.__class__ is task_class:
+                        cur.add_done_callback(on_done, context=done_ctx)
+                    else:
+                        watch_done(cur)
             else:
                 parent = lineage_get(None)
             try:
@@ -180,8 +222,22 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         return context
 
     def undo(rec: TaskRecord | None) -> None:
-        if rec is not None and rec.parent is not None:
+        if rec is not None and rec.parent.__class__ is record_class:
             rec.parent.live_children -= 1
+
+    def watch_done(task: Any) -> bool:
+        """Add taskwatch's done callback to a task or future of any kind; False when it takes
+        none (then its record closes with nothing: it stays pending)."""
+        try:
+            task.add_done_callback(on_done, context=done_ctx)
+        except TypeError:  # a future-like object whose add_done_callback takes no context
+            try:
+                task.add_done_callback(on_done)
+            except Exception:
+                return False
+        except AttributeError:
+            return False
+        return True
 
     def needs_done_callback(rec: TaskRecord) -> bool:
         """With the span gate (spans="interesting") only a task that got its span at creation
@@ -194,18 +250,28 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             if task.__class__ is task_class:
                 task._tw_rec = rec
                 task._tw_probe_release = on_release
-                exact = precise and needs_done_callback(rec)
+                if precise and needs_done_callback(rec):
+                    rec.flags |= PRECISE
+                    task.add_done_callback(on_done, context=done_ctx)
+                tb = task._source_traceback
             else:
+                # Another factory's object: a Task subclass, asyncio's pure-Python Task, a Future
+                # or a duck-typed future. Only its generic methods are used, with fallbacks.
                 try:
                     task._tw_rec = rec
-                except AttributeError:
-                    return  # a foreign task type with no room for the record: not watched
+                except Exception:  # no room for the record: not watched
+                    undo(rec)
+                    return
                 rec.flags |= FOREIGN
-                exact = True  # no __del__ of ours on it: only a done callback sees its end
-            if exact:
-                rec.flags |= PRECISE
-                task.add_done_callback(on_done, context=done_ctx)
-            tb = task._source_traceback
+                # no __del__ of ours on it: only a done callback sees its end
+                if watch_done(task):
+                    rec.flags |= PRECISE
+                try:
+                    tb = task._source_traceback
+                except Exception:
+                    tb = None
+                if not isinstance(tb, list):
+                    return
             if tb:  # debug mode: drop taskwatch's frames, as the loop drops its own
                 probe.trim_source_traceback(tb)
         except BaseException:
@@ -280,12 +346,16 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     def close(task: Any, rec: TaskRecord) -> None:
         """Close a record: outcome, counters, history; rare cases go to the probe."""
         nonlocal finished, failed, cancelled, dropped
-        rec.name = task.get_name()
-        if task.cancelled():
+        if task.__class__ is task_class:
+            rec.name = task.get_name()
+            is_cancelled = task.cancelled()
+            exc = None if is_cancelled else task._exception
+        else:  # another factory's object
+            rec.name, is_cancelled, exc = outcome(task)
+        if is_cancelled:
             rec.state = CANCELLED
             cancelled += 1
         else:
-            exc = task._exception
             if exc is None:
                 rec.state = FINISHED
             else:
@@ -315,7 +385,10 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         """Done callback of tasks whose end matters when it happens (cancelled, parents, spans)."""
         try:
             rec = task._tw_rec
-            if not rec.ended:
+        except Exception:  # an object of another kind that lost (or never had) its record
+            return
+        try:
+            if rec.__class__ is record_class and not rec.ended:
                 rec.ended = monotonic()
                 close(task, rec)
         except BaseException:
@@ -330,7 +403,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             return
         try:
             rec = task._tw_rec
-            if not rec.ended and _base_done(task):
+            if not rec.ended and (_base_done(task) if task.__class__ is task_class
+                                  else is_done(task)):
                 rec.ended = monotonic()
                 if not seen:
                     rec.flags |= RELEASED
@@ -353,7 +427,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     # hands every other call to the Python closures above, which then use its record() and close()
     # so counters and decisions stay in one place.
     recorder = speedups.Recorder(
-        probe=probe, py_factory=factory, py_create_task=create_task,
+        probe=probe, py_factory=factory, py_create_task=create_task, outcome=outcome,
+        watch_done=watch_done,
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
         current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
         current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,

@@ -239,28 +239,37 @@ static PyType_Spec record_spec = {
 
 #define IS_RECORD(o) Py_IS_TYPE((o), RecordType)
 
-static PyTypeObject *base_task_type_for_calls; /* _asyncio.Task, once task_type() ran */
+static PyTypeObject *tw_task_type;   /* taskwatch's C Task, made by task_type() */
+static PyTypeObject *base_task_type; /* _asyncio.Task, once task_type() ran */
+
+/* The objects whose C layout and methods this file reads directly: exactly asyncio's C Task or
+ * taskwatch's C Task (which overrides none of the methods read here). Anything else a program
+ * hands to a loop, its factory or asyncio (a Task subclass that may override them, asyncio's
+ * pure-Python Task, a Future, a duck-typed future) is read through its Python attributes, by
+ * the same Python helpers the pure-Python hot path uses. Before task_type() ran, nothing is. */
+static inline int
+is_c_task(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    return (tp == tw_task_type || tp == base_task_type) && tp != NULL;
+}
 
 /* asyncio.Task's own methods and attributes, called without a lookup per call (set by task_type). */
 typedef struct {
+    PyObject *name;
     PyObject *descr;
     PyCFunction meth; /* set when the method is a plain METH_NOARGS C function */
 } Method;
 
 static Method m_get_name, m_cancelled, m_done, m_add_done_callback;
 
-/* task.add_done_callback(callback, context=ctx) without looking the method up. */
-static PyObject *
-add_done_callback(PyObject *task, PyObject *callback, PyObject *ctx)
-{
-    PyObject *args[3] = {task, callback, ctx};
-    if (m_add_done_callback.descr != NULL && PyObject_TypeCheck(task, base_task_type_for_calls)) {
-        return PyObject_Vectorcall(m_add_done_callback.descr, args, 2, kw_context);
-    }
-    return PyObject_VectorcallMethod(s_add_done_callback, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                     kw_context);
-}
-static PyObject *d_exception_attr, *d_source_tb; /* data descriptors: _exception, _source_traceback */
+/* A data descriptor of asyncio.Task (_exception, _source_traceback), and its name. */
+typedef struct {
+    PyObject *name;
+    PyObject *descr;
+} Data;
+
+static Data d_exception_attr, d_source_tb;
 
 /* The truth of a call's result, consumed: 1, 0, or -1 when the call (or the test) failed. */
 static int
@@ -274,18 +283,34 @@ truth(PyObject *result)
     return t;
 }
 
+/* asyncio.Task's method ``m`` on self: its C function directly on asyncio's and taskwatch's C
+ * Tasks, a normal method call on anything else. */
 static PyObject *
 call_method(Method *m, PyObject *self)
 {
+    if (!is_c_task(self)) {
+        return PyObject_CallMethodNoArgs(self, m->name);
+    }
     if (m->meth != NULL) {
         return m->meth(self, NULL);
     }
     return PyObject_Vectorcall(m->descr, &self, 1, NULL);
 }
 
+/* asyncio.Task's attribute ``d`` of self: its getter directly on asyncio's and taskwatch's C
+ * Tasks; on anything else the attribute, or None when the object has none. */
 static PyObject *
-get_data(PyObject *descr, PyObject *self)
+get_data(Data *d, PyObject *self)
 {
+    if (!is_c_task(self)) {
+        PyObject *v = PyObject_GetAttr(self, d->name);
+        if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+        return v;
+    }
+    PyObject *descr = d->descr;
     if (Py_IS_TYPE(descr, &PyGetSetDescr_Type)) { /* asyncio's own getter, without dispatch */
         PyGetSetDef *def = ((PyGetSetDescrObject *)descr)->d_getset;
         if (def->get != NULL) {
@@ -298,7 +323,12 @@ get_data(PyObject *descr, PyObject *self)
 static int
 bind_method(PyTypeObject *base, const char *name, Method *m)
 {
-    PyObject *d = PyObject_GetAttrString((PyObject *)base, name);
+    PyObject *n = PyUnicode_InternFromString(name);
+    if (n == NULL) {
+        return -1;
+    }
+    Py_XSETREF(m->name, n);
+    PyObject *d = PyObject_GetAttr((PyObject *)base, n);
     if (d == NULL) {
         return -1;
     }
@@ -314,9 +344,14 @@ bind_method(PyTypeObject *base, const char *name, Method *m)
 }
 
 static int
-bind_data(PyTypeObject *base, const char *name, PyObject **out)
+bind_data(PyTypeObject *base, const char *name, Data *out)
 {
-    PyObject *d = PyObject_GetAttrString((PyObject *)base, name);
+    PyObject *n = PyUnicode_InternFromString(name);
+    if (n == NULL) {
+        return -1;
+    }
+    Py_XSETREF(out->name, n);
+    PyObject *d = PyObject_GetAttr((PyObject *)base, n);
     if (d == NULL) {
         return -1;
     }
@@ -325,7 +360,7 @@ bind_data(PyTypeObject *base, const char *name, PyObject **out)
         PyErr_Format(PyExc_TypeError, "asyncio.Task.%s is not a descriptor", name);
         return -1;
     }
-    Py_XSETREF(*out, d);
+    Py_XSETREF(out->descr, d);
     return 0;
 }
 
@@ -412,6 +447,9 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *probe;
     PyObject *py_factory, *py_create_task; /* the Python paths, for everything but the common case */
+    /* _hotpath.outcome(task) and the probe's watch_done(task): how the Python path reads and
+     * watches tasks and futures of other kinds than the C Tasks (see is_c_task) */
+    PyObject *outcome, *watch_done;
     PyObject *at_boundary;                 /* _sites.capture_at_boundary(frame, depth) */
     PyObject *wrappers, *unwrap;           /* _hotpath.WRAPPERS, _hotpath.unwrap */
     PyObject *current;                     /* asyncio.tasks._current_tasks, or None (3.14) */
@@ -449,6 +487,23 @@ static inline PyObject **
 slot(PyObject *obj, Py_ssize_t offset)
 {
     return (PyObject **)((char *)obj + offset);
+}
+
+/* Add this recorder's done callback to ``task``: task.add_done_callback(on_done, context=ctx)
+ * without a lookup on the C Tasks, the Python path's watch_done() on any other kind. 0, or -1. */
+static int
+watch_done(RecorderObject *self, PyObject *task)
+{
+    PyObject *r;
+    if (is_c_task(task) && m_add_done_callback.descr != NULL) {
+        PyObject *args[3] = {task, self->c_on_done, self->done_ctx};
+        r = PyObject_Vectorcall(m_add_done_callback.descr, args, 2, kw_context);
+    }
+    else {
+        r = PyObject_CallOneArg(self->watch_done, task);
+    }
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
 }
 
 /* The user's creation stack at frame, into items (owned code references): returns the number of
@@ -633,25 +688,26 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             p = *slot(cur, self->off_rec);
             Py_XINCREF(p);
         }
-        else {
+        else { /* not watched, or a task of another kind (a duck-typed one included) */
             p = PyObject_GetAttr(cur, s_tw_rec);
             if (p == NULL) {
-                if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                     goto error;
                 }
                 PyErr_Clear();
             }
         }
+        if (p != NULL && !IS_RECORD(p)) {
+            Py_CLEAR(p); /* not taskwatch's record: the lineage says */
+        }
         if (p != NULL) {
             parent = p;
-            if (IS_RECORD(p) && !(((RecordObject *)p)->flags & PRECISE)) {
+            if (!(((RecordObject *)p)->flags & PRECISE)) {
                 /* A parent's end must be seen when it happens (orphaned children). */
                 ((RecordObject *)p)->flags |= PRECISE;
-                PyObject *r = add_done_callback(cur, self->c_on_done, self->done_ctx);
-                if (r == NULL) {
+                if (watch_done(self, cur) < 0) {
                     goto error;
                 }
-                Py_DECREF(r);
             }
         }
     }
@@ -1575,19 +1631,23 @@ needs_done_callback(RecorderObject *self, RecordObject *rec)
 static void
 attach(RecorderObject *self, PyObject *task, PyObject *rec)
 {
+    if (!Py_IS_TYPE(task, (PyTypeObject *)self->task_type)) {
+        /* cannot happen (task_type has no __new__ of its own); never write its slots then */
+        PyErr_SetString(PyExc_TypeError, "the task type made an object of another type");
+        report_internal("task factory (attach)");
+        return;
+    }
     Py_INCREF(rec);
     Py_XSETREF(*slot(task, self->off_rec), rec);
     Py_INCREF(self);
     Py_XSETREF(*slot(task, self->off_release), (PyObject *)self);
     if (needs_done_callback(self, (RecordObject *)rec)) {
         ((RecordObject *)rec)->flags |= PRECISE;
-        PyObject *r = add_done_callback(task, self->c_on_done, self->done_ctx);
-        if (r == NULL) {
+        if (watch_done(self, task) < 0) {
             report_internal("task factory (attach)");
         }
-        Py_XDECREF(r);
     }
-    PyObject *tb = get_data(d_source_tb, task);
+    PyObject *tb = get_data(&d_source_tb, task);
     if (tb == NULL) {
         report_internal("task factory (attach)");
         return;
@@ -1722,24 +1782,50 @@ call_probe(RecorderObject *self, PyObject *name, PyObject *a, PyObject *b, PyObj
 static int
 do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
 {
-    PyObject *r = call_method(&m_get_name, task);
-    if (r == NULL) {
-        return -1;
+    PyObject *r, *exc = NULL;
+    int is_cancelled;
+    if (is_c_task(task)) {
+        r = call_method(&m_get_name, task);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_XSETREF(rec->name, r);
+        is_cancelled = truth(call_method(&m_cancelled, task));
+        if (is_cancelled < 0) {
+            return -1;
+        }
     }
-    Py_XSETREF(rec->name, r);
-    int is_cancelled = truth(call_method(&m_cancelled, task));
-    if (is_cancelled < 0) {
-        return -1;
+    else { /* another factory's object: _hotpath.outcome reads it, as the Python path does */
+        r = PyObject_CallOneArg(self->outcome, task);
+        if (r == NULL) {
+            return -1;
+        }
+        if (!PyTuple_CheckExact(r) || PyTuple_GET_SIZE(r) != 3) {
+            Py_DECREF(r);
+            PyErr_SetString(PyExc_TypeError, "outcome() must return (name, cancelled, exception)");
+            return -1;
+        }
+        Py_XSETREF(rec->name, Py_NewRef(PyTuple_GET_ITEM(r, 0)));
+        is_cancelled = PyObject_IsTrue(PyTuple_GET_ITEM(r, 1));
+        exc = Py_NewRef(PyTuple_GET_ITEM(r, 2));
+        Py_DECREF(r);
+        if (is_cancelled < 0) {
+            Py_DECREF(exc);
+            return -1;
+        }
     }
     if (is_cancelled) {
+        Py_XDECREF(exc);
         Py_INCREF(self->st_cancelled);
         Py_XSETREF(rec->state, self->st_cancelled);
         self->cancelled++;
     }
     else {
-        PyObject *exc = get_data(d_exception_attr, task);
         if (exc == NULL) {
-            return -1;
+            exc = get_data(&d_exception_attr, task);
+            if (exc == NULL) {
+                return -1;
+            }
         }
         if (exc == Py_None) {
             Py_INCREF(self->st_finished);
@@ -1848,6 +1934,9 @@ recorder_close(RecorderObject *self, PyObject *const *args, Py_ssize_t nargs)
 static void
 do_release(RecorderObject *self, PyObject *task)
 {
+    if (!Py_IS_TYPE(task, (PyTypeObject *)self->task_type)) {
+        return; /* only this recorder's tasks hold it as their release hook */
+    }
     PyObject *rec = *slot(task, self->off_rec);
     if (rec == NULL || !IS_RECORD(rec) || ((RecordObject *)rec)->ended != 0.0) {
         return;
@@ -2014,25 +2103,30 @@ recorder_stats(RecorderObject *self, PyObject *unused)
 static int
 recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"probe", "py_factory", "py_create_task", "at_boundary", "wrappers",
-                             "unwrap", "current", "current_task", "lineage", "task_type",
-                             "record_type", "history", "done_ctx", "states", "depth",
-                             "precise", NULL};
-    PyObject *probe, *py_factory, *py_create_task, *at_boundary, *wrappers, *unwrap, *current,
-        *current_task, *lineage, *task_type, *record_type, *history, *done_ctx, *states;
+    static char *kwlist[] = {"probe", "py_factory", "py_create_task", "outcome", "watch_done",
+                             "at_boundary", "wrappers", "unwrap", "current", "current_task",
+                             "lineage", "task_type", "record_type", "history", "done_ctx",
+                             "states", "depth", "precise", NULL};
+    PyObject *probe, *py_factory, *py_create_task, *outcome, *watch_done_fn, *at_boundary,
+        *wrappers, *unwrap, *current, *current_task, *lineage, *task_type, *record_type, *history,
+        *done_ctx, *states;
     int depth, precise = 0;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "OOOOO!OOOOO!O!OOO!i|p:Recorder", kwlist, &probe, &py_factory,
-            &py_create_task, &at_boundary, &PyDict_Type, &wrappers, &unwrap, &current,
-            &current_task, &lineage, &PyType_Type, &task_type, &PyType_Type, &record_type,
-            &history, &done_ctx, &PyTuple_Type, &states, &depth, &precise)) {
+            args, kwargs, "OOOOOOO!OOOOO!O!OOO!i|p:Recorder", kwlist, &probe, &py_factory,
+            &py_create_task, &outcome, &watch_done_fn, &at_boundary, &PyDict_Type, &wrappers,
+            &unwrap, &current, &current_task, &lineage, &PyType_Type, &task_type, &PyType_Type,
+            &record_type, &history, &done_ctx, &PyTuple_Type, &states, &depth, &precise)) {
+        return -1;
+    }
+    if (task_type != (PyObject *)tw_task_type) {
+        PyErr_SetString(PyExc_TypeError, "task_type must be the type task_type() made");
         return -1;
     }
     if (record_type != (PyObject *)RecordType) {
         PyErr_SetString(PyExc_TypeError, "record_type must be taskwatch._speedups.RecordType");
         return -1;
     }
-    if (d_source_tb == NULL) {
+    if (d_source_tb.descr == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "task_type() must run before a Recorder is made");
         return -1;
     }
@@ -2083,6 +2177,8 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
     SET(probe, probe);
     SET(py_factory, py_factory);
     SET(py_create_task, py_create_task);
+    SET(outcome, outcome);
+    SET(watch_done, watch_done_fn);
     SET(at_boundary, at_boundary);
     SET(wrappers, wrappers);
     SET(unwrap, unwrap);
@@ -2123,6 +2219,8 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->probe);
     Py_VISIT(self->py_factory);
     Py_VISIT(self->py_create_task);
+    Py_VISIT(self->outcome);
+    Py_VISIT(self->watch_done);
     Py_VISIT(self->at_boundary);
     Py_VISIT(self->wrappers);
     Py_VISIT(self->unwrap);
@@ -2156,6 +2254,8 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->probe);
     Py_CLEAR(self->py_factory);
     Py_CLEAR(self->py_create_task);
+    Py_CLEAR(self->outcome);
+    Py_CLEAR(self->watch_done);
     Py_CLEAR(self->at_boundary);
     Py_CLEAR(self->wrappers);
     Py_CLEAR(self->unwrap);
@@ -2248,8 +2348,6 @@ typedef struct {
     PyObject *release;
 } TaskExtra;
 
-static PyTypeObject *tw_task_type;   /* the type made by task_type() */
-static PyTypeObject *base_task_type; /* _asyncio.Task */
 static Py_ssize_t task_extra_offset = -1;
 static PyObject *task_module_dict; /* taskwatch._task's globals: on_exception_read */
 
@@ -2480,7 +2578,6 @@ task_type(PyObject *module, PyObject *args)
     task_extra_offset = offset;
     Py_INCREF(base);
     base_task_type = base;
-    base_task_type_for_calls = base;
     Py_INCREF(globals);
     task_module_dict = globals;
     tw_task_type = (PyTypeObject *)Py_NewRef(type);
