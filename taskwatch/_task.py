@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +33,17 @@ on_cancel: Callable[[asyncio.Task, Any, Any, int | None], None] | None = None
 on_exception_read: Callable[[asyncio.Task, Any], None] | None = None
 # True while OpenTelemetry is on: then done(), result() and exception() report a task seen done.
 seen_hooks = False
-_cancelling: list[int | None] = []
+
+
+class _PerThread(threading.local):
+    """The ids of the tasks whose cancel() is running on this thread, innermost last. Per thread:
+    loops in other threads cancel their own tasks at the same time."""
+
+    def __init__(self) -> None:
+        self.cancelling: list[int | None] = []
+
+
+_local = _PerThread()
 
 
 def _report_error(where: str) -> None:
@@ -58,17 +69,18 @@ class Task(asyncio.Task):  # type: ignore[misc]
         hook = on_cancel
         if hook is None:
             return _base_cancel(self, msg)
+        stack = _local.cancelling
         try:
-            hook(self, msg, _getframe(1), _cancelling[-1] if _cancelling else None)
+            hook(self, msg, _getframe(1), stack[-1] if stack else None)
         except BaseException:
             _report_error("Task.cancel")
         # A task awaiting another forwards cancel() to it from inside this call: the stack lets the
         # inner request name the outer task as the one it came through.
-        _cancelling.append(getattr(getattr(self, "_tw_rec", None), "id", None))
+        stack.append(getattr(getattr(self, "_tw_rec", None), "id", None))
         try:
             return _base_cancel(self, msg)
         finally:
-            _cancelling.pop()
+            stack.pop()
 
     def exception(self) -> BaseException | None:
         try:
