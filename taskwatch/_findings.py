@@ -70,6 +70,9 @@ def _who(rec: TaskRecord) -> str:
 def _cancel_phrase(req: CancelRequest | None) -> str:
     if req is None:
         return "cancel() was requested"
+    if req.shutdown:
+        return ("the runner's shutdown cancelled it (asyncio.run() or Runner.close() cancels the "
+                "tasks still pending when the main coroutine has ended)")
     frame = _sites.site(req.stack)
     text = "cancel() was called"
     if frame is not None:

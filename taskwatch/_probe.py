@@ -8,6 +8,7 @@ loop's thread, so the hot path needs no locks.
 from __future__ import annotations
 
 import asyncio
+import asyncio.runners
 import collections
 import contextvars
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import _findings, _handlers, _hotpath, _sites, _stacks
 from ._guard import internal_error
 from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
-from ._record import CANCELLED, FAILED, PENDING, CancelRequest, TaskRecord, exception_brief
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, CancelRequest, TaskRecord, exception_brief
 
 if TYPE_CHECKING:
     from ._state import State
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 _monotonic = time.monotonic
 _current_task = asyncio.current_task
 _get_running_loop = asyncio._get_running_loop
+# The runner's shutdown: it cancels the tasks still pending when the main coroutine has ended.
+_RUNNER_SHUTDOWN = asyncio.runners._cancel_all_tasks.__code__
 __all__ = ["Probe", "LINEAGE", "WRAPPERS", "FOREIGN", "is_awaited", "adopt"]
 
 # Flag bits of TaskRecord.flags (FOREIGN = 1 lives in _hotpath)
@@ -134,6 +137,8 @@ class Probe:
             by.name = current.get_name()
         self.fill_names(rec)
         req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
+        if frame is not None and frame.f_code is _RUNNER_SHUTDOWN:
+            req.shutdown = req.managed = True
         if "swallowed-cancel" in self.state.kinds and not req.managed:
             req.waiting = _handlers.await_keys(task)
         if rec.cancels is None:
@@ -194,7 +199,9 @@ class Probe:
         watching it for slow-cancel, and if it did not end cancelled, see whether it swallowed
         the request."""
         self._cancelling.pop(rec, None)
-        if rec.state is not CANCELLED and _cancelling(task) > 0:
+        # Only a task that returned normally swallowed the cancel: one that failed instead
+        # reports through its exception (or as a lost/unretrieved one if nobody sees it).
+        if rec.state is FINISHED and _cancelling(task) > 0:
             self._swallowed(rec)
 
     def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:

@@ -52,7 +52,7 @@ def brief(key: tuple[Any, ...]) -> dict[str, Any]:
 class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
-    __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting")
+    __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting", "shutdown")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
@@ -67,6 +67,9 @@ class CancelRequest:
         # (code, offset) keys of where the task was suspended: the except that swallows the
         # cancel covers one of them (see _handlers); None if the task was running.
         self.waiting: tuple[Any, ...] | None = None
+        # Sent by the runner's shutdown (asyncio.run / Runner.close cancelling leftover tasks):
+        # a task may catch that last cancel on purpose to clean up.
+        self.shutdown = False
 
     @property
     def by(self) -> dict[str, Any] | None:

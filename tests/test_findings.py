@@ -619,3 +619,51 @@ def test_withdrawn_cancels_are_not_slow(watch, loop_kind):
 
     run(main2(), loop_kind)
     assert kinds() == ["slow-cancel"]
+
+
+def test_runner_shutdown_cancel_is_named_and_may_be_caught(watch, loop_kind):
+    """A task that waits for the runner's final cancel on purpose (a shutdown hook) swallows
+    nothing; the canceller is the runner's shutdown, not the line that called asyncio.run()."""
+    watch(watchdog=False)
+    cleaned = []
+
+    async def shutdown_hook():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cleaned.append(True)
+
+    async def main():
+        asyncio.create_task(shutdown_hook())
+        await asyncio.sleep(0)
+
+    run(main(), loop_kind)
+    assert cleaned == [True]
+    assert "swallowed-cancel" not in kinds(), [f.message for f in taskwatch.findings()]
+
+
+def test_failing_while_a_cancelled_gather_collects_is_lost_not_swallowed(watch, loop_kind):
+    watch(watchdog=False)
+
+    async def fails_on_cancel():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # gather has already given up on its children
+            raise ValueError("cleanup failed")
+
+    async def main():
+        outer = asyncio.gather(asyncio.create_task(asyncio.sleep(10)),
+                               asyncio.create_task(fails_on_cancel()))
+        await asyncio.sleep(0)
+        outer.cancel()
+        try:
+            await outer
+        except (asyncio.CancelledError, ValueError):
+            pass
+        await asyncio.sleep(0.05)
+
+    run(main(), loop_kind)
+    found = kinds()
+    assert "swallowed-cancel" not in found, [f.message for f in taskwatch.findings()]
+    assert "lost-exception" in found, found
