@@ -242,3 +242,23 @@ def test_block_names_the_application_line_and_the_import(watch, loop_kind, tmp_p
     assert block.data["importing"] == "slowmod_tw"
     assert "importing module 'slowmod_tw'" in block.message
     assert not any(f["file"].startswith(_sites._TASKWATCH_DIR) for f in block.data["stack"])
+
+
+def test_no_block_while_the_loop_is_not_running(watch, loop_kind):
+    """Slow synchronous work between two runs of a loop (a test framework formatting a report, a
+    sync fixture's teardown) is not a block: a block exists only while the loop runs."""
+    watch(block_threshold=0.05)
+    if loop_kind == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.sleep(0.01))
+        time.sleep(0.3)
+        _spin(0.3)
+        loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        loop.close()
+    assert _blocks() == []
