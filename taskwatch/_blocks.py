@@ -107,7 +107,7 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         what += f"; {gc_s:.2f} s of it in Python's garbage collector"
     if rec is not None:
         who = f" by {rec.describe()}"
-    elif block is not None and samples:
+    elif block is not None and samples and not block.late:
         who = " by a callback (no task was running)"
     else:
         who = ""
@@ -120,8 +120,8 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         if len(samples) > 1:
             at += f" ({share:.0%} of {len(samples)} samples)"
     else:
-        at = (", where taskwatch could not sample the loop thread (C code held the GIL, or the block "
-              "ended before the watchdog looked)")
+        at = (", where taskwatch could not sample the loop thread: C code or the garbage collector "
+              "held the GIL until the block ended")
     advice = ("Move CPU work off the loop (await asyncio.to_thread(...) or a process pool) and "
               "replace blocking calls (time.sleep, synchronous clients) with their async versions.")
     if gc_s >= 0.5 * duration:

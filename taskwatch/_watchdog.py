@@ -89,7 +89,7 @@ class _Block:
     """A block in progress, observed by the watchdog thread."""
 
     __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
-                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports")
+                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports", "late")
 
     def __init__(self, start: float, detected: float) -> None:
         self.start = start
@@ -105,6 +105,7 @@ class _Block:
         self.gc0 = 0.0
         self.tid = 0
         self.imports: collections.Counter[str] = collections.Counter()  # outermost import per sample
+        self.late = False  # found only after it ended (the GIL was held all along)
 
 
 class LoopWatch:
@@ -125,6 +126,8 @@ class LoopWatch:
         self.ping_posted: float | None = None
         self.ping_ran: tuple[int, float] | None = None
         self.ping_handle: Any = None
+        self.last_reading: Any = None  # the loop thread's times at the watchdog's last look
+        self.posted_reading: Any = None  # ... and when the ping in flight was posted
         self.block: _Block | None = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
@@ -140,6 +143,7 @@ class LoopWatch:
         self.block = None
         self.clock = _cpu_clock(ident)
         self.native_id = threading.get_native_id()
+        self.last_reading = None
         self.thread_id = ident
         self.dog.wake()
 
@@ -170,24 +174,41 @@ class LoopWatch:
         self.ping_ran = (token, _monotonic())
 
     # -- watchdog thread ------------------------------------------------------------------------
+    def _reading(self, now: float) -> tuple[float, float | None, tuple[float, float] | None, float]:
+        """(time, CPU time, scheduler times, GC seconds) of the loop thread now."""
+        return (now, _cpu_time(self.clock), _sched_times(self.native_id),
+                _gc_seconds.get(self.thread_id or 0, 0.0))
+
     def look(self, now: float, frames: dict[int, Any]) -> None:
         tid = self.thread_id
         if tid is None or self.stopped:
             return
+        previous, self.last_reading = self.last_reading, self._reading(now)
         posted = self.ping_posted
         ran = self.ping_ran
         if posted is not None and ran is not None and ran[0] == self.ping_token:
-            self.lags.append(max(0.0, ran[1] - posted))
-            self.ping_posted = posted = None
+            lag = max(0.0, ran[1] - posted)
+            self.lags.append(lag)
+            self.ping_posted = None
             self.ping_handle = None
             self.last_free = max(self.last_free, ran[1])
             with self.dog.lock:
                 block, self.block = self.block, None
+            if block is None and lag >= self.threshold / 2:
+                # late, and never seen in progress: the GIL was held (C code, the collector)
+                block = _Block(max(self.last_free, posted - self.dog.period / 2), now)
+                block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
+                block.t1, block.cpu1, block.sched1 = self.last_reading[:3]
+                block.tid = tid
+                block.late = True
             if block is not None:
                 self.close(block, ran[1])
+            posted = None
         frame = frames.get(tid)
         if frame is None:
             return
+        if posted is None and previous is not None and self.block is None:
+            self._held_gil(previous, self.last_reading, frame)
         if posted is None:
             if self._idle(frame):
                 self.last_free = now
@@ -200,16 +221,45 @@ class LoopWatch:
         block = self.block
         if block is None:
             block = _Block(max(self.last_free, posted - self.dog.period / 2), now)
-            block.cpu0 = _cpu_time(self.clock)
-            block.sched0 = _sched_times(self.native_id)
+            block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
             block.tid = tid
-            block.gc0 = _gc_seconds.get(tid, 0.0)
             self._identify(block)
             with self.dog.lock:
                 if self.thread_id is None:  # the loop stopped meanwhile
                     return
                 self.block = block
         self._sample(block, frame, now)
+
+    def _held_gil(self, before: Any, after: Any, frame: Any) -> None:
+        """taskwatch's thread could not run for longer than a block: some thread held the GIL
+        (the garbage collector, or C code that does not release it). If the loop thread spent
+        that time on a CPU (or waiting for one), that was a block of the loop, found after the
+        fact: no ping could be posted and no stack sampled while it lasted."""
+        gap = after[0] - before[0]
+        if gap < self.threshold + self.dog.period:
+            return
+        busy = None
+        if before[2] is not None and after[2] is not None:
+            busy = (after[2][0] - before[2][0]) + (after[2][1] - before[2][1])
+        elif before[1] is not None and after[1] is not None:
+            busy = after[1] - before[1]
+        gc_s = after[3] - before[3]
+        if busy is None:
+            busy = gc_s
+        duration = min(gap, busy)
+        if duration < self.threshold:
+            return
+        block = _Block(after[0] - duration, after[0])
+        block.t0, block.cpu0, block.sched0, block.gc0 = before
+        block.t1, block.cpu1, block.sched1 = after[0], after[1], after[2]
+        block.tid = self.thread_id or 0
+        block.late = True
+        self._identify(block)
+        if block.task_rec is not None and not self._idle(frame):
+            self._sample(block, frame, after[0])  # still in the task step that held the GIL
+        else:
+            block.task_rec = block.task_name = None
+        self.close(block, after[0])
 
     def _idle(self, frame: Any) -> bool:
         """The loop thread is waiting for I/O: in the selector (asyncio), or in uvloop's C loop
@@ -223,6 +273,7 @@ class LoopWatch:
             return
         self.ping_token += 1
         self.ping_posted = now
+        self.posted_reading = self.last_reading
         try:
             handle = loop.call_soon_threadsafe(self._pong, self.ping_token)
         except RuntimeError:  # closed meanwhile

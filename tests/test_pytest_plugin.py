@@ -745,3 +745,43 @@ def test_clean_suite_passes_unchanged_and_cheaply(tw: pytest.Pytester) -> None:
     assert float(match.group(2)) / 120 < 0.01, match.group(0)
     # whole-run wall time, with a wide margin for a loaded machine (process start dominates)
     assert watched_s < plain_s * 2 + 3.0, (plain_s, watched_s)
+
+
+def test_gc_pauses_do_not_fail_a_test(tw: pytest.Pytester) -> None:
+    """A block that is mostly the loop thread's garbage collector is a property of the heap, not
+    of the test: counted, not failed. A blocking sleep while another thread collects is not GC."""
+    tw.makepyfile(test_gc='''
+import asyncio, gc, threading, time
+import pytest
+
+
+class Node:
+    def __init__(self):
+        self.me = self
+
+
+@pytest.mark.asyncio
+async def test_collects():
+    junk = [Node() for _ in range(3_000_000)]
+    await asyncio.sleep(0.01)
+    gc.collect()
+    del junk
+    await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_sleeps_while_another_thread_collects():
+    junk = [Node() for _ in range(1_000_000)]
+    thread = threading.Thread(target=gc.collect)
+    await asyncio.sleep(0.01)
+    thread.start()
+    time.sleep(0.6)  # BLOCK
+    thread.join()
+    del junk
+''')
+    result = run(tw, "--taskwatch", "--taskwatch-block-threshold=0.05")
+    text = result.stdout.str()
+    assert "test_collects" in passed(result), text
+    assert failed(result) == {"test_sleeps_while_another_thread_collects"}, text
+    assert "mostly garbage collection (not failed)" in text, text
+    assert "waiting in a blocking call" in text, text

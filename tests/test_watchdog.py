@@ -262,3 +262,43 @@ def test_no_block_while_the_loop_is_not_running(watch, loop_kind):
     finally:
         loop.close()
     assert _blocks() == []
+
+
+def test_block_by_c_code_holding_the_gil(watch, loop_kind):
+    """C code that never releases the GIL (a builtin's loop; pydantic-core or json on a huge
+    payload) keeps taskwatch's thread from looking while it runs: the block is still found after
+    the fact, with its task and its line."""
+    watch(block_threshold=0.1)
+    lines = {}
+    n = 1
+    while True:  # a C loop long enough to be a block on this machine, however fast it is
+        start = time.perf_counter()
+        sum(range(n))
+        if time.perf_counter() - start > 0.05:
+            break
+        n *= 2
+    n *= 8
+
+    async def crunch():
+        await asyncio.sleep(0.05)
+        lines["sum"] = here() + 1
+        sum(range(n))
+        await asyncio.sleep(0.05)
+
+    async def main():
+        await asyncio.create_task(crunch())
+
+    run(main(), loop_kind)
+    blocks = _blocks()
+    assert len(blocks) == 1, [b.message for b in blocks]
+    (block,) = blocks
+    assert block.data["duration_s"] >= 0.2
+    # The interpreter hands the GIL over at its next check: often still inside the task's step
+    # (then the task and line are named), sometimes only when the loop waits for I/O again
+    # (then the finding says it could not sample, and names no task rather than a wrong one).
+    if block.task is not None:
+        assert block.task["coro"].endswith("crunch")
+        assert block.data["blocked_at"]["line"] in (lines["sum"], lines["sum"] + 1)
+    else:
+        assert block.data["blocked_at"] is None
+        assert "could not sample" in block.message
