@@ -39,11 +39,15 @@ PRECISE = 64  # TaskRecord.flags bit: a done callback closes the record at the m
 
 _EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
 _RUNNER_RUN = asyncio.runners.Runner.run.__code__
-# 3.11-3.13 keep the running task per loop in this dict; 3.14 keeps it on the thread state.
+# 3.11-3.13 keep the running task per loop in this dict. 3.14 keeps C Tasks on the thread state
+# (asyncio.current_task), and only asyncio's pure-Python Task still enters this dict, where
+# current_task() does not look.
 if sys.version_info < (3, 14):
     _current = asyncio.tasks._current_tasks.get
-else:  # pragma: no cover - no 3.14 interpreter on the CI machines
+    _current_py = None
+else:
     _current = asyncio.current_task
+    _current_py = asyncio.tasks._current_tasks.get
 
 
 def unwrap(coro: Any, code: Any) -> Any:
@@ -114,6 +118,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     lineage_get = LINEAGE.get
     lineage_set = LINEAGE.set
     current = _current
+    current_py = _current_py
     wrappers = WRAPPERS
     use_c = speedups is not None and probe.options.speedups
     task_class = _task_class(use_c)
@@ -128,6 +133,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         nonlocal created
         try:
             cur = current(loop)
+            if cur is None and current_py is not None:
+                cur = current_py(loop)
             if cur is not None:
                 try:
                     parent = cur._tw_rec
@@ -430,8 +437,9 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
         probe=probe, py_factory=factory, py_create_task=create_task, outcome=outcome,
         watch_done=watch_done,
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
-        current=asyncio.tasks._current_tasks if sys.version_info < (3, 14) else None,
-        current_task=asyncio.current_task, lineage=LINEAGE, task_type=task_class,
+        current=asyncio.tasks._current_tasks,
+        current_task=asyncio.current_task if sys.version_info >= (3, 14) else None,
+        lineage=LINEAGE, task_type=task_class,
         record_type=TaskRecord, history=history, done_ctx=done_ctx,
         states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth, precise=precise)
     # Rebinding the names rebinds them for the closures above too (they read these cells).

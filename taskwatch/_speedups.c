@@ -452,8 +452,10 @@ typedef struct {
     PyObject *outcome, *watch_done;
     PyObject *at_boundary;                 /* _sites.capture_at_boundary(frame, depth) */
     PyObject *wrappers, *unwrap;           /* _hotpath.WRAPPERS, _hotpath.unwrap */
-    PyObject *current;                     /* asyncio.tasks._current_tasks, or None (3.14) */
-    PyObject *current_task;                /* asyncio.current_task */
+    /* The running task: asyncio.current_task (3.14+, where C Tasks live on the thread state) or
+     * None, then the dict asyncio.tasks._current_tasks (3.11-3.13: every task; 3.14+: asyncio's
+     * pure-Python Tasks only) or None. */
+    PyObject *current_task, *current;
     PyObject *lineage;                     /* _hotpath.LINEAGE */
     PyObject *task_type, *record_type;
     PyObject *history, *history_append;
@@ -669,18 +671,21 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
     PyObject *parent = NULL, *cur = NULL, *code = NULL, *other = NULL;
     StackItem items[MAX_DEPTH];
     int n = 0;
-    if (self->current != Py_None) {
+    if (self->current_task != Py_None) {
+        cur = PyObject_CallOneArg(self->current_task, loop);
+        if (cur == NULL) {
+            return NULL;
+        }
+        if (cur == Py_None) {
+            Py_CLEAR(cur);
+        }
+    }
+    if (cur == NULL && self->current != Py_None) {
         cur = PyDict_GetItemWithError(self->current, loop);
         if (cur == NULL && PyErr_Occurred()) {
             return NULL;
         }
         Py_XINCREF(cur);
-    }
-    else {
-        cur = PyObject_CallOneArg(self->current_task, loop);
-        if (cur == NULL) {
-            return NULL;
-        }
     }
     if (cur != NULL && cur != Py_None) {
         PyObject *p;
