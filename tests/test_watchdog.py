@@ -208,8 +208,9 @@ def test_gc_pause_is_named_as_such(watch):
     blocks = [b for b in _blocks() if b.data["gc_s"] > 0]
     assert gc_time >= 0.1, "the collection must be long enough to be a block (3M cyclic objects)"
     assert blocks, [b.data for b in _blocks()]
-    assert blocks[-1].data["gc_s"] >= 0.5 * gc_time
-    assert "garbage collector" in blocks[-1].message
+    block = max(blocks, key=lambda b: b.data["gc_s"])  # smaller automatic collections count too
+    assert block.data["gc_s"] >= 0.5 * gc_time, [(b.data["duration_s"], b.data["gc_s"]) for b in blocks]
+    assert "garbage collector" in block.message
 
 
 def test_block_names_the_application_line_and_the_import(watch, loop_kind, tmp_path, monkeypatch):
