@@ -31,7 +31,9 @@ def install(**options: Any) -> Options:
     """Watch every task of every event loop from now on. Calling it again is harmless.
 
     Options are keyword arguments or ``TASKWATCH_*`` environment variables (see README); an invalid
-    value raises ``ValueError`` naming the option and what it accepts. Returns the options in force.
+    value raises ``ValueError`` naming the option and what it accepts. ``otel=True`` without the
+    ``otel`` extra raises ``ImportError`` saying what to install. Either way nothing is installed.
+    Returns the options in force.
     """
     resolved = _options.resolve(options)
     with _lock:
@@ -40,22 +42,23 @@ def install(**options: Any) -> Options:
             return state.options
         if not resolved.enabled:
             return resolved
+        from . import _integrations
+
+        _integrations.check(resolved)
         state = State(resolved)
         _hooks.hook(state)
-        if resolved.coroutine_origin:
-            state.saved_origin_depth = sys.get_coroutine_origin_tracking_depth()
-            sys.set_coroutine_origin_tracking_depth(resolved.coroutine_origin)
-        _start_integrations(state)
-        loop = asyncio._get_running_loop()
-        if loop is not None:
-            _hooks.attach(loop)
+        try:
+            if resolved.coroutine_origin:
+                state.saved_origin_depth = sys.get_coroutine_origin_tracking_depth()
+                sys.set_coroutine_origin_tracking_depth(resolved.coroutine_origin)
+            _integrations.start(state)
+            loop = asyncio._get_running_loop()
+            if loop is not None:
+                _hooks.attach(loop)
+        except BaseException:
+            _teardown(state)  # all or nothing: never a half-installed taskwatch
+            raise
     return resolved
-
-
-def _start_integrations(state: State) -> None:
-    from . import _integrations
-
-    _integrations.start(state)
 
 
 def uninstall() -> None:
@@ -64,14 +67,21 @@ def uninstall() -> None:
         state = _hooks.current()
         if state is None:
             return
-        from . import _integrations
+        _teardown(state)
 
-        _integrations.stop(state)
-        _hooks.unhook()
-        state.ticker.stop()
-        depth = getattr(state, "saved_origin_depth", None)
-        if depth is not None:
+
+def _teardown(state: State) -> None:
+    from . import _guard, _integrations
+
+    _integrations.stop(state)
+    _hooks.unhook()
+    state.ticker.stop()
+    depth = getattr(state, "saved_origin_depth", None)
+    if depth is not None:
+        try:
             sys.set_coroutine_origin_tracking_depth(depth)
+        except Exception:
+            _guard.internal_error("restore coroutine origin tracking")
 
 
 def is_installed() -> bool:

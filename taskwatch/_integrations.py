@@ -11,7 +11,22 @@ import sys
 from typing import Any
 
 from . import _guard
+from ._options import Options
 from ._state import State
+
+OTEL_EXTRA = "pip install 'taskwatch[otel]'"
+
+
+def check(options: Options) -> None:
+    """Before anything is installed: fail now for a part that cannot start (a missing extra)."""
+    if options.otel:
+        try:
+            from . import otel  # noqa: F401  (imports the OpenTelemetry API and SDK)
+        except ImportError as exc:
+            raise ImportError(
+                f"taskwatch: option 'otel' needs the OpenTelemetry SDK, which cannot be imported "
+                f"here ({type(exc).__name__}: {exc}); install the otel extra: {OTEL_EXTRA}",
+                name=getattr(exc, "name", None)) from exc
 
 
 def start(state: State) -> None:
@@ -26,7 +41,7 @@ def start(state: State) -> None:
     if options.dump_signal:
         _install_dump_signal(state, options.dump_signal)
     if options.otel:
-        from . import otel  # ImportError names the missing extra
+        from . import otel  # importable: check() ran first
 
         otel.enable(state)
 

@@ -7,6 +7,7 @@ a deployment's environment is caught at startup, not discovered as silence later
 from __future__ import annotations
 
 import dataclasses
+import operator
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -25,7 +26,7 @@ KINDS: tuple[str, ...] = (
 
 SPAN_MODES = ("all", "interesting", "none")
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}  # not "": a blank variable is a mistake, not "off"
 
 
 class _Invalid(Exception):
@@ -35,18 +36,26 @@ class _Invalid(Exception):
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise _Invalid("true or false (1/0, yes/no, on/off)")
 
 
+MAX_SECONDS = 86400.0  # one day: longer waits are off in all but name (and overflow timers)
+_SECONDS = f"a number of seconds greater than 0 and at most {MAX_SECONDS:g}"
+
+
 def _seconds(value: Any) -> float:
+    if isinstance(value, (bool, bytes, bytearray)):
+        raise _Invalid(_SECONDS)
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise _Invalid("a number of seconds greater than 0") from None
-    if isinstance(value, bool) or not number > 0 or number != number or number == float("inf"):
-        raise _Invalid("a number of seconds greater than 0")
+    except (TypeError, ValueError, OverflowError):
+        raise _Invalid(_SECONDS) from None
+    if not 0 < number <= MAX_SECONDS:  # also refuses NaN
+        raise _Invalid(_SECONDS)
     return number
 
 
@@ -56,54 +65,108 @@ def _optional_seconds(value: Any) -> float | None:
     try:
         return _seconds(value)
     except _Invalid:
-        raise _Invalid("a number of seconds greater than 0, or none/off") from None
+        raise _Invalid(_SECONDS + ", or none/off") from None
 
 
 def _count(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise _Invalid(f"a whole number from {low} to {high}") from None
-        if isinstance(value, bool) or isinstance(value, float) or not low <= number <= high:
+        number: int | None = None
+        if isinstance(value, str):
+            try:
+                number = int(value)
+            except ValueError:
+                pass
+        elif not isinstance(value, bool):
+            try:
+                number = operator.index(value)  # int-like only: 2.5 or Decimal("2.5") is refused
+            except TypeError:
+                number = None
+        if number is None or not low <= number <= high:
             raise _Invalid(f"a whole number from {low} to {high}")
         return number
 
     return parse
 
 
+_LIST = "a comma-separated list (or a list of strings)"
+
+
 def _words(value: Any) -> tuple[str, ...]:
+    """A list from a comma-separated string or an iterable of strings; blank items are skipped."""
     if value is None:
         return ()
     if isinstance(value, str):
         items: Iterable[Any] = value.replace(";", ",").split(",")
+    elif isinstance(value, (bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise _Invalid(_LIST)
     else:
         items = value
     out = []
     for item in items:
         if not isinstance(item, str):
-            raise _Invalid("a comma-separated list (or a list of strings)")
+            raise _Invalid(_LIST)
         if item.strip():
             out.append(item.strip())
     return tuple(out)
 
 
+def _sites(value: Any) -> tuple[str, ...]:
+    """``ignore``: creation sites as ``path`` or ``path:line`` (line 1 or more)."""
+    accepted = "creation sites as 'path' or 'path:line', " + _LIST
+    try:
+        sites = _words(value)
+    except _Invalid:
+        raise _Invalid(accepted) from None
+    for site in sites:
+        path, sep, line = site.rpartition(":")
+        if sep and line.strip().isdigit() and (not path.strip() or int(line) < 1):
+            raise _Invalid(accepted)
+    return sites
+
+
 def _kinds(value: Any) -> tuple[str, ...]:
-    words = _words(value)
+    """A list of finding kinds, ``all`` or ``none``; empty is allowed (nothing)."""
+    accepted = "a comma-separated list of finding kinds from: all, none, " + ", ".join(KINDS)
+    try:
+        words = _words(value)
+    except _Invalid:
+        raise _Invalid(accepted) from None
     if len(words) == 1 and words[0] == "all":
         return KINDS
     if len(words) == 1 and words[0] == "none":
         return ()
     bad = [w for w in words if w not in KINDS]
     if bad:
-        raise _Invalid("a comma-separated list of finding kinds from: all, none, " + ", ".join(KINDS))
+        raise _Invalid(accepted)
     return words
+
+
+def _kinds_required(value: Any) -> tuple[str, ...]:
+    """``kinds``: as _kinds, but an empty value is refused: it would silently switch every
+    finding off (``none`` says that on purpose)."""
+    kinds = _kinds(value)
+    if not _words(value):
+        raise _Invalid("a comma-separated list of finding kinds from: all, none, "
+                       + ", ".join(KINDS) + " (not empty: 'none' switches every kind off)")
+    return kinds
 
 
 def _span_mode(value: Any) -> str:
     if isinstance(value, str) and value.strip().lower() in SPAN_MODES:
         return value.strip().lower()
     raise _Invalid("one of " + ", ".join(SPAN_MODES))
+
+
+# Signals the dump may take over: ones nothing else in a program's life depends on. SIGUSR1 and
+# SIGUSR2 exist for applications to define; SIGINFO (BSD and macOS, sent by Ctrl-T) asks a
+# program for its status and is ignored by default, so taking it over stops nothing. Every other
+# signal already means something: SIGINT/SIGTERM/SIGHUP/SIGQUIT stop the program (Ctrl-C would
+# stop nothing), SIGSEGV/SIGBUS/SIGFPE/SIGILL/SIGABRT report a crash (a crashing program would
+# hang or loop), SIGCHLD/SIGPIPE/SIGALRM/SIGWINCH/SIGTSTP/SIGCONT drive child processes, pipes,
+# timers, terminals and job control, SIGKILL/SIGSTOP cannot be caught.
+DUMP_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGINFO")
+_SIGNAL = ("SIGUSR1 or SIGUSR2 (or SIGINFO where the system has it), true (SIGUSR1) or false; "
+           "other signals already stop, crash or drive the program and are not taken over")
 
 
 def _signal_name(value: Any) -> str | None:
@@ -113,15 +176,20 @@ def _signal_name(value: Any) -> str | None:
         return None
     if value is True:
         return "SIGUSR1"
-    text = str(value).strip().upper()
+    if isinstance(value, signal.Signals):
+        text = value.name
+    elif isinstance(value, str):
+        text = value.strip().upper()
+    else:
+        raise _Invalid(_SIGNAL)
     if text in {"", "0", "FALSE", "NO", "OFF", "NONE"}:
         return None
     if text in {"1", "TRUE", "YES", "ON"}:
         return "SIGUSR1"
     if not text.startswith("SIG"):
         text = "SIG" + text
-    if not hasattr(signal, text) or text in {"SIGKILL", "SIGSTOP"}:
-        raise _Invalid("a signal name such as SIGUSR1 or SIGUSR2, true (SIGUSR1) or false")
+    if text not in DUMP_SIGNALS or not isinstance(getattr(signal, text, None), signal.Signals):
+        raise _Invalid(_SIGNAL)
     return text
 
 
@@ -139,9 +207,9 @@ class OptionSpec:
 
 SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("enabled", _bool, True, "Master switch: false makes install() a no-op."),
-    OptionSpec("kinds", _kinds, KINDS, "Finding kinds to report (comma-separated, `all` or `none`)."),
+    OptionSpec("kinds", _kinds_required, KINDS, "Finding kinds to report (comma-separated, `all` or `none`)."),
     OptionSpec("disable", _kinds, (), "Finding kinds to switch off (applied after `kinds`)."),
-    OptionSpec("ignore", _words, (), "Creation sites to silence: `path` or `path:line`, comma-separated; a path matches by suffix."),
+    OptionSpec("ignore", _sites, (), "Creation sites to silence: `path` or `path:line`, comma-separated; a path matches by suffix."),
     OptionSpec("stack_depth", _count(1, 64), 8, "Frames kept of each task's creation stack."),
     OptionSpec("history", _count(0, 1_000_000), 1000, "Finished task records kept in the ring."),
     OptionSpec("max_findings", _count(1, 1_000_000), 1000, "Findings kept in memory; more are counted as dropped."),
@@ -210,7 +278,7 @@ def resolve(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None)
         try:
             values[spec.name] = spec.parse(raw)
         except _Invalid as exc:
-            raise ValueError(f"taskwatch: {source} must be {exc}; got {raw!r}") from None
+            raise ValueError(f"taskwatch: {source} must be {exc}; got {_shown(raw)}") from None
     if "hang_threshold" in values and values["hang_threshold"] is not None:
         block = values.get("block_threshold", Options.block_threshold)
         if values["hang_threshold"] <= block:
@@ -219,6 +287,15 @@ def resolve(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None)
                 f"({block}); got {values['hang_threshold']!r}"
             )
     return Options(**values)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """The rejected value for an error message: short, and never failing itself."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def markdown_table() -> str:

@@ -89,7 +89,7 @@ def test_options_on_the_command_line(script, tmp_path):
     assert "taskwatch: no findings" in proc.stderr
     bad = _run(["-m", "taskwatch", "--block-threshold", "soon", str(script)], tmp_path)
     assert bad.returncode == 2
-    assert "option 'block_threshold' must be a number of seconds greater than 0; got 'soon'" in bad.stderr
+    assert "option 'block_threshold' must be a number of seconds greater than 0 and at most 86400; got 'soon'" in bad.stderr
     env_bad = _run(["-m", "taskwatch", str(script)], tmp_path, env={"TASKWATCH_SPANS": "many"})
     assert env_bad.returncode == 2 and "TASKWATCH_SPANS must be one of all, interesting, none" in env_bad.stderr
     helptext = _run(["-m", "taskwatch", "--help"], tmp_path)
