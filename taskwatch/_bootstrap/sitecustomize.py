@@ -1,14 +1,23 @@
-"""Installs taskwatch in child processes of a ``python -m taskwatch`` session, then chains."""
+"""Installs taskwatch in child processes of a ``python -m taskwatch`` session, then chains.
+
+Any Python the program starts imports this file, including interpreters without taskwatch (other
+versions, other virtual environments, Python 2): it must stay valid in all of them (no f-strings,
+no annotations) and, where taskwatch cannot load, let the child run exactly as without it, silently.
+"""
 
 import os
 import sys
 
 try:
     from taskwatch._session import bootstrap_child
-
-    bootstrap_child()
-except Exception as exc:  # never break the child's startup
-    sys.stderr.write(f"taskwatch: could not start in child process: {exc!r}\n")
+except Exception:  # not installed for this interpreter, or not loadable here: run without it
+    bootstrap_child = None
+if bootstrap_child is not None:
+    try:
+        bootstrap_child()
+    except Exception:  # never break the child's startup
+        pass
+del bootstrap_child
 
 # Chain to the sitecustomize this one shadows, if any.
 _here = os.path.dirname(os.path.abspath(__file__))
