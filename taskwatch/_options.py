@@ -220,7 +220,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("hang_threshold", _optional_seconds, None, "Seconds after which a block dumps all thread stacks to stderr (no GIL needed); off by default."),
     OptionSpec("coroutine_origin", _count(0, 64), 0, "Coroutine origin tracking depth for `never-awaited` sites (costs on every coroutine; the session uses 1)."),
     OptionSpec("log", _bool, True, "Log each finding to the `taskwatch` logger."),
-    OptionSpec("dump_signal", _signal_name, None, "Signal that prints the live task tree to stderr (e.g. SIGUSR1); off by default."),
+    OptionSpec("dump_signal", _signal_name, None, "Signal that prints the live task tree to stderr: SIGUSR1 or SIGUSR2 (SIGINFO on BSD/macOS); off by default."),
     OptionSpec("otel", _bool, False, "Export tasks, findings and blocks to OpenTelemetry (needs the `otel` extra)."),
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
