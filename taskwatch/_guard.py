@@ -31,6 +31,12 @@ def internal_error(where: str) -> None:
             pass
 
 
+def after_fork() -> None:
+    """In a forked child: a lock held by another thread at the fork would never be released."""
+    global _lock
+    _lock = threading.Lock()
+
+
 def reset() -> None:
     """Forget what was logged (tests and re-install)."""
     global count

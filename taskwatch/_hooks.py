@@ -308,6 +308,34 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+_RUNNER_EXIT = getattr(getattr(asyncio.runners, "Runner", None), "__exit__", None)
+_RUNNER_EXIT_CODE = getattr(_RUNNER_EXIT, "__code__", None)
+
+
+def _shutdown_reason() -> str:
+    """Why the runner is shutting its loop down. ``asyncio.run``/``uvloop.run`` leave a
+    ``with Runner()`` block whose ``__exit__`` calls ``close()``: its ``exc_val`` is what ended the
+    main coroutine (``sys.exc_info()`` would also see an unrelated exception being handled around
+    the ``asyncio.run()`` call)."""
+    frame = sys._getframe(2)
+    for _ in range(4):  # _cancel_all_tasks <- Runner.close <- Runner.__exit__
+        if frame is None:
+            break
+        if frame.f_code is _RUNNER_EXIT_CODE:
+            exc = frame.f_locals.get("exc_val")
+            if exc is None:
+                return "the runner shut down its loop (the main coroutine had returned)"
+            if isinstance(exc, KeyboardInterrupt):
+                return ("the runner shut down its loop after KeyboardInterrupt (Ctrl-C or SIGINT) "
+                        "interrupted the main coroutine")
+            if isinstance(exc, asyncio.CancelledError):
+                return "the runner shut down its loop after the main coroutine was cancelled"
+            return ("the runner shut down its loop after the main coroutine raised "
+                    f"{type(exc).__name__}")
+        frame = frame.f_back
+    return "the runner shut down its loop"  # close() called by hand: no claim about why
+
+
 def _cancel_all_tasks_hook(original: Callable[[Any], None]) -> Callable[[Any], None]:
     def _cancel_all_tasks(loop: Any) -> None:
         state = _state
@@ -315,7 +343,7 @@ def _cancel_all_tasks_hook(original: Callable[[Any], None]) -> Callable[[Any], N
             probe = state.probes.get(loop)
             if probe is not None:
                 try:
-                    probe.report_leaks("the runner shut down its loop (the main coroutine had returned)")
+                    probe.report_leaks(_shutdown_reason())
                 except BaseException:
                     _guard.internal_error("leak check at shutdown")
         return original(loop)
@@ -327,9 +355,13 @@ _fork_registered = False
 
 
 def _after_fork_in_child() -> None:
+    """Only the forking thread survives a fork: locks another thread held are held forever in the
+    child, and taskwatch's thread is gone. Make both anew."""
+    _guard.after_fork()
     state = _state
     if state is not None:
         try:
+            state.lock = threading.RLock()
             state.ticker.after_fork()
         except BaseException:
             _guard.internal_error("after fork")

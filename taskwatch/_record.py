@@ -194,7 +194,16 @@ else:
 
 
 def _short(value: Any, limit: int = 500) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    """Text of a program's object for a finding: its repr(), which may raise or return anything."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = repr(value)
+            if not isinstance(text, str):
+                raise TypeError("repr() did not return a str")
+        except Exception:
+            text = f"<{type(value).__name__} object (repr() failed)>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -1,8 +1,8 @@
 """Findings say what happened, even when the program's objects misbehave (issue 16).
 
-The fixes these tests check live in files owned elsewhere (taskwatch/_record.py ``_short`` and
-taskwatch/_hooks.py ``_cancel_all_tasks_hook``); each test is marked xfail(strict=True) until
-its fix lands, so it turns into a failure (XPASS) the day the fix is in: then drop the mark.
+A cancel message whose repr() raises, and leaked tasks after the main coroutine was interrupted or
+failed (the texts come from taskwatch/_record.py ``_short`` and taskwatch/_hooks.py
+``_shutdown_reason``).
 """
 
 import asyncio
@@ -29,8 +29,6 @@ async def _swallower(started):
     await asyncio.sleep(0)
 
 
-@pytest.mark.xfail(strict=True, reason="needs taskwatch/_record.py _short() to survive a repr() "
-                                       "that raises (issue 16)")
 def test_cancel_message_whose_repr_raises(watch, loop_kind):
     watch()
 
@@ -72,8 +70,6 @@ def test_leak_after_return_says_the_main_coroutine_returned(watch, loop_kind):
     assert "(the main coroutine had returned)" in _leak_message(loop_kind, None)
 
 
-@pytest.mark.xfail(strict=True, reason="needs taskwatch/_hooks.py _cancel_all_tasks_hook to say "
-                                       "why the runner shut down (issue 16)")
 @pytest.mark.parametrize("ending, says", [
     (KeyboardInterrupt(), "after KeyboardInterrupt (Ctrl-C or SIGINT) interrupted the main coroutine"),
     (ValueError("boom"), "after the main coroutine raised ValueError"),
