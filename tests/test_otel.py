@@ -696,3 +696,30 @@ def test_a_provider_that_is_not_the_sdks(otel, loop_kind):
     assert failed.attributes["taskwatch.task.outcome"] == "failed"
     assert [e.name for e in failed.events] == ["exception"]
     assert_no_holes(spans)
+
+
+def test_metrics_while_the_loop_runs(otel, loop_kind):
+    """Runtime metrics are observed while the program runs, not only after its loop closed (every
+    collection once failed with AttributeError, and the SDK printed a traceback each interval)."""
+    otel.install()
+    seen = {}
+
+    async def worker():
+        await asyncio.sleep(0.01)
+
+    async def main():
+        done = [asyncio.create_task(worker()) for _ in range(5)]
+        await asyncio.gather(*done)
+        pending = [asyncio.create_task(asyncio.sleep(10)) for _ in range(3)]
+        await asyncio.sleep(0)
+        seen.update(otel.metrics())  # collected with the loop running
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    run(main(), loop_kind)
+    assert seen["taskwatch.task.created"].data.data_points[0].value >= 8
+    assert seen["taskwatch.task.active"].data.data_points[0].value >= 3
+    finished = {p.attributes["taskwatch.task.outcome"]: p.value
+                for p in seen["taskwatch.task.finished"].data.data_points}
+    assert finished.get("finished", 0) >= 5
