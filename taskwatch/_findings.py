@@ -199,11 +199,11 @@ def never_awaited(name: str, created_at: _sites.Frame | None, origin: list[_site
 
 
 def leaked_task(rec: TaskRecord, age: float, suspended: list[_sites.Frame], waits: str | None,
-                at_exit: str) -> Finding:
+                at_exit: str, outcome: str = "the runner cancelled it") -> Finding:
     phrase = at_phrase(suspended, waits)
     now = f" It was suspended {phrase}." if phrase else ""
-    msg = (f"{_who(rec)}, was still pending {age:.2f} s after it started when {at_exit}, so the runner "
-           f"cancelled it and its work never completed.{now} Await or cancel background tasks "
+    msg = (f"{_who(rec)}, was still pending {age:.2f} s after it started when {at_exit}, so "
+           f"{outcome} and its work never completed.{now} Await or cancel background tasks "
            "before the main coroutine returns (a TaskGroup does this for you).")
     return _build("leaked-task", rec, msg, age_s=round(age, 3),
                   stack=[f.as_dict() for f in suspended])

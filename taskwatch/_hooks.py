@@ -217,7 +217,8 @@ def _hook_loop_class(owner: Any) -> None:
             probe = state.probes.get(self)
             if probe is not None and not self.is_running():
                 try:
-                    probe.report_leaks("the event loop was closed")
+                    probe.report_leaks("the event loop was closed",
+                                       "it was left behind with the closed loop")
                 except BaseException:
                     _guard.internal_error("leak check at close")
                 state.retire(probe)

@@ -54,27 +54,35 @@ def _warn(coro: Any) -> None:
 
 
 def _report(coro: Any) -> None:
+    """Judge by where the coroutine was created (origin tracking), not by whose coroutine it is:
+    ``asyncio.sleep(1)`` without ``await`` in the program is the program's bug, while a coroutine
+    asyncio made and dropped itself is not."""
     from ._hooks import current
 
     state = current()
     if state is None or "never-awaited" not in state.kinds:
         return
     code = getattr(coro, "cr_code", None)
-    if code is not None and _sites.is_internal(code):
-        return
     origin = [
         _sites.Frame(filename, lineno, funcname)
         for filename, lineno, funcname in reversed(getattr(coro, "cr_origin", None) or ())
     ]
     created_at = None
-    for frame in reversed(origin):
-        if not _sites.is_internal_file(frame.file):
-            created_at = frame
-            break
+    if origin:
+        app = [f for f in origin if not _sites.is_library_file(f.file)]
+        if app:
+            created_at = app[-1]
+        elif all(_sites.is_internal_file(f.file) for f in origin):
+            return  # asyncio or the loop library made it: not the program's coroutine to await
+    elif code is not None and _sites.is_internal(code):
+        return  # no origin to tell who made it: never blame the program for asyncio's own
     if created_at is None:
-        # No origin tracking: the frame running when the coroutine was dropped is, for the common
-        # `send_email()` statement without await, the very line that created it.
-        stack = _sites.capture(sys._getframe(1), 1)
+        # Made inside a library (``session.post(...)`` builds the request coroutine), or no origin
+        # tracking: the frame running when the coroutine was dropped is, for the common statement
+        # without ``await``, the program's very line.
+        stack = _sites.capture(sys._getframe(2), 1)
         if stack:
             created_at = _sites.site(stack)
+    if created_at is None and origin:
+        created_at = next((f for f in reversed(origin) if not _sites.is_internal_file(f.file)), None)
     state.emit(never_awaited(_sites.qualified_name(code), created_at, origin))

@@ -329,8 +329,9 @@ class Probe:
             internal_error("orphan check")
 
     # -- end of the program ---------------------------------------------------------------------
-    def report_leaks(self, at_exit: str) -> None:
-        """Tasks still pending when the main coroutine returned or the loop is closing."""
+    def report_leaks(self, at_exit: str, outcome: str = "the runner cancelled it") -> None:
+        """Tasks still pending when the main coroutine returned, the loop is closing or the
+        process is ending; ``outcome`` says what became of them."""
         if "leaked-task" not in self.state.kinds:
             return
         loop = self.loop_ref()
@@ -338,9 +339,11 @@ class Probe:
             return
         now = _monotonic()
         pending = []
+        running = _current_task(loop) if self.run_thread is not None else None
         for task in _all_tasks(loop):
             rec = getattr(task, "_tw_rec", None)
-            if rec is None or task.done() or rec.internal or rec.flags & REPORTED_LEAK:
+            if rec is None or task is running or task.done() or rec.internal or (
+                    rec.flags & REPORTED_LEAK):
                 continue
             rec.flags |= REPORTED_LEAK
             rec.name = task.get_name()
@@ -348,7 +351,8 @@ class Probe:
         pending.sort(key=lambda pair: pair[0].id)
         for rec, task in pending:
             self.fill_names(rec)
-            self.state.emit(_findings.leaked_task(rec, now - rec.created, *_where(task), at_exit))
+            self.state.emit(_findings.leaked_task(rec, now - rec.created, *_where(task), at_exit,
+                                                  outcome))
 
     def fill_names(self, rec: TaskRecord) -> None:
         """Name the parent in a finding: records learn their task's name only when it ends."""
