@@ -13,7 +13,8 @@ The taskwatch tested is a copy of ``taskwatch/`` taken at start (the working tre
 git) with its C accelerator compiled for the interpreter under test, so edits made while the suite
 runs cannot mix into it and every interpreter gets the same code, accelerated as installs are.
 The plain and taskwatch runs go in parallel (``--jobs``, 3 by default: many tests sleep), the same
-module's two runs side by side so both see the same machine load; ``test_tasks`` is split in two.
+module's two runs side by side so both see the same machine load; ``test_tasks`` and
+``test_events`` are split in two (whole classes).
 Regressions are rerun once (those tests only, in their module's order, with taskwatch); the ones
 that pass on that rerun are listed apart as not reproduced, except crashes, which always count.
 Nothing is cached between invocations. Also reported: tests whose ``test.support``
@@ -46,7 +47,7 @@ MODULES = ("test_tasks", "test_taskgroups", "test_timeouts", "test_waitfor", "te
            "test_locks", "test_queues", "test_futures", "test_pep492", "test_eager_task_factory",
            "test_base_events", "test_events", "test_streams")
 # Modules run in this many processes (whole classes each), the long pole otherwise.
-SHARDS = {"test_tasks": 2}
+SHARDS = {"test_tasks": 2, "test_events": 2}
 # Rough seconds per module (3.11, plain), to start the long ones first.
 _WEIGHT = {"test_events": 12, "test_tasks": 35, "test_base_events": 6, "test_streams": 5,
            "test_locks": 3, "test_eager_task_factory": 3, "test_runners": 3, "test_waitfor": 3,
