@@ -16,7 +16,8 @@ The plain and taskwatch runs go in parallel (``--jobs``, 3 by default: many test
 module's two runs side by side so both see the same machine load; ``test_tasks`` and
 ``test_events`` are split in two (whole classes).
 Regressions are rerun once (those tests only, in their module's order, with taskwatch); the ones
-that pass on that rerun are listed apart as not reproduced, except crashes, which always count.
+that pass on that rerun are listed apart as not reproduced. Crashes, and hangs of tests that ran in
+under a third of the time limit plainly, count without a rerun.
 Nothing is cached between invocations. Also reported: tests whose ``test.support``
 ``environment_altered`` flag only taskwatch set (a thread left running, for instance), and
 taskwatch's own internal errors (caught and logged by taskwatch, so tests may still pass).
@@ -357,6 +358,7 @@ def compare(python: str, modules: list[str] | tuple[str, ...] = MODULES, *, jobs
             p = plain.results.get(test_id, {"outcome": "not-run"})
             t = tw.results.get(test_id, {"outcome": "not-run"})
             row = {"id": test_id, "plain": p["outcome"], "taskwatch": t["outcome"],
+                   "plain_secs": p.get("secs"), "secs": t.get("secs"),
                    "detail": t.get("detail"), "tw_findings": t.get("tw_findings"),
                    "tw_internal_errors": t.get("tw_internal_errors"), "log_tail": t.get("log_tail")}
             if p["outcome"] in GOOD and t["outcome"] in BAD:
@@ -371,23 +373,29 @@ def compare(python: str, modules: list[str] | tuple[str, ...] = MODULES, *, jobs
         confirm = False
         if progress is not None:
             progress(f"  {total} regressions: more than {max_rerun}, not rerun")
-    if confirm and regressions:
+    # What a rerun could not clear: a crash (even if the rerun's collections happen to differ), or
+    # a hang of a test that took under a third of the limit plainly (load does not explain it).
+    to_rerun = {m: [r for r in rows if not _settled(r, test_timeout)]
+                for m, rows in regressions.items()}
+    to_rerun = {m: rows for m, rows in to_rerun.items() if rows}
+    if confirm and to_rerun:
         if progress is not None:
-            progress(f"  rerunning {sum(map(len, regressions.values()))} regressed tests with taskwatch")
+            progress(f"  rerunning {sum(map(len, to_rerun.values()))} regressed tests with taskwatch")
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = {pool.submit(run_module, python, m, "taskwatch", envs["taskwatch"], workdir,
                                    only=[r["id"] for r in rows], tag="-rerun", **kw): m
-                       for m, rows in regressions.items()}
+                       for m, rows in to_rerun.items()}
             for fut in concurrent.futures.as_completed(futures):
                 m = futures[fut]
                 rerun = fut.result()
                 kept = []
                 for row in regressions[m]:
-                    again = rerun.results.get(row["id"], {"outcome": "not-run"})["outcome"]
-                    row["rerun"] = again
-                    # a crash is a crash even when the rerun's garbage collections differ
-                    real = again in BAD or row["taskwatch"] == "crash"
-                    (kept if real else unconfirmed.setdefault(m, [])).append(row)
+                    if not _settled(row, test_timeout):
+                        row["rerun"] = rerun.results.get(row["id"], {"outcome": "not-run"})["outcome"]
+                        if row["rerun"] not in BAD:
+                            unconfirmed.setdefault(m, []).append(row)
+                            continue
+                    kept.append(row)
                 if kept:
                     regressions[m] = kept
                 else:
@@ -422,6 +430,13 @@ def _internal_errors(run: ModuleRun) -> dict[str, int]:
     if counted and not found:
         found["(counted, not logged)"] = counted
     return found
+
+
+def _settled(row: dict[str, Any], test_timeout: float) -> bool:
+    """A regression no rerun is needed for (see compare())."""
+    if row["taskwatch"] == "crash":
+        return True
+    return row["taskwatch"] == "hang" and (row.get("plain_secs") or 0.0) < test_timeout / 3
 
 
 def _merge(module: str, mode: str, pieces: list[ModuleRun]) -> ModuleRun:
