@@ -28,6 +28,7 @@ from ._probe import Probe
 from ._state import State
 
 _getframe = sys._getframe
+_UNSET: Any = object()  # a keyword the caller did not pass
 _get_ident = threading.get_ident
 
 _patches: list[tuple[Any, str, Any, bool]] = []  # (owner, attribute, original, owner had it)
@@ -152,14 +153,20 @@ def _hook_loop_class(owner: Any) -> None:
     orig_create = _originals[(owner, "create_task")]
     direct = owner is asyncio.BaseEventLoop  # uvloop passes the name its own way: keep its path
 
-    def create_task(self: Any, coro: Any, *, name: Any = None, context: Any = None,
+    def create_task(self: Any, coro: Any, *, name: Any = _UNSET, context: Any = _UNSET,
                     **kwargs: Any) -> Any:
         probe = getattr(self._task_factory, "probe", None)
         if not kwargs and probe is not None and probe.inner is None and probe.__class__ is Probe:
             self._check_closed()
-            return probe.create_task(self, coro, name, context, _getframe(1))
-        # 3.14 accepts more keywords (eager_start...): the loop's own path, through the factory.
-        return orig_create(self, coro, name=name, context=context, **kwargs)
+            return probe.create_task(self, coro, None if name is _UNSET else name,
+                                     None if context is _UNSET else context, _getframe(1))
+        # Anything else takes the loop's own path, with exactly the keywords the caller gave: 3.14
+        # hands them to the task factory verbatim, and a program's factory may not take name=.
+        if name is not _UNSET:
+            kwargs["name"] = name
+        if context is not _UNSET:
+            kwargs["context"] = context
+        return orig_create(self, coro, **kwargs)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig_init(self, *args, **kwargs)

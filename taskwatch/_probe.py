@@ -11,6 +11,7 @@ import asyncio
 import asyncio.runners
 import collections
 import contextvars
+import sys
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -131,10 +132,10 @@ class Probe:
         if rec is None or task.done():
             return
         loop = self.loop_ref()
-        current = _current_task(loop) if loop is not None else None
+        current = _running_task(loop) if loop is not None else None
         by = getattr(current, "_tw_rec", None)
         if by is not None:
-            by.name = current.get_name()
+            by.name = _hotpath.name_of(current)
         self.fill_names(rec)
         req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
         if frame is not None and frame.f_code is _RUNNER_SHUTDOWN:
@@ -208,7 +209,7 @@ class Probe:
         if rec.flags & REPORTED_SLOW:
             return
         rec.flags |= REPORTED_SLOW
-        rec.name = task.get_name()
+        rec.name = _hotpath.name_of(task)
         self.fill_names(rec)
         self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
 
@@ -242,7 +243,7 @@ class Probe:
             return
         rec.flags |= REPORTED_LOST
         if rec.state == PENDING:  # our done callback has not run yet: fill the outcome in now
-            rec.name = task.get_name()
+            rec.name = _hotpath.name_of(task)
             rec.exc_type, rec.exc_message, rec.exc_stack = exception_brief(task._exception)
         if outer is None:
             state = "been garbage-collected"
@@ -264,7 +265,7 @@ class Probe:
             if rec is None or exc is None or rec.flags & REPORTED_LOST:
                 return
             if rec.name is None:
-                rec.name = task.get_name()
+                rec.name = _hotpath.name_of(task)
             exc_type, exc_message, exc_stack = exception_brief(exc)
             self.fill_names(rec)
             self.state.emit(_findings.unretrieved_exception(rec, exc_type, exc_message, exc_stack))
@@ -273,7 +274,7 @@ class Probe:
             rec = getattr(task, "_tw_rec", None)
             if rec is None:
                 return
-            rec.name = task.get_name()
+            rec.name = _hotpath.name_of(task)
             where = _where(task)
             self.fill_names(rec)
             parent = rec.parent
@@ -319,7 +320,7 @@ class Probe:
                 if task.done() or is_awaited(task) or _cancelling(task) > 0:
                     continue  # finished, awaited by someone, or being cancelled: not orphaned
                 rec.flags |= REPORTED_ORPHAN
-                rec.name = task.get_name()
+                rec.name = _hotpath.name_of(task)
                 children.append(rec)
                 where[rec.id] = _where(task)
             children.sort(key=lambda r: r.id)
@@ -339,14 +340,14 @@ class Probe:
             return
         now = _monotonic()
         pending = []
-        running = _current_task(loop) if self.run_thread is not None else None
+        running = _running_task(loop) if self.run_thread is not None else None
         for task in _all_tasks(loop):
             rec = getattr(task, "_tw_rec", None)
             if rec is None or task is running or task.done() or rec.internal or (
                     rec.flags & REPORTED_LEAK):
                 continue
             rec.flags |= REPORTED_LEAK
-            rec.name = task.get_name()
+            rec.name = _hotpath.name_of(task)
             pending.append((rec, task))
         pending.sort(key=lambda pair: pair[0].id)
         for rec, task in pending:
@@ -369,7 +370,7 @@ class Probe:
         for task in _all_tasks(loop):
             other = getattr(task, "_tw_rec", None)
             if other is not None and other.id == pid:
-                other.name = task.get_name()
+                other.name = _hotpath.name_of(task)
                 if not live:
                     rec.parent = (pid, other.name, parent[2], parent[3])
                 return
@@ -387,13 +388,25 @@ class Probe:
                 rec = adopt(task)
                 if rec is None:
                     continue
-            rec.name = task.get_name()
+            rec.name = _hotpath.name_of(task)
             out.append((rec, task))
         out.sort(key=lambda pair: pair[0].id)
         return out
 
     def stats(self) -> dict[str, int]:
         return self._stats()
+
+
+def _running_task(loop: Any) -> Any:
+    """The loop's running task; on 3.14+ asyncio's pure-Python Task registers itself only in
+    ``asyncio.tasks._current_tasks``, where ``current_task()`` no longer looks."""
+    task = _current_task(loop)
+    if task is None and _PY_CURRENT is not None:
+        task = _PY_CURRENT.get(loop)
+    return task
+
+
+_PY_CURRENT = getattr(asyncio.tasks, "_current_tasks", None) if sys.version_info >= (3, 14) else None
 
 
 def _cancelling(task: Any) -> int:

@@ -26,7 +26,7 @@ import sysconfig
 import time
 from typing import Any
 
-from . import _findings, _record, _sites
+from . import _findings, _hotpath, _record, _sites
 from ._findings import Finding
 from ._probe import REPORTED_LEAK, _where
 from ._record import TaskRecord
@@ -273,7 +273,7 @@ def check_pending(state: Any, window: Window, *, ignore_fixtures: bool, grace: f
         if task.done() or rec.flags & REPORTED_LEAK:
             continue
         rec.flags |= REPORTED_LEAK
-        rec.name = task.get_name()
+        rec.name = _hotpath.name_of(task)
         probe = state.probes.get(loop)
         if probe is not None:
             probe.fill_names(rec)

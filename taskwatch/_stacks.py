@@ -76,7 +76,10 @@ def _walk(task: Any) -> tuple[list[Frame], str | None]:
 def describe_awaitable(obj: Any) -> str:
     """A short human description: 'sleep', 'Event.wait', 'Task 'Task-3'', 'Future'."""
     if isinstance(obj, asyncio.Task):
-        return f"task '{obj.get_name()}'"
+        try:
+            return f"task '{obj.get_name()}'"
+        except Exception:
+            return "task"
     if isinstance(obj, asyncio.Future):
         callbacks = getattr(obj, "_callbacks", None) or []
         for cb, _ctx in callbacks:

@@ -30,7 +30,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _guard, _sites
+from . import _guard, _hotpath, _sites
 from ._state import State
 
 _monotonic = time.monotonic
@@ -295,7 +295,7 @@ class LoopWatch:
         if task is not None:
             block.task_rec = getattr(task, "_tw_rec", None)
             try:
-                block.task_name = task.get_name()
+                block.task_name = _hotpath.name_of(task)
             except Exception:
                 pass
 

@@ -495,14 +495,6 @@ def _run_child(args: list[str], timeout: float = 120) -> subprocess.CompletedPro
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-# Places outside this test's reach (files of taskwatch's lead) that still fail on a foreign kind:
-# the test checks all the rest, then reports the case as an expected failure until they are fixed.
-PENDING_ELSEWHERE = {
-    "exception handler": "_probe.Probe.on_loop_exception calls get_name() on a future that has "
-                         "none (a Future returned by the program's factory)",
-}
-
-
 def _require_c() -> bool:
     return os.environ.get("TASKWATCH_REQUIRE_SPEEDUPS", "").strip() == "1"
 
@@ -520,12 +512,9 @@ def test_every_kind_of_task_on_both_paths(kind: str, loop_kind: str) -> None:
     # 3.12/3.13 rejects the keyword, so this program fails without taskwatch and runs with it.
     normalized = (kind.startswith("eager") and loop_kind == "uvloop" and off["out"][:1] == ["failed"]
                   and "eager_start" in off["out"][-1])
-    pending = set()
     for mode, entry in (("c", c), ("py", py)):
-        places = set(entry["error_places"])
-        pending |= places
-        assert not places - set(PENDING_ELSEWHERE), (mode, done.stderr[-6000:])
-        assert entry["stats"]["internal_errors"] == 0 or places, mode
+        assert entry["error_places"] == [], (mode, done.stderr[-6000:])
+        assert entry["stats"]["internal_errors"] == 0, mode
         if not normalized:
             assert entry["out"] == off["out"], mode  # the program's results, unchanged
             assert entry["reports"] == off["reports"], mode  # asyncio's own reports, unchanged
@@ -535,8 +524,6 @@ def test_every_kind_of_task_on_both_paths(kind: str, loop_kind: str) -> None:
     assert c["findings"] == py["findings"]
     if c["out"][:1] != ["failed"]:  # (a program that fails without taskwatch fails the same)
         _check_program(kind, c)
-    if pending:
-        pytest.xfail("; ".join(PENDING_ELSEWHERE[p] for p in sorted(pending)))
 
 
 def _check_program(kind: str, c: dict[str, Any]) -> None:
