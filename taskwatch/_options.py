@@ -214,7 +214,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("history", _count(0, 1_000_000), 1000, "Finished task records kept in the ring."),
     OptionSpec("max_findings", _count(1, 1_000_000), 1000, "Findings kept in memory; more are counted as dropped."),
     OptionSpec("slow_cancel", _seconds, 1.0, "Seconds a cancelled task may take to finish before `slow-cancel`."),
-    OptionSpec("orphan_grace", _seconds, 1.0, "Seconds children may outlive their parent before `orphaned-task`."),
+    OptionSpec("orphan_grace", _seconds, 1.0, "Seconds children may outlive a parent that returned normally before `orphaned-task` (children of a cancelled or failed parent are orphans at once)."),
     OptionSpec("watchdog", _bool, True, "Run the blocked-loop watchdog thread."),
     OptionSpec("block_threshold", _seconds, 0.1, "Seconds one loop step may run before `blocked-loop`."),
     OptionSpec("hang_threshold", _optional_seconds, None, "Seconds after which a block dumps all thread stacks to stderr (no GIL needed); off by default."),
