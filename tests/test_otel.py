@@ -550,7 +550,7 @@ def test_metrics(otel, loop_kind):
     counts = {p.attributes["taskwatch.task.outcome"]: p.count for p in duration.data.data_points}
     assert counts["failed"] == 1 and counts["cancelled"] == 1 and counts["finished"] >= 7
     block = m["taskwatch.loop.block.duration"].data.data_points[0]
-    assert block.count == 1 and block.sum >= 0.25
+    assert block.count == 1 and block.sum >= 0.2  # a 0.3 s spin; the start is known within a look
     findings = {p.attributes["taskwatch.finding.kind"]: p.value
                 for p in m["taskwatch.findings"].data.data_points}
     assert findings == {"blocked-loop": 1}

@@ -215,7 +215,7 @@ def test_session_sets_up_the_sdk_from_otel_variables(tmp_path, receiver):
     assert main.name == "__main__.main"
     block = next(s for s in spans.values() if s.name == "taskwatch blocked-loop")
     assert spans[block.parent_span_id].name == "__main__.block"
-    assert attrs(block)["taskwatch.block.duration"] >= 0.25
+    assert attrs(block)["taskwatch.block.duration"] >= 0.2
     for span in spans.values():  # no holes
         assert not span.parent_span_id or span.parent_span_id in spans
     assert {"taskwatch.task.created", "taskwatch.task.duration",
