@@ -126,7 +126,7 @@ async def main() -> None:
     try:
         print(await group_with_failure(base_url))
         print(await give_up_on_poll(base_url))
-        for _ in range(100):  # the server sees the clients go away
+        for _ in range(500):  # the server sees the clients go away
             if len(app[EVENTS]) == 3:
                 break
             await asyncio.sleep(0.02)

@@ -1,5 +1,6 @@
 """An inventory kept in SQLite through aiosqlite: schema, bulk insert, concurrent readers on
-their own connections, a transaction rolled back on error, row factories, cursors.
+their own connections, a transaction rolled back on error, row factories, cursors, and a report
+query cut short by asyncio.timeout (the connection stays usable).
 
 requires: aiosqlite
 """
@@ -63,6 +64,26 @@ async def transfer(path: str, moves: list[tuple[str, int]]) -> str:
         return "committed"
 
 
+# A report over a generated series: far longer than its deadline.
+SLOW_REPORT = """
+WITH RECURSIVE series(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM series WHERE n < 1000000)
+SELECT SUM(n * stock) FROM series, products WHERE products.id = 1
+"""
+
+
+async def report_with_deadline(path: str) -> str:
+    async with aiosqlite.connect(path) as db:
+        try:
+            async with asyncio.timeout(0.05):
+                async with db.execute(SLOW_REPORT) as cursor:
+                    return f"report: {await cursor.fetchone()}"
+        except TimeoutError:
+            pass
+        async with db.execute("SELECT COUNT(*) FROM products") as cursor:
+            (count,) = await cursor.fetchone()
+        return f"report timed out; {count} products still readable"
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "inventory.db")
@@ -82,6 +103,7 @@ async def main() -> None:
             except sqlite3.IntegrityError as error:
                 print("duplicate refused:", error)
         print("total:", await total_stock(path))
+        print(await report_with_deadline(path))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ async def main() -> None:
                     outcome["second"] = "pool timeout"
 
             async with anyio.create_task_group() as group:
-                group.start_soon(fetch_square, client, 1, outcome, 1.0)
+                group.start_soon(fetch_square, client, 1, outcome, 0.6)
                 group.start_soon(waits_for_pool)
             print("single connection:", outcome)
     finally:

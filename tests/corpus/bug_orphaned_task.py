@@ -27,7 +27,7 @@ async def prices(request: web.Request) -> web.Response:
 
 
 async def warm(request: web.Request) -> web.Response:
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(0.8)
     return web.json_response({"warmed": 40})
 
 
@@ -67,10 +67,10 @@ async def main() -> None:
                     print("prices:", await refresh)
             except TimeoutError:
                 print("prices: refresh timed out, keeping the old ones")
-            for _ in range(5):  # the rest of the job
+            for _ in range(4):  # the rest of the job, while the warming finishes on its own
                 response = await client.get("/status")
                 print("status:", response.json())
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.4)
     finally:
         await runner.cleanup()
 

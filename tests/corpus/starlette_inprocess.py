@@ -111,7 +111,7 @@ async def main() -> None:
     finally:
         server.should_exit = True
         await serving
-    for _ in range(100):
+    for _ in range(500):  # the stream's generator has seen the hang-up
         if any(line.startswith("stream") for line in LOG):
             break
         await asyncio.sleep(0.01)

@@ -1,12 +1,13 @@
 """A Starlette service run by uvicorn in-process, stopped with SIGTERM (as Docker or systemd do).
 
 A lifespan starts an audit worker fed by a queue and stops it on shutdown; endpoints are async and
-sync (threadpool); a background task runs after a response.
+sync (threadpool); a background task runs after a response; a slow request is still in flight at
+SIGTERM, and uvicorn lets it finish before shutting down.
 
 requires: starlette uvicorn
 exit: -15 (uvicorn re-raises SIGTERM after its graceful shutdown)
 drive: GET /health, GET /items/1, GET /items/2, GET /items/3, GET /items/99, POST /audit,
-       POST /audit, POST /audit, GET /report, GET /export
+       POST /audit, POST /audit, GET /report, GET /export, &GET /summary, GET /health
 """
 
 import asyncio
@@ -76,6 +77,15 @@ def render_csv() -> str:
     return "".join(f"{item['id']},{item['name']}\n" for item in ITEMS.values())
 
 
+async def summary(request: Request) -> Response:
+    print(f"handling {request.url.path}", file=sys.stderr, flush=True)
+    totals = {}
+    for item_id in ITEMS:
+        await asyncio.sleep(0.2)  # one aggregate query per item
+        totals[item_id] = item_id * 10
+    return JSONResponse({"total": sum(totals.values())})
+
+
 async def export(request: Request) -> Response:
     body = await asyncio.to_thread(render_csv)
     return PlainTextResponse(body, media_type="text/csv")
@@ -88,6 +98,7 @@ app = Starlette(
         Route("/audit", post_audit, methods=["POST"]),
         Route("/report", report),
         Route("/export", export),
+        Route("/summary", summary),
     ],
     lifespan=lifespan,
 )

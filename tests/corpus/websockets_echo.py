@@ -1,4 +1,5 @@
-"""A websockets echo and broadcast server on loopback with several concurrent clients.
+"""A websockets echo and broadcast server on loopback with several concurrent clients, keepalive
+pings on an idle connection, and a server that closes while a client is still connected.
 
 requires: websockets
 """
@@ -9,7 +10,7 @@ import os
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.exceptions import ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 CLIENTS: set[ServerConnection] = set()
 
@@ -52,6 +53,19 @@ async def closed_by_server(uri: str) -> str:
     return "not closed"
 
 
+async def idle_until_server_leaves(uri: str, server_closing: asyncio.Event) -> str:
+    async with connect(uri, ping_interval=0.05, ping_timeout=20) as websocket:
+        await websocket.send(json.dumps({"type": "echo", "text": "still there?"}))
+        await websocket.recv()
+        await asyncio.sleep(0.3)  # idle: only keepalive pings go back and forth
+        server_closing.set()
+        try:
+            await websocket.recv()
+        except ConnectionClosed as closed:
+            return f"server went away: {closed.rcvd.code}"
+    return "server stayed"
+
+
 async def main() -> None:
     async with serve(handler, "127.0.0.1", 0, ping_interval=5) as server:
         port = server.sockets[0].getsockname()[1]
@@ -62,6 +76,15 @@ async def main() -> None:
             print(" ".join(seen))
         print(await closed_by_server(uri))
     print("server closed")
+
+    server = await serve(handler, "127.0.0.1", 0, ping_interval=0.05, ping_timeout=20)
+    uri = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server_closing = asyncio.Event()
+    client = asyncio.create_task(idle_until_server_leaves(uri, server_closing))
+    await server_closing.wait()
+    server.close()  # closes the connection with 1001 (going away)
+    await server.wait_closed()
+    print(await client)
 
 
 if __name__ == "__main__":
