@@ -67,6 +67,13 @@ _DEFECTS: dict[str, str] = {
         "still running after slow_cancel, even when its creation and its cancel() are both "
         "library code (and the text says 'from a callback' for a cancel made with the loop "
         "stopped)"),
+    "aiohttp_background_jobs": (
+        "taskwatch defect (false finding): 2 orphaned-task for background jobs a handler starts "
+        "and the program keeps (an app-level registry, as asyncio's create_task docs advise), "
+        "whose results the status endpoint reads and which the app's shutdown awaits; the text "
+        "'nothing awaits it ... nobody will see their result or error' is false. "
+        "taskwatch/_probe.py:Probe._check_orphans exempts only children done, awaited or being "
+        "cancelled at the check, never one the program deliberately keeps a strong reference to"),
 }
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     (name, loop): reason for name, reason in _DEFECTS.items() for loop in LOOPS}
