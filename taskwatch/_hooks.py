@@ -263,8 +263,10 @@ def _register_wrapper(func: Any, inner_name: str, local: str) -> None:
 
 
 def _hook_uvloop(module: Any) -> None:
+    global _RUN_FUNCTIONS
     try:
         _hook_loop_class(module.Loop)
+        _RUN_FUNCTIONS = _run_functions()
         _register_wrapper(getattr(module, "run", None), "wrapper", "main")
     except BaseException:
         _guard.internal_error("hook uvloop")
@@ -320,6 +322,20 @@ _RUNNER_EXIT = getattr(getattr(asyncio.runners, "Runner", None), "__exit__", Non
 _RUNNER_EXIT_CODE = getattr(_RUNNER_EXIT, "__code__", None)
 
 
+def _run_functions() -> frozenset[Any]:
+    """``asyncio.run`` (and uvloop.run on 3.11, which has its own ``with Runner()``): a ``with``
+    block there that ends without an exception means the main coroutine returned."""
+    codes = {asyncio.runners.run.__code__}
+    uvloop = sys.modules.get("uvloop")
+    run = getattr(uvloop, "run", None)
+    if getattr(run, "__code__", None) is not None:
+        codes.add(run.__code__)
+    return frozenset(codes)
+
+
+_RUN_FUNCTIONS: frozenset[Any] = frozenset({asyncio.runners.run.__code__})
+
+
 def _shutdown_reason() -> str:
     """Why the runner is shutting its loop down. ``asyncio.run``/``uvloop.run`` leave a
     ``with Runner()`` block whose ``__exit__`` calls ``close()``: its ``exc_val`` is what ended the
@@ -331,8 +347,11 @@ def _shutdown_reason() -> str:
             break
         if frame.f_code is _RUNNER_EXIT_CODE:
             exc = frame.f_locals.get("exc_val")
-            if exc is None:
+            caller = frame.f_back
+            if exc is None and caller is not None and caller.f_code in _RUN_FUNCTIONS:
                 return "the runner shut down its loop (the main coroutine had returned)"
+            if exc is None:  # __exit__(None, None, None) called by hand (pytest-asyncio): no claim
+                return "the runner shut down its loop"
             if isinstance(exc, KeyboardInterrupt):
                 return ("the runner shut down its loop after KeyboardInterrupt (Ctrl-C or SIGINT) "
                         "interrupted the main coroutine")

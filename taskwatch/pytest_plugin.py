@@ -87,6 +87,16 @@ def _mostly_gc(finding: Finding) -> bool:
     return duration > 0 and (finding.data.get("gc_s") or 0.0) >= 0.5 * duration
 
 
+def _starved(finding: Finding, state: Any) -> bool:
+    """A block the loop thread spent runnable but off the CPU: its own CPU time is below the
+    threshold, so on a free machine it would not have been a block."""
+    runnable = finding.data.get("runnable_share")
+    cpu = finding.data.get("cpu_s")
+    threshold = getattr(getattr(state, "options", None), "block_threshold", None)
+    return (runnable is not None and cpu is not None and threshold is not None
+            and runnable >= 0.5 and cpu < 0.5 * threshold)
+
+
 class TaskwatchWarning(UserWarning):
     """Issued for a watched test's findings in ``warn`` mode (``-W error::...`` turns it into a
     failure)."""
@@ -296,6 +306,7 @@ class TaskwatchSession:
         self.ignored: Counter[str] = Counter()
         self.cancelling = 0
         self.gc_pauses = 0
+        self.starved = 0
         self.outside: list[Finding] = []
         self.outside_total = 0
         self.blocks: list[tuple[float, str, Finding]] = []
@@ -519,6 +530,10 @@ class TaskwatchSession:
                 # the collector paused the loop thread: a property of the heap, not of this test
                 self.gc_pauses += 1
                 continue
+            if finding.kind == "blocked-loop" and _starved(finding, self.state):
+                # runnable all along but given little CPU: the machine was busy, not the test
+                self.starved += 1
+                continue
             if settings.ignore_fixtures and entry.lineage in (watch.SETUP, watch.FIXTURE, watch.BEFORE):
                 self.ignored[finding.kind] += 1
                 continue
@@ -575,6 +590,7 @@ class TaskwatchSession:
             "counts": dict(self.counts),
             "allowed": dict(self.allowed),
             "gc_pauses": self.gc_pauses,
+            "starved_blocks": self.starved,
             "ignored": dict(self.ignored),
         }
         with open(path, "w", encoding="utf-8") as handle:
@@ -614,6 +630,9 @@ class TaskwatchSession:
             others.append(f"{self.cancelling} task(s) still being cancelled at loop close (not leaks)")
         if self.gc_pauses:
             others.append(f"{self.gc_pauses} block(s) mostly garbage collection (not failed)")
+        if self.starved:
+            others.append(f"{self.starved} block(s) where a busy machine gave the loop too little "
+                          "CPU (not failed)")
         if others:
             lines.append("; ".join(others))
         for nodeid, kinds in list(tests.items())[:20]:

@@ -667,3 +667,29 @@ def test_failing_while_a_cancelled_gather_collects_is_lost_not_swallowed(watch, 
     found = kinds()
     assert "swallowed-cancel" not in found, [f.message for f in taskwatch.findings()]
     assert "lost-exception" in found, found
+
+
+def test_children_the_program_keeps_are_not_orphans(watch, loop_kind):
+    """Background jobs a handler starts and the program keeps (a registry it awaits at shutdown,
+    as asyncio's create_task documentation advises) are not forgotten children."""
+    watch(watchdog=False, orphan_grace=0.05)
+    registry = set()
+    lines = {}
+
+    async def job(seconds):
+        await asyncio.sleep(seconds)
+
+    async def handler():
+        registry.add(asyncio.create_task(job(0.3)))
+        lines["forgotten"] = here() + 1
+        asyncio.create_task(job(0.3))
+
+    async def main():
+        await asyncio.create_task(handler())
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*registry)
+        await asyncio.sleep(0.2)
+
+    run(main(), loop_kind)
+    orphans = [f for f in taskwatch.findings() if f.kind == "orphaned-task"]
+    assert [f.task["created_at"]["line"] for f in orphans] == [lines["forgotten"]]

@@ -785,3 +785,27 @@ async def test_sleeps_while_another_thread_collects():
     assert failed(result) == {"test_sleeps_while_another_thread_collects"}, text
     assert "mostly garbage collection (not failed)" in text, text
     assert "waiting in a blocking call" in text, text
+
+
+def test_leak_in_a_failing_test_makes_no_claim_it_returned(tw: pytest.Pytester) -> None:
+    """pytest-asyncio closes its Runner with __exit__(None, None, None) whatever the test did:
+    the leak report must not say the main coroutine returned."""
+    tw.makepyfile(test_leak='''
+import asyncio
+import pytest
+
+
+async def worker():
+    await asyncio.sleep(10)
+
+
+@pytest.mark.asyncio
+async def test_fails_and_leaks():
+    asyncio.ensure_future(worker())
+    await asyncio.sleep(0)
+    assert False
+''')
+    result = run(tw, "--taskwatch")
+    text = result.stdout.str()
+    assert "[leaked-task]" in text, text
+    assert "had returned" not in text, text
