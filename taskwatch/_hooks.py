@@ -29,6 +29,8 @@ from ._state import State
 
 _getframe = sys._getframe
 _UNSET: Any = object()  # a keyword the caller did not pass
+_tasks = asyncio.tasks
+_TASK = asyncio.tasks.Task  # the Task class taskwatch's own derives from
 _get_ident = threading.get_ident
 
 _patches: list[tuple[Any, str, Any, bool]] = []  # (owner, attribute, original, owner had it)
@@ -158,6 +160,14 @@ def _hook_loop_class(owner: Any) -> None:
         probe = getattr(self._task_factory, "probe", None)
         if not kwargs and probe is not None and probe.inner is None and probe.__class__ is Probe:
             self._check_closed()
+            if _tasks.Task is not _TASK:
+                # The program swapped asyncio's Task class (CPython's tests run the pure-Python
+                # Task so): build what the loop builds without a factory, unwatched.
+                task = _tasks.Task(coro, loop=self, name=None if name is _UNSET else name,
+                                   context=None if context is _UNSET else context)
+                if task._source_traceback:
+                    del task._source_traceback[-1]
+                return task
             return probe.create_task(self, coro, None if name is _UNSET else name,
                                      None if context is _UNSET else context, _getframe(1))
         # Anything else takes the loop's own path, with exactly the keywords the caller gave: 3.14
