@@ -58,22 +58,7 @@ REQUEST_TIMEOUT = 30
 
 # (program stem, loop) -> reason: taskwatch defects, each failing deterministically.
 _DEFECTS: dict[str, str] = {
-    "aiohttp_graceful_shutdown": (
-        "taskwatch defect (false finding): slow-cancel on aiohttp's own task "
-        "(aiohttp.web._run_app, created and cancelled in aiohttp/web.py:run_app) whose finally "
-        "block runs aiohttp's graceful shutdown, waiting for the request in flight within "
-        "shutdown_timeout as designed; no line of the program is involved. "
-        "taskwatch/_probe.py:Probe._check_slow_cancels/_report_slow report any cancelled task "
-        "still running after slow_cancel, even when its creation and its cancel() are both "
-        "library code (and the text says 'from a callback' for a cancel made with the loop "
-        "stopped)"),
-    "aiohttp_background_jobs": (
-        "taskwatch defect (false finding): 2 orphaned-task for background jobs a handler starts "
-        "and the program keeps (an app-level registry, as asyncio's create_task docs advise), "
-        "whose results the status endpoint reads and which the app's shutdown awaits; the text "
-        "'nothing awaits it ... nobody will see their result or error' is false. "
-        "taskwatch/_probe.py:Probe._check_orphans exempts only children done, awaited or being "
-        "cancelled at the check, never one the program deliberately keeps a strong reference to"),
+    # "program_stem": "taskwatch defect: what is wrong, where in taskwatch, why",
 }
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     (name, loop): reason for name, reason in _DEFECTS.items() for loop in LOOPS}
@@ -275,7 +260,7 @@ def test_corpus(program: Program, loop: str, tmp_path: Path) -> None:
     for finding in findings:
         found.setdefault(finding["kind"], []).append(_line_named(finding))
     found = {kind: sorted(lines, key=lambda n: n or 0) for kind, lines in found.items()}
-    assert found == expected, _describe(findings)
+    assert found == expected, f"{_describe(findings)}\nsession stderr:\n{watched.stderr[-4000:]}"
     for finding in findings:
         assert _file_named(finding) == str(program.path), _describe([finding])
         if finding["kind"] in ("swallowed-cancel", "slow-cancel"):
