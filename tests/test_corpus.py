@@ -9,7 +9,8 @@ as a debugging session (``python -m taskwatch --json R.json prog.py``), on async
   names the line marked ``# BUG: <kind>``: the task's ``created_at`` (unretrieved-exception,
   orphaned-task, destroyed-pending, leaked-task), the ``blocked_at`` line (blocked-loop), the
   coroutine's ``created_at`` (never-awaited), or the ``except`` that caught the cancellation
-  (swallowed-cancel, whose ``requested_at`` must be the line marked ``# CANCEL``).
+  (swallowed-cancel, whose ``requested_at`` must be the line marked ``# CANCEL`` where the
+  program itself called cancel()).
 
 Each program's docstring says what it needs (``requires: aiohttp httpx2``: skipped without them),
 its exit status when not 0 (``exit: -15``: uvicorn re-raises SIGTERM) and, for servers, the
@@ -64,6 +65,13 @@ _DEFECTS: dict[str, str] = {
         "asyncio.current_task() to cancel it on timeout (as asyncio.timeout() keeps Timeout._task "
         "and anyio's cancel scopes their host task), and taskwatch/_probe.py:_kept_by_program "
         "takes any reference count above _ORPHAN_CHECK_REFS for a registry of the program's"),
+    "bug_swallowed_by_handler": (
+        "taskwatch defect (missed finding, since 6fc6bfd): no swallowed-cancel when aiohttp "
+        "cancels a request handler (client gone, handler_cancellation=True) and the program's "
+        "`except CancelledError` returns a response: taskwatch/_probe.py:_library_affair drops "
+        "it because the task's coroutine and the cancel() are aiohttp's, without looking at "
+        "where it was caught (caught_at is the program's line; aiohttp's own connection task, "
+        "which aiohttp's own except swallows, is the one to drop)"),
 }
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     (name, loop): reason for name, reason in _DEFECTS.items() for loop in LOOPS}
@@ -268,7 +276,7 @@ def test_corpus(program: Program, loop: str, tmp_path: Path) -> None:
     assert found == expected, f"{_describe(findings)}\nsession stderr:\n{watched.stderr[-4000:]}"
     for finding in findings:
         assert _file_named(finding) == str(program.path), _describe([finding])
-        if finding["kind"] in ("swallowed-cancel", "slow-cancel"):
+        if finding["kind"] in ("swallowed-cancel", "slow-cancel") and program.cancel_lines:
             requested = finding["cancel"]["requested_at"]
             assert (requested["file"], requested["line"]) == (
                 str(program.path), program.cancel_lines[0]), _describe([finding])
