@@ -52,6 +52,7 @@ def install(**options: Any) -> Options:
                 state.saved_origin_depth = sys.get_coroutine_origin_tracking_depth()
                 sys.set_coroutine_origin_tracking_depth(resolved.coroutine_origin)
             _integrations.start(state)
+            state.ticker.start()
             loop = asyncio._get_running_loop()
             if loop is not None:
                 _hooks.attach(loop)

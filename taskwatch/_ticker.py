@@ -8,8 +8,8 @@ timer kept its loop alive. Here a job is a plain callable run on this thread at 
 returns when it wants to run again (a ``time.monotonic()`` value) or None. Jobs reach a loop only
 when there is something to do there, and must hold only weak references to loops and tasks.
 
-The thread starts with the first job, never keeps the process alive, and is made anew in a forked
-child (where threads do not survive). A job that raises is counted as an internal error and dropped.
+The thread starts with install() and lives until uninstall(), asleep while no job is due; it never
+keeps the process alive and is made anew in a forked child (where threads do not survive). A job that raises is counted as an internal error and dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ class Ticker:
             if first:
                 self._cond.notify()
 
+    def start(self) -> None:
+        """Start the thread now (install()), so that it exists for as long as taskwatch is
+        installed instead of appearing in the middle of the program's work: test frameworks
+        that count threads around each test (CPython's own) see no thread come and go."""
+        with self._cond:
+            if self._running:
+                self._ensure_thread()
+
     def stop(self) -> None:
         """Drop every job and end the thread (uninstall)."""
         with self._cond:
@@ -80,10 +88,7 @@ class Ticker:
             with cond:
                 while self._running:
                     if not self._heap:
-                        cond.wait(5.0)
-                        if not self._heap:
-                            self._thread = None  # idle: let the thread end; at() makes a new one
-                            return
+                        cond.wait()  # idle: no wake-ups until a job comes (or stop())
                         continue
                     delay = self._heap[0][0] - _monotonic()
                     if delay <= 0:
