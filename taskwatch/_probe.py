@@ -207,26 +207,33 @@ class Probe:
             self._swallowed(rec)
 
     def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:
-        if rec.flags & REPORTED_SLOW or _library_affair(rec, req):
+        if rec.flags & REPORTED_SLOW:
             return
+        frames, waits = _await_chain(task)
+        if _library_affair(rec, req) and not any(_is_app(f.file) for f in frames):
+            return  # a library's own task, cancelled by it, and no line of the program waiting
         rec.flags |= REPORTED_SLOW
         rec.name = _hotpath.name_of(task)
         self.fill_names(rec)
-        self.state.emit(_findings.slow_cancel(rec, req, waited, *_where(task)))
+        where = _stacks.user_frames(frames), _stacks.waiting_on(frames, waits)
+        self.state.emit(_findings.slow_cancel(rec, req, waited, *where))
 
     def _swallowed(self, rec: TaskRecord) -> None:
         if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:
             return
         requests = [r for r in rec.cancels or () if not r.managed]
-        if not requests or all(_library_affair(rec, r) for r in requests):
+        if not requests:
             return  # only timeout()/TaskGroup cancelled it; they uncancel on their own
-        rec.flags |= REPORTED_SWALLOWED
         req = requests[0]
         caught = None
         for request in reversed(requests):  # the latest request that found the task suspended
             if request.waiting is not None:
                 caught = _handlers.except_site(request.waiting)
                 break
+        if all(_library_affair(rec, r) for r in requests) and (
+                caught is None or not _is_app(caught.file)):
+            return  # a library's own task, cancelled and caught by library code
+        rec.flags |= REPORTED_SWALLOWED
         self.fill_names(rec)
         self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught))
 
@@ -424,6 +431,10 @@ _ORPHAN_CHECK_REFS = 5 if sys.version_info < (3, 14) else 4
 _REFCOUNTS_EXACT = not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
+def _is_app(filename: str) -> bool:
+    return not _sites.is_library_file(filename)
+
+
 def _library_affair(rec: TaskRecord, req: Any) -> bool:
     """A library cancelling a task of its own (aiohttp's run_app shutting down its server task):
     the task runs library code and cancel() was called from library code, so no line of the
@@ -460,6 +471,10 @@ def _all_tasks(loop: Any) -> set[Any]:
         except RuntimeError:
             continue
     return set()
+
+
+def _await_chain(task: Any) -> tuple[list[_sites.Frame], str | None]:
+    return _stacks.await_chain(task)
 
 
 def _where(task: Any) -> tuple[list[_sites.Frame], str | None]:

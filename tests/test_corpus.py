@@ -65,13 +65,6 @@ _DEFECTS: dict[str, str] = {
         "asyncio.current_task() to cancel it on timeout (as asyncio.timeout() keeps Timeout._task "
         "and anyio's cancel scopes their host task), and taskwatch/_probe.py:_kept_by_program "
         "takes any reference count above _ORPHAN_CHECK_REFS for a registry of the program's"),
-    "bug_swallowed_by_handler": (
-        "taskwatch defect (missed finding, since 6fc6bfd): no swallowed-cancel when aiohttp "
-        "cancels a request handler (client gone, handler_cancellation=True) and the program's "
-        "`except CancelledError` returns a response: taskwatch/_probe.py:_library_affair drops "
-        "it because the task's coroutine and the cancel() are aiohttp's, without looking at "
-        "where it was caught (caught_at is the program's line; aiohttp's own connection task, "
-        "which aiohttp's own except swallows, is the one to drop)"),
 }
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     (name, loop): reason for name, reason in _DEFECTS.items() for loop in LOOPS}

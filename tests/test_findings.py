@@ -194,15 +194,15 @@ def test_one_failed_slow_cancel_report_does_not_stop_the_others(watch, loop_kind
     from taskwatch import _probe
 
     watch(watchdog=False, slow_cancel=0.2)
-    where, calls = _probe._where, []
+    chain, calls = _probe._await_chain, []
 
     def fails_once(task):
         calls.append(task.get_name())
         if len(calls) == 1:
             raise RuntimeError("injected")
-        return where(task)
+        return chain(task)
 
-    monkeypatch.setattr(_probe, "_where", fails_once)
+    monkeypatch.setattr(_probe, "_await_chain", fails_once)
 
     async def main():
         tasks = [asyncio.create_task(_stubborn(0.6), name=n) for n in ("a", "b")]
