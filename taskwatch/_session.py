@@ -34,12 +34,11 @@ import json
 import os
 import signal
 import sys
-import threading
 from typing import Any
 
 import taskwatch
 
-from . import _guard, _options, _report
+from . import _options, _report
 from ._hooks import current
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
@@ -251,29 +250,8 @@ def _on_signal(signum: int, _frame: Any) -> None:
     if _reporting:  # interrupted the report itself: let it finish (report() then dies)
         _pending_signal = signum
         return
-    _report_cut_off(signum)
     report()
     _die(signum)
-
-
-def _report_cut_off(signum: int) -> None:
-    """The signal ends the process inside a running loop (after a graceful shutdown that
-    re-raises it, as uvicorn does, or with none): its tasks still pending never complete."""
-    state = current()
-    if state is None:
-        return
-    try:
-        name = signal.Signals(signum).name
-    except ValueError:
-        name = f"signal {signum}"
-    me = threading.get_ident()
-    for probe in state.live_probes():
-        if probe.run_thread == me:  # the loop this handler interrupted
-            try:
-                probe.report_leaks(f"the process received {name} and ended",
-                                   "the process ended with it still pending")
-            except BaseException:
-                _guard.internal_error("leak check at signal")
 
 
 def _die(signum: int) -> None:

@@ -747,9 +747,31 @@ def test_clean_suite_passes_unchanged_and_cheaply(tw: pytest.Pytester) -> None:
     assert watched_s < plain_s * 2 + 3.0, (plain_s, watched_s)
 
 
-def test_gc_pauses_do_not_fail_a_test(tw: pytest.Pytester) -> None:
-    """A block that is mostly the loop thread's garbage collector is a property of the heap, not
-    of the test: counted, not failed. A blocking sleep while another thread collects is not GC."""
+def test_gc_pauses_and_starved_blocks_do_not_fail_a_test() -> None:
+    """A block that is mostly the loop thread's garbage collection is a property of the heap, and
+    one where a busy machine gave the runnable loop thread little CPU a property of the machine:
+    neither fails a test (judged from the finding's measured figures)."""
+    from types import SimpleNamespace
+
+    from taskwatch import pytest_plugin
+    from taskwatch._findings import Finding
+
+    def block(duration, gc_s, cpu_s, runnable):
+        return Finding(kind="blocked-loop", message="", task=None,
+                       data={"duration_s": duration, "gc_s": gc_s, "cpu_s": cpu_s,
+                             "runnable_share": runnable})
+
+    state = SimpleNamespace(options=SimpleNamespace(block_threshold=0.1))
+    assert pytest_plugin._mostly_gc(block(0.4, 0.3, 0.4, 1.0))
+    assert not pytest_plugin._mostly_gc(block(0.4, 0.1, 0.4, 1.0))
+    assert pytest_plugin._starved(block(0.2, 0.0, 0.03, 0.9), state)  # runnable, little CPU
+    assert not pytest_plugin._starved(block(0.4, 0.0, 0.35, 1.0), state)  # the test computed
+    assert not pytest_plugin._starved(block(0.4, 0.0, 0.0, 0.0), state)  # the test slept
+    assert not pytest_plugin._starved(block(0.4, 0.0, 0.01, None), state)  # not measured
+
+
+def test_a_blocking_sleep_while_another_thread_collects_fails(tw: pytest.Pytester) -> None:
+    """Collections in another thread are not the loop thread's: a blocking sleep stays a block."""
     tw.makepyfile(test_gc='''
 import asyncio, gc, threading, time
 import pytest
@@ -758,15 +780,6 @@ import pytest
 class Node:
     def __init__(self):
         self.me = self
-
-
-@pytest.mark.asyncio
-async def test_collects():
-    junk = [Node() for _ in range(3_000_000)]
-    await asyncio.sleep(0.01)
-    gc.collect()
-    del junk
-    await asyncio.sleep(0.01)
 
 
 @pytest.mark.asyncio
@@ -779,11 +792,9 @@ async def test_sleeps_while_another_thread_collects():
     thread.join()
     del junk
 ''')
-    result = run(tw, "--taskwatch", "--taskwatch-block-threshold=0.05")
+    result = run(tw, "--taskwatch")
     text = result.stdout.str()
-    assert "test_collects" in passed(result), text
     assert failed(result) == {"test_sleeps_while_another_thread_collects"}, text
-    assert "mostly garbage collection (not failed)" in text, text
     assert "waiting in a blocking call" in text, text
 
 
