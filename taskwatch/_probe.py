@@ -283,6 +283,7 @@ class Probe:
             if rec is None:
                 return
             rec.name = _hotpath.name_of(task)
+            rec.flags |= REPORTED_LEAK  # destroyed is not also leaked (3.14 may still list it)
             where = _where(task)
             self.fill_names(rec)
             parent = rec.parent

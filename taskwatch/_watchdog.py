@@ -128,6 +128,7 @@ class LoopWatch:
         self.ping_handle: Any = None
         self.last_reading: Any = None  # the loop thread's times at the watchdog's last look
         self.posted_reading: Any = None  # ... and when the ping in flight was posted
+        self.backdate: float | None = None  # a block seen after a gap began by this look
         self.block: _Block | None = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
@@ -144,6 +145,7 @@ class LoopWatch:
         self.clock = _cpu_clock(ident)
         self.native_id = threading.get_native_id()
         self.last_reading = None
+        self.backdate = None
         self.thread_id = ident
         self.dog.wake()
 
@@ -190,13 +192,15 @@ class LoopWatch:
             lag = max(0.0, ran[1] - posted)
             self.lags.append(lag)
             self.ping_posted = None
+            backdate, self.backdate = self.backdate, None
             self.ping_handle = None
             self.last_free = max(self.last_free, ran[1])
             with self.dog.lock:
                 block, self.block = self.block, None
             if block is None and lag >= self.threshold / 2:
-                # late, and never seen in progress: the GIL was held (C code, the collector)
-                block = _Block(max(self.last_free, posted - self.dog.period / 2), now)
+                # late, and never seen in progress: the GIL was held, or this thread starved
+                start = posted - self.dog.period / 2 if backdate is None else backdate
+                block = _Block(max(self.last_free, start), now)
                 block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
                 block.t1, block.cpu1, block.sched1 = self.last_reading[:3]
                 block.tid = tid
@@ -212,6 +216,7 @@ class LoopWatch:
         if posted is None:
             if self._idle(frame):
                 self.last_free = now
+                self.backdate = None
                 return
             self._post(now)
             return
@@ -220,7 +225,8 @@ class LoopWatch:
             return
         block = self.block
         if block is None:
-            block = _Block(max(self.last_free, posted - self.dog.period / 2), now)
+            start = posted - self.dog.period / 2 if self.backdate is None else self.backdate
+            block = _Block(max(self.last_free, start), now)
             block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
             block.tid = tid
             self._identify(block)
@@ -248,6 +254,13 @@ class LoopWatch:
             busy = gc_s
         duration = min(gap, busy)
         if duration < self.threshold:
+            return
+        own = self.dog.own_wait
+        if own is not None and own >= 0.5 * gap:
+            # taskwatch's thread waited for a CPU, not for the GIL: the machine is busy. If the
+            # loop is busy too, the ping (posted next) measures it, from the last look on.
+            if not self._idle(frame):
+                self.backdate = before[0]
             return
         block = _Block(after[0] - duration, after[0])
         block.t0, block.cpu0, block.sched0, block.gc0 = before
@@ -383,6 +396,8 @@ class _Watchdog:
         self.hang = state.options.hang_threshold
         self.hang_armed = False
         self.running = True
+        self.own_sched: tuple[float, float] | None = None
+        self.own_wait: float | None = None  # this thread's run-queue wait since its last look
 
     def add(self, watch: LoopWatch) -> None:
         with self.lock:
@@ -409,6 +424,10 @@ class _Watchdog:
             watches = [w for w in self.watches if w.thread_id is not None]
         healthy = True
         if watches:
+            own = _sched_times(threading.get_native_id())
+            previous, self.own_sched = self.own_sched, own
+            self.own_wait = (own[1] - previous[1]) if own is not None and previous is not None \
+                else None
             now = _monotonic()
             frames = sys._current_frames()
             try:

@@ -43,7 +43,9 @@ def test_cpu_block_in_a_task(watch, loop_kind):
         await asyncio.sleep(0.05)
 
     run(main(), loop_kind)
-    (block,) = _blocks()
+    blocks = _blocks()
+    assert len(blocks) == 1, [(b.data["duration_s"], b.data["blocked_at"], b.message[:160]) for b in blocks]
+    (block,) = blocks
     assert 0.3 <= block.data["duration_s"] <= 3.0
     # computing, not waiting, however little CPU a loaded machine gave the loop thread
     assert block.data["cpu_s"] > 0
@@ -68,7 +70,9 @@ def test_sleep_block_in_a_task(watch, loop_kind):
         await asyncio.sleep(0.05)
 
     run(main(), loop_kind)
-    (block,) = _blocks()
+    blocks = _blocks()
+    assert len(blocks) == 1, [(b.data["duration_s"], b.data["blocked_at"], b.message[:160]) for b in blocks]
+    (block,) = blocks
     assert 0.35 <= block.data["duration_s"] <= 3.0
     assert block.data["cpu_s"] < 0.5 * block.data["duration_s"]
     assert "waiting in a blocking call" in block.message
@@ -89,7 +93,9 @@ def test_block_in_a_plain_callback(watch, loop_kind):
         await asyncio.sleep(0.6)
 
     run(main(), loop_kind)
-    (block,) = _blocks()
+    blocks = _blocks()
+    assert len(blocks) == 1, [(b.data["duration_s"], b.data["blocked_at"], b.message[:160]) for b in blocks]
+    (block,) = blocks
     assert block.task is None
     assert "by a callback" in block.message
     assert block.data["blocked_at"]["line"] == lines["sleep"]
@@ -246,7 +252,9 @@ def test_block_names_the_application_line_and_the_import(watch, loop_kind, tmp_p
         await asyncio.sleep(0.05)
 
     run(main(), loop_kind)
-    (block,) = _blocks()
+    blocks = _blocks()
+    assert len(blocks) == 1, [(b.data["duration_s"], b.data["blocked_at"], b.message[:160]) for b in blocks]
+    (block,) = blocks
     assert block.data["blocked_at"]["line"] == lines["import"], block.data
     assert block.data["importing"] == "slowmod_tw"
     assert "importing module 'slowmod_tw'" in block.message
