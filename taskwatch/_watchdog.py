@@ -199,11 +199,8 @@ class LoopWatch:
                 block, self.block = self.block, None
             if block is None and lag >= self.threshold / 2:
                 # late, and never seen in progress: the GIL was held, or this thread starved
-                start = posted - self.dog.period / 2 if backdate is None else backdate
-                block = _Block(max(self.last_free, start), now)
-                block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
+                block = self._ping_block(posted, backdate, now, tid)
                 block.t1, block.cpu1, block.sched1 = self.last_reading[:3]
-                block.tid = tid
                 block.late = True
             if block is not None:
                 self.close(block, ran[1])
@@ -225,16 +222,22 @@ class LoopWatch:
             return
         block = self.block
         if block is None:
-            start = posted - self.dog.period / 2 if self.backdate is None else self.backdate
-            block = _Block(max(self.last_free, start), now)
-            block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
-            block.tid = tid
+            block = self._ping_block(posted, self.backdate, now, tid)
             self._identify(block)
             with self.dog.lock:
                 if self.thread_id is None:  # the loop stopped meanwhile
                     return
                 self.block = block
         self._sample(block, frame, now)
+
+    def _ping_block(self, posted: float, backdate: float | None, now: float, tid: int) -> _Block:
+        """A block measured by the ping in flight: it began after the loop was last seen free,
+        about half a look before the ping was posted (or at the look before a gap)."""
+        start = posted - self.dog.period / 2 if backdate is None else backdate
+        block = _Block(max(self.last_free, start), now)
+        block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
+        block.tid = tid
+        return block
 
     def _held_gil(self, before: Any, after: Any, frame: Any) -> None:
         """taskwatch's thread could not run for longer than a block: some thread held the GIL
