@@ -111,6 +111,7 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
     internal = _sites._internal
     boundary = _sites._boundary
     classify = _sites.is_internal
+    made_by_library = _sites.made_by_library
     capture_at_boundary = _sites.capture_at_boundary
     monotonic = time.monotonic
     getframe = sys._getframe
@@ -197,7 +198,8 @@ def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callabl
             rec = record_class(stack, code, parent, monotonic())
             if code is not None:
                 entry = internal.get(id(code))
-                if entry[1] if entry is not None and entry[0] is code else classify(code):
+                if (entry[1] if entry is not None and entry[0] is code else classify(code)) \
+                        and made_by_library(start):
                     rec.internal = True  # asyncio's own tasks (shutdown_asyncgens, staggered...)
             if parent is not None:
                 parent.live_children += 1

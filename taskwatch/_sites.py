@@ -317,16 +317,55 @@ def _display_path(path: str) -> str:
     return path if rel.startswith(".." + os.sep + "..") else rel
 
 
+# Task-creation functions that only pass on a coroutine they were given: a task made through them
+# was made by whoever called them (ids of their code objects, filled in by _creation_functions()).
+_forwarding: set[int] = set()
+_forwarding_codes: list[CodeType] = []
+
+
+def _creation_functions() -> None:
+    import asyncio.base_events
+    import asyncio.taskgroups
+    import asyncio.tasks
+
+    tasks = asyncio.tasks
+    for func in (tasks.ensure_future, getattr(tasks, "_ensure_future", None), tasks.create_task,
+                 tasks.gather, tasks.shield, tasks.wait_for,
+                 asyncio.taskgroups.TaskGroup.create_task,
+                 asyncio.base_events.BaseEventLoop.create_task):
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            _forwarding_codes.append(code)
+            _forwarding.add(id(code))
+
+
+def made_by_library(frame: FrameType | None = None) -> bool:
+    """Whether a task whose coroutine is asyncio's (or a loop library's) was made by that library
+    (``shutdown_asyncgens``, staggered connects), not by the program (``create_task(event.wait())``,
+    ``ensure_future(asyncio.sleep(10))``): the first frame past taskwatch and the task-creation
+    functions decides. ``frame`` is where the task is being created (default: the caller's)."""
+    if frame is None:
+        frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if id(code) in _forwarding or code.co_filename.startswith(_TASKWATCH_DIR):
+            frame = frame.f_back
+            continue
+        return is_internal(code)
+    return True
+
+
 def display_path(path: str) -> str:
     """A path as users like to read it: relative to the working directory when close to it."""
     return _display_path(path)
 
 
 _default_boundaries()
+_creation_functions()
 if speedups is not None:
     from ._guard import internal_error
 
     def _classify_for_c(code: CodeType) -> bool:
         return is_internal(code)  # looked up at each call, so tests can break it
 
-    speedups.configure(internal_error, _classify_for_c, _boundary)
+    speedups.configure(internal_error, _classify_for_c, _boundary, made_by_library)

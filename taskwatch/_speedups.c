@@ -380,6 +380,7 @@ static CodeEntry code_cache[CACHE_SIZE];
 static Py_ssize_t code_cache_count;
 static PyObject *classify_fn; /* _sites.is_internal */
 static PyObject *boundary_set; /* _sites._boundary (ids) */
+static PyObject *made_by_library_fn; /* _sites.made_by_library */
 
 static void
 cache_clear(void)
@@ -758,8 +759,19 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             Py_XDECREF(cur);
             return NULL;
         }
-        if (fl & F_INTERNAL) {
-            rec->internal = 1; /* asyncio's own tasks (shutdown_asyncgens, staggered...) */
+        if (fl & F_INTERNAL && !rec->internal) {
+            /* asyncio's own tasks (shutdown_asyncgens, staggered...), unless the program made it
+             * (create_task(event.wait())): rare, so Python decides */
+            PyObject *made = PyObject_CallOneArg(made_by_library_fn,
+                                                 frame != NULL ? (PyObject *)frame : Py_None);
+            int yes = made == NULL ? -1 : PyObject_IsTrue(made);
+            Py_XDECREF(made);
+            if (yes < 0) {
+                Py_DECREF(rec);
+                Py_XDECREF(cur);
+                return NULL;
+            }
+            rec->internal = (char)yes;
         }
     }
     if (IS_RECORD(parent)) {
@@ -2595,10 +2607,13 @@ task_type(PyObject *module, PyObject *args)
 static PyObject *
 configure_module(PyObject *module, PyObject *args)
 {
-    PyObject *internal_error, *classify, *boundary;
-    if (!PyArg_ParseTuple(args, "OOO!:configure", &internal_error, &classify, &PySet_Type, &boundary)) {
+    PyObject *internal_error, *classify, *boundary, *made_by_library;
+    if (!PyArg_ParseTuple(args, "OOO!O:configure", &internal_error, &classify, &PySet_Type, &boundary,
+                          &made_by_library)) {
         return NULL;
     }
+    Py_INCREF(made_by_library);
+    Py_XSETREF(made_by_library_fn, made_by_library);
     Py_INCREF(internal_error);
     Py_XSETREF(internal_error_fn, internal_error);
     Py_INCREF(classify);

@@ -387,6 +387,50 @@ def test_leaked_task(watch, loop_kind):
     assert finding.data["age_s"] >= 0.04
 
 
+@pytest.mark.parametrize("how", ["ensure_future(sleep)", "create_task(event.wait)",
+                                 "gather(event.wait)"])
+def test_leaked_task_wrapping_an_asyncio_coroutine(watch, loop_kind, how):
+    """A task the program made around asyncio's own coroutine leaks like any other: only tasks
+    asyncio itself makes (shutdown_asyncgens, staggered connects) are asyncio's business."""
+    watch(watchdog=False)
+    lines = {}
+
+    async def main():
+        event = asyncio.Event()
+        lines["create"] = here() + 2
+        if how == "ensure_future(sleep)":
+            asyncio.ensure_future(asyncio.sleep(10))
+        elif how == "create_task(event.wait)":
+            lines["create"] = here() + 1
+            asyncio.create_task(event.wait())
+        else:
+            lines["create"] = here() + 1
+            asyncio.ensure_future(asyncio.gather(event.wait()))
+        await asyncio.sleep(0.01)
+
+    run(main(), loop_kind)
+    found = [f for f in taskwatch.findings() if f.kind == "leaked-task"]
+    assert found, [str(f) for f in taskwatch.findings()]
+    assert all(f.task["created_at"]["line"] == lines["create"] for f in found), \
+        [str(f) for f in found]
+
+
+def test_asyncio_own_tasks_are_not_leaks(watch, loop_kind):
+    """asyncio's own task at shutdown (shutdown_asyncgens) is no finding of the program's."""
+    watch(watchdog=False)
+
+    async def agen():
+        yield 1
+        await asyncio.sleep(0)
+
+    async def main():
+        async for _ in agen():
+            break  # left suspended: the runner's shutdown_asyncgens task closes it
+
+    run(main(), loop_kind)
+    assert kinds() == [], [str(f) for f in taskwatch.findings()]
+
+
 def test_leaked_task_at_loop_close(watch):
     watch(watchdog=False)
 
