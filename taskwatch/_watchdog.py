@@ -40,6 +40,8 @@ _MAX_FRAMES = 64
 _MAX_SAMPLES = 1000
 _LAG_SAMPLES = 4096
 _SELECTORS = os.sep + "selectors.py"
+# Share of a block's wall time the loop thread wanted a CPU above which the block is CPU-bound.
+_CPU_BOUND = 0.9
 
 # Seconds spent in the cyclic garbage collector, per thread: a block that is really a GC pause of
 # the loop thread says so (collections in other threads do not stop the loop).
@@ -73,6 +75,15 @@ def _cpu_time(clock: Any) -> float | None:
         return None
 
 
+def _busy(before: Any, after: Any) -> float | None:
+    """Seconds the loop thread wanted a CPU (on one, or waiting for one) between two readings."""
+    if before[2] is not None and after[2] is not None:
+        return (after[2][0] - before[2][0]) + (after[2][1] - before[2][1])
+    if before[1] is not None and after[1] is not None:
+        return after[1] - before[1]
+    return None
+
+
 def _sched_times(native_id: int | None) -> tuple[float, float] | None:
     """(seconds on a CPU, seconds runnable but waiting for one) of a thread, from /proc."""
     if native_id is None:
@@ -89,7 +100,8 @@ class _Block:
     """A block in progress, observed by the watchdog thread."""
 
     __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
-                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports", "late")
+                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports", "late",
+                 "busy_start")
 
     def __init__(self, start: float, detected: float) -> None:
         self.start = start
@@ -106,6 +118,10 @@ class _Block:
         self.tid = 0
         self.imports: collections.Counter[str] = collections.Counter()  # outermost import per sample
         self.late = False  # found only after it ended (the GIL was held all along)
+        # When the loop thread began to want a CPU after its last free look (its on-CPU plus
+        # run-queue time since then, counted back from the ping): the start of a block that
+        # turns out CPU-bound, exact where the midpoint guess is off by up to half a look.
+        self.busy_start: float | None = None
 
 
 class LoopWatch:
@@ -128,6 +144,7 @@ class LoopWatch:
         self.ping_handle: Any = None
         self.last_reading: Any = None  # the loop thread's times at the watchdog's last look
         self.posted_reading: Any = None  # ... and when the ping in flight was posted
+        self.free_reading: Any = None  # ... and at the last look that saw the loop free
         self.backdate: float | None = None  # a block seen after a gap began by this look
         self.block: _Block | None = None
         self.stopped = False
@@ -213,6 +230,7 @@ class LoopWatch:
         if posted is None:
             if self._idle(frame):
                 self.last_free = now
+                self.free_reading = self.last_reading
                 self.backdate = None
                 return
             self._post(now)
@@ -235,8 +253,14 @@ class LoopWatch:
         about half a look before the ping was posted (or at the look before a gap)."""
         start = posted - self.dog.period / 2 if backdate is None else backdate
         block = _Block(max(self.last_free, start), now)
-        block.t0, block.cpu0, block.sched0, block.gc0 = self.posted_reading
+        posted_reading = self.posted_reading
+        block.t0, block.cpu0, block.sched0, block.gc0 = posted_reading
         block.tid = tid
+        free = self.free_reading
+        if backdate is None and free is not None and free[0] == self.last_free:
+            busy = _busy(free, posted_reading)
+            if busy is not None:
+                block.busy_start = max(self.last_free, posted - busy)
         return block
 
     def _held_gil(self, before: Any, after: Any, frame: Any) -> None:
@@ -247,11 +271,7 @@ class LoopWatch:
         gap = after[0] - before[0]
         if gap < self.threshold + self.dog.period:
             return
-        busy = None
-        if before[2] is not None and after[2] is not None:
-            busy = (after[2][0] - before[2][0]) + (after[2][1] - before[2][1])
-        elif before[1] is not None and after[1] is not None:
-            busy = after[1] - before[1]
+        busy = _busy(before, after)
         gc_s = after[3] - before[3]
         if busy is None:
             busy = gc_s
@@ -352,12 +372,10 @@ class LoopWatch:
 
     def close(self, block: _Block, ended: float) -> None:
         """Turn an observed block into a finding (on the watchdog thread)."""
-        duration = ended - block.start
-        if duration < self.threshold:
+        if ended - min(block.start, block.busy_start or block.start) < self.threshold:
             return
         if block.samples and block.internal * 2 > len(block.samples):
             return  # mostly taskwatch's own work: not the user's block
-        self.state.record_block(duration)
         if block.t1 <= block.t0:  # one look only: measure up to now (the loop may be free again)
             block.cpu1 = _cpu_time(self.clock)
             block.sched1 = _sched_times(self.native_id)
@@ -370,6 +388,14 @@ class LoopWatch:
         if block.sched0 is not None and block.sched1 is not None and span > 0:
             busy = (block.sched1[0] - block.sched0[0]) + (block.sched1[1] - block.sched0[1])
             demand = min(1.0, max(0.0, busy / span))
+        cpu_bound = demand if demand is not None else cpu_share
+        if block.busy_start is not None and cpu_bound is not None and cpu_bound >= _CPU_BOUND:
+            # CPU-bound all along: it began when the thread last woke (not half a look earlier)
+            block.start = block.busy_start
+        duration = ended - block.start
+        if duration < self.threshold:
+            return
+        self.state.record_block(duration)
         gc_s = min(duration, max(0.0, _gc_seconds.get(block.tid, 0.0) - block.gc0))
         from ._blocks import blocked_loop
 

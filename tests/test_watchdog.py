@@ -319,3 +319,76 @@ def test_block_by_c_code_holding_the_gil(watch, loop_kind):
     else:
         assert block.data["blocked_at"] is None
         assert "could not sample" in block.message
+
+
+def _watch_with_readings(monkeypatch, threshold=0.1, period=0.02):
+    """A LoopWatch on made-up readings, its findings' durations collected (no thread, no loop)."""
+    from taskwatch import _blocks, _watchdog
+
+    class Loop:
+        pass
+
+    class Options:
+        block_threshold = threshold
+
+    class State:
+        options = Options()
+        blocks: list = []
+
+        def record_block(self, duration):
+            self.blocks.append(duration)
+
+    class Dog:
+        state = State()
+        lock = threading.Lock()
+
+    Dog.period = period
+    loop = Loop()
+    watch = _watchdog.LoopWatch(Dog(), None, loop)
+    watch._keep = loop
+    found = []
+    monkeypatch.setattr(_blocks, "blocked_loop",
+                        lambda w, block, duration, *a: found.append(round(duration, 4)))
+    return watch, found
+
+
+def _reading(t, on_cpu, waiting, cpu=None):
+    return (t, cpu if cpu is not None else on_cpu, (on_cpu, waiting), 0.0)
+
+
+def test_cpu_bound_block_starts_when_the_thread_woke(watch, monkeypatch):
+    """A CPU-bound step that began between two looks is dated by the loop thread's CPU demand
+    since the last free look, not by the midpoint of the looks: a 0.105 s block is 0.105 s, not
+    anything from 0.095 to 0.115 (issue 21: blocks just over the threshold were missed)."""
+    watch(watchdog=False)
+    watch_, found = _watch_with_readings(monkeypatch)
+    # free at t=10.000; the step began at 10.018 (2 ms before the next look posts the ping),
+    # ran on a CPU until 10.123 (0.105 s) and the ping ran then.
+    watch_.last_free = 10.0
+    watch_.free_reading = _reading(10.0, 1.0, 0.5)
+    watch_.posted_reading = _reading(10.020, 1.002, 0.5)
+    block = watch_._ping_block(10.020, None, 10.070, 1)
+    block.t1, block.cpu1, block.sched1 = 10.120, 1.102, (1.102, 0.5)
+    watch_.close(block, 10.123)
+    assert found == [0.105], found
+    # the same step beginning right after the free look: 0.123 s, not 0.113
+    found.clear()
+    watch_.posted_reading = _reading(10.020, 1.020, 0.5)
+    block = watch_._ping_block(10.020, None, 10.070, 1)
+    block.t1, block.cpu1, block.sched1 = 10.120, 1.120, (1.120, 0.5)
+    watch_.close(block, 10.123)
+    assert found == [0.123], found
+
+
+def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
+    """A step that sleeps (time.sleep, a blocking read) used no CPU before the ping either: the
+    thread's times cannot date it, the midpoint of the looks does (and never earlier than free)."""
+    watch(watchdog=False)
+    watch_, found = _watch_with_readings(monkeypatch)
+    watch_.last_free = 10.0
+    watch_.free_reading = _reading(10.0, 1.0, 0.5)
+    watch_.posted_reading = _reading(10.020, 1.0001, 0.5)
+    block = watch_._ping_block(10.020, None, 10.070, 1)
+    block.t1, block.cpu1, block.sched1 = 10.120, 1.0002, (1.0002, 0.5)
+    watch_.close(block, 10.125)
+    assert found == [0.115], found
