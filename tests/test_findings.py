@@ -431,6 +431,35 @@ def test_asyncio_own_tasks_are_not_leaks(watch, loop_kind):
     assert kinds() == [], [str(f) for f in taskwatch.findings()]
 
 
+@pytest.mark.parametrize("final", [0.01, 0.3])
+@pytest.mark.parametrize("collect", [True, False])
+def test_abandoned_async_generator_awaiting_in_finally(watch, loop_kind, final, collect):
+    """``break`` out of ``async for`` over a generator whose ``finally`` awaits: the interpreter
+    closes it in a task of its own (the loop's finalizer hook, or shutdown_asyncgens, cancelled by
+    the runner when still pending at the end): correct code, no finding."""
+    watch(watchdog=False)
+
+    async def ticker():
+        try:
+            for i in range(10):
+                yield i
+                await asyncio.sleep(0.001)
+        finally:
+            await asyncio.sleep(final)
+
+    async def main():
+        async for x in ticker():
+            if x == 2:
+                break
+        if collect:
+            gc.collect()
+        await asyncio.sleep(0.02)
+
+    run(main(), loop_kind)
+    gc.collect()
+    assert kinds() == [], [str(f) for f in taskwatch.findings()]
+
+
 def test_leaked_task_at_loop_close(watch):
     watch(watchdog=False)
 
