@@ -1,10 +1,15 @@
 """The SDK set-up of ``python -m taskwatch --otel``, and the count of spans the export pipeline drops.
 
-When the program configures no TracerProvider / MeterProvider, the session exports to the
-providers built here from the standard ``OTEL_*`` variables (exporter, OTLP protocol, endpoint,
-headers, service name, resource attributes, sampler, batch sizes). They are taskwatch's own: the
-global providers are left unset, so a program that sets its own later is never refused, and
-taskwatch then follows the program's.
+When the program has no TracerProvider / MeterProvider of its own when the session starts, the
+session builds them from the standard ``OTEL_*`` variables (exporter, OTLP protocol, endpoint,
+headers, service name, resource attributes, sampler, batch sizes) and makes them the *global*
+providers, as ``opentelemetry-instrument`` does: the spans the program opens itself, and those of
+its instrumentation (a framework's request spans), are exported with taskwatch's, in the same
+traces. OpenTelemetry sets a global provider only once: a program that sets its own later is
+refused by OpenTelemetry (it logs "Overriding of current TracerProvider is not allowed", the
+program goes on), exactly as under ``opentelemetry-instrument``. ``OTEL_TRACES_EXPORTER=none``
+(``OTEL_METRICS_EXPORTER=none``) leaves that global provider unset: taskwatch then follows the
+program's own, when it sets one. Only public OpenTelemetry API and SDK names are used here.
 """
 
 from __future__ import annotations
@@ -31,10 +36,36 @@ def _disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
+_TASKWATCH_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+
+
+def _program() -> tuple[str, bool]:
+    """The program's path, or its ``-m`` module name (then True). At the session's start
+    ``sys.argv`` is still taskwatch's own command line (``python -m taskwatch [options] app.py``):
+    the program is read from it, as the session's command line parser reads it."""
+    argv = sys.argv
+    first = argv[0] if argv and argv[0] else ""
+    if first and (os.path.abspath(first) == _TASKWATCH_MAIN
+                  or os.path.basename(first) in ("taskwatch", "taskwatch.exe")):
+        try:
+            from . import _cli
+
+            args, _rest = _cli._parser().parse_known_args(argv[1:])
+        except (Exception, SystemExit):  # already parsed by the session: cannot fail there
+            return "", False
+        if args.module:
+            return str(args.module), True
+        return (str(args.program[0]) if args.program else ""), False
+    return first, False
+
+
 def _service_name() -> str:
-    """The program's name (``app`` for ``app.py``): better than the SDK's ``unknown_service``."""
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    base = os.path.splitext(os.path.basename(argv0))[0]
+    """The program's name (``app`` for ``app.py``, the module for ``-m pkg.mod``): better than
+    the SDK's ``unknown_service``."""
+    program, module = _program()
+    if module:
+        return program
+    base = os.path.splitext(os.path.basename(program))[0]
     if base in ("", "-c", "-m", "__main__"):
         return "unknown_service:taskwatch"
     return base
@@ -190,6 +221,30 @@ class SessionSdk:
         readers = [PeriodicExportingMetricReader(exporter) for exporter in exporters]
         return MeterProvider(resource=self._res(), metric_readers=readers)
 
+    def set_globals(self) -> None:
+        """At the session's start: where the program has no global TracerProvider /
+        MeterProvider, build them from ``OTEL_*`` and make them the global ones. Never raises."""
+        if _disabled():
+            return
+        try:
+            from opentelemetry import trace
+
+            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+                provider = self.tracer_provider()
+                if provider is not None:
+                    trace.set_tracer_provider(provider)
+        except Exception:
+            logger.exception("taskwatch: could not set up OpenTelemetry tracing")
+        try:
+            from opentelemetry import metrics
+
+            if api_meter_provider(metrics.get_meter_provider()):
+                provider = self.meter_provider()
+                if provider is not None:
+                    metrics.set_meter_provider(provider)
+        except Exception:
+            logger.exception("taskwatch: could not set up OpenTelemetry metrics")
+
     def shutdown(self) -> None:
         for provider in (self._tracer_provider, self._meter_provider):
             if provider is not None:
@@ -197,6 +252,14 @@ class SessionSdk:
                     provider.shutdown()
                 except Exception:
                     pass
+
+
+def api_meter_provider(provider: Any) -> bool:
+    """True for the metrics API's own providers (the proxy that stands in until a provider is
+    set, or the no-op one): none of the program's. Told by module, the API's classes not being
+    public names."""
+    module = type(provider).__module__ or ""
+    return module == "opentelemetry.metrics" or module.startswith("opentelemetry.metrics.")
 
 
 # ---------------------------------------------------------------------------------------------

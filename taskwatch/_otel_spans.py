@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextvars
 import linecache
+import os
 import random
 import sys
 import time
@@ -680,6 +681,7 @@ class TaskSpans:
         self.sites: dict[tuple[int, int], tuple[Any, tuple[str, int, str] | None]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self.closed = False
+        set_base_dir()
 
     def set_metrics(self, metrics: Any) -> None:
         self.metrics = metrics
@@ -1049,7 +1051,7 @@ class TaskSpans:
             name = _sites.qualified_name(code)
             attrs: dict[str, Any] = {"code.function.name": name}
             if code is not None:
-                attrs["code.file.path"] = code.co_filename
+                attrs["code.file.path"] = file_path(code.co_filename)
                 attrs["code.line.number"] = code.co_firstlineno
             entry = (code, name, attrs)
             if len(self.names) >= _MAX_CACHE:
@@ -1066,7 +1068,8 @@ class TaskSpans:
         entry = self.sites.get(key)
         if entry is None or entry[0] is not stack[0]:
             frame = _sites.site(stack)
-            where = None if frame is None else (frame.file, frame.line, _function_name(frame))
+            where = None if frame is None else (file_path(frame.file), frame.line,
+                                                _function_name(frame))
             entry = (stack[0], where)
             if len(self.sites) >= _MAX_CACHE:
                 self.sites.clear()
@@ -1129,12 +1132,12 @@ class TaskSpans:
         parent = rec.parent
         if parent is not None:
             if parent.__class__ is TaskRecord:
-                pid, pname, pcoro = parent.id, parent.name, parent.coro
+                pid, pcoro = parent.id, parent.coro
             else:
-                pid, pname, pcoro = parent[0], parent[1], parent[2]
+                pid, pcoro = parent[0], parent[2]
+            # No parent name: a record learns it only when its task ends, so it would be on the
+            # children that end after their parent and not on the others (as in the C span end).
             attrs["taskwatch.parent_task.id"] = pid
-            if pname is not None:
-                attrs["taskwatch.parent_task.name"] = pname
             attrs["taskwatch.parent_task.coroutine"] = self._name(pcoro)
         if rec.internal:
             attrs["taskwatch.task.internal"] = True
@@ -1156,6 +1159,37 @@ class TaskSpans:
         backend.end(span, attrs, events or [], status, max(end, start))
         self.exported += 1
         return span._ctx
+
+    # -- cancellations ----------------------------------------------------------------------------
+    def on_cancel(self, task: Any, rec: TaskRecord) -> None:
+        """``task.cancel()`` was just recorded (``rec.cancels[-1]``). When the task has no live span
+        of taskwatch's (spans="interesting" and nothing made one yet: a task whose cancel a
+        ``timeout()`` withdraws then ends normally and is never exported), the span the program
+        or its instrumentation made current inside the task (a request's span) gets the
+        ``taskwatch.cancel`` event now, while it still records: the request's trace shows what
+        cut it short. Needs ``Task.get_context()`` (3.12+)."""
+        if self.none or self.closed or not rec.cancels:
+            return
+        own = getattr(rec, "span", None)
+        if own.__class__ is TaskSpan and not own._ended:
+            return  # its own span carries the event when the task ends
+        get_context = getattr(task, "get_context", None)
+        if get_context is None:
+            return
+        try:
+            span = get_context().run(trace.get_current_span)
+        except RuntimeError:  # the task cancels itself: its context is the current one
+            span = trace.get_current_span()
+        if span.__class__ is TaskSpan or not span.is_recording():
+            return
+        name, attrs, at = self._cancel_event(rec.cancels[-1])
+        attrs["taskwatch.task.id"] = rec.id
+        task_name = task.get_name()
+        if task_name:
+            attrs["taskwatch.task.name"] = str(task_name)
+        if rec.coro is not None:
+            attrs["taskwatch.task.coroutine"] = self._name(rec.coro)
+        span.add_event(name, attrs, at)
 
     # -- findings ---------------------------------------------------------------------------------
     def on_finding(self, finding: Finding) -> None:
@@ -1255,7 +1289,8 @@ class TaskSpans:
         stack = data.get("stack")
         if stack:
             attrs["code.stacktrace"] = "".join(
-                f'  File "{f["file"]}", line {f["line"]}, in {f["function"]}\n' for f in stack)
+                f'  File "{file_path(f["file"])}", line {f["line"]}, in {f["function"]}\n'
+                for f in stack)
         _add_task_attributes(attrs, finding.task, "taskwatch.task.coroutine")
         self.emit(BLOCK_SPAN, parent, epoch_ns(started), epoch_ns(ended), attrs)
 
@@ -1288,11 +1323,12 @@ class TaskSpans:
 
 
 def _add_frame_attributes(attrs: dict[str, Any], prefix: str, frame: dict[str, Any] | None) -> None:
-    """A report FRAME as ``{prefix}.file.path``, ``.line.number``, ``.function.name``."""
+    """A report FRAME as ``{prefix}.file.path`` (absolute, normalized), ``.line.number``,
+    ``.function.name`` (qualified: ``module.qualname``, as for the task's coroutine)."""
     if frame:
-        attrs[f"{prefix}.file.path"] = frame["file"]
+        attrs[f"{prefix}.file.path"] = file_path(frame["file"])
         attrs[f"{prefix}.line.number"] = frame["line"]
-        attrs[f"{prefix}.function.name"] = frame["function"]
+        attrs[f"{prefix}.function.name"] = _qualified(frame["file"], frame["function"])
 
 
 def _add_task_attributes(attrs: dict[str, Any], task: dict[str, Any] | None, coro_key: str) -> None:
@@ -1327,17 +1363,60 @@ def _event_time(event: tuple[str, Any, int]) -> int:
 
 
 def _function_name(frame: _sites.Frame) -> str:
-    return f"{_sites.module_of(frame.file)}.{frame.function}"
+    return _qualified(frame.file, frame.function)
+
+
+def _qualified(file: str, function: str) -> str:
+    """``module.qualname`` of a frame's function (a FRAME's function is its code's qualname)."""
+    return f"{_sites.module_of(file)}.{function}"
+
+
+_paths: dict[str, str] = {}
+_base_dir: list[str] = []  # the working directory when OpenTelemetry export was switched on
+
+
+def set_base_dir() -> None:
+    """Remember the working directory (at install): relative source paths are taken from it."""
+    try:
+        base = os.getcwd()
+    except OSError:
+        return
+    if _base_dir != [base]:
+        _base_dir[:] = [base]
+        _paths.clear()
+
+
+def file_path(path: str) -> str:
+    """A source file's path in one form whatever the working directory: absolute and normalized
+    (``/srv/app/jobs.py``, never ``../app/jobs.py`` or ``/srv/tests/../app/jobs.py``). A relative
+    one (code compiled under a relative name) is taken from the working directory of the moment
+    export was switched on, not of the moment it is exported; names in angle brackets
+    (``<frozen runpy>``) are left as they are."""
+    found = _paths.get(path)
+    if found is None:
+        found = path
+        if path and not path.startswith("<"):
+            try:
+                if not os.path.isabs(path):
+                    path_base = _base_dir[0] if _base_dir else os.getcwd()
+                    found = os.path.join(path_base, path)
+                found = os.path.normpath(found)
+            except (OSError, ValueError):  # no working directory any more
+                found = os.path.normpath(path)
+        if len(_paths) >= _MAX_CACHE:
+            _paths.clear()
+        _paths[path] = found
+    return found
 
 
 def _frame_text(frame: dict[str, Any]) -> str:
-    return f"{frame['file']}:{frame['line']} in {frame['function']}"
+    return f"{file_path(frame['file'])}:{frame['line']} in {frame['function']}"
 
 
 def _exception_event(rec: TaskRecord) -> dict[str, Any]:
     lines = ["Traceback (most recent call last):\n"]
     for frame in _sites.resolve(rec.exc_stack):
-        lines.append(f'  File "{frame.file}", line {frame.line}, in {frame.function}\n')
+        lines.append(f'  File "{file_path(frame.file)}", line {frame.line}, in {frame.function}\n')
         source = linecache.getline(frame.file, frame.line).strip()
         if source:
             lines.append(f"    {source}\n")
@@ -1373,7 +1452,7 @@ def _finding_attributes(finding: Finding) -> dict[str, Any]:
         attrs["code.function.name"] = coroutine.get("name") or ""
         where = coroutine.get("created_at")
         if where:
-            attrs["taskwatch.creation.file.path"] = where["file"]
+            attrs["taskwatch.creation.file.path"] = file_path(where["file"])
             attrs["taskwatch.creation.line.number"] = where["line"]
     for key in ("age_s", "waited_s"):
         if data.get(key) is not None:

@@ -3,8 +3,9 @@
     import taskwatch
     taskwatch.install(otel=True)                  # the global TracerProvider / MeterProvider
 
-or ``python -m taskwatch --otel app.py`` (sets up the SDK from the ``OTEL_*`` variables when the
-program configures no provider), or ``opentelemetry-instrument python app.py`` (the
+or ``python -m taskwatch --otel app.py`` (when the program has no provider of its own at the
+session's start, sets up the global TracerProvider / MeterProvider from the ``OTEL_*`` variables,
+as ``opentelemetry-instrument`` does, so the program's own spans are exported too), or ``opentelemetry-instrument python app.py`` (the
 ``taskwatch`` instrumentor; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=taskwatch`` turns it off).
 
 Each exported task is an INTERNAL span named after its coroutine, child of the span that was
@@ -96,12 +97,7 @@ class _Providers:
 
 
 def _is_proxy_meter_provider(provider: Any) -> bool:
-    try:
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-        return isinstance(provider, _ProxyMeterProvider)
-    except ImportError:  # pragma: no cover
-        return type(provider).__name__ == "_ProxyMeterProvider"
+    return _otel_sdk.api_meter_provider(provider)
 
 
 _providers = _Providers()
@@ -153,6 +149,8 @@ class _Enabled:
             probe.span_start = spans.c_all()
             probe.on_create = spans.on_create_all if spans.all else spans.on_create_interesting
         probe.on_end = spans.on_end
+        if not spans.none and sys.version_info >= (3, 12):  # Task.get_context()
+            probe.on_cancel = _cancel_hook(probe, spans)
 
     def rebind_metrics(self) -> None:
         try:
@@ -177,6 +175,8 @@ class _Enabled:
                 probe.on_end = None
             if getattr(probe.on_create, "__self__", None) is spans:
                 probe.on_create = None
+            if getattr(vars(probe).get("on_cancel"), "spans", None) is spans:
+                del probe.on_cancel
         spans.close()
         for instrumentor, tracer in self.dedup:
             if getattr(instrumentor, "_tracer", None).__class__ is _DedupTracer:
@@ -185,6 +185,29 @@ class _Enabled:
         spans.set_metrics(None)
         _otel_metrics.detach(self.metrics, self.state)
         self.drops.restore()
+
+
+class _cancel_hook:
+    """Stands in for ``Probe.on_cancel`` on one probe (an instance attribute, removed by
+    ``_Enabled.stop``): records the cancel() as before, then lets the task spans put a
+    ``taskwatch.cancel`` event on the span current in the cancelled task."""
+
+    __slots__ = ("probe", "spans")
+
+    def __init__(self, probe: Probe, spans: TaskSpans) -> None:
+        self.probe = probe
+        self.spans = spans
+
+    def __call__(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
+        probe = self.probe
+        rec = getattr(task, "_tw_rec", None)
+        before = len(rec.cancels or ()) if rec is not None else 0
+        type(probe).on_cancel(probe, task, msg, frame, via)
+        if rec is not None and len(rec.cancels or ()) > before:
+            try:
+                self.spans.on_cancel(task, rec)
+            except BaseException:
+                _guard.internal_error("OpenTelemetry cancel")
 
 
 def enable(state: State) -> None:
@@ -197,6 +220,8 @@ def enable(state: State) -> None:
             disable(_active.state)
         if os.environ.get(_SESSION_ENV) == "1" and _providers.session is None:
             _providers.session = _otel_sdk.SessionSdk()
+            # the program's own spans (and its instrumentation's) go where taskwatch's go
+            _providers.session.set_globals()
         _sites.add_internal_path(os.sep + "wrapt" + os.sep)  # opentelemetry-instrumentation's wrappers
         state.precise_ends = True  # loops attached from now on close records when tasks end
         _task.seen_hooks = True  # ... or when first seen done (the pure-Python Task's methods)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import os
 import sys
+import textwrap
 import time
 
 import pytest
@@ -431,7 +433,8 @@ def test_blocked_loop_span_under_the_blocking_task(otel, loop_kind):
     a = block.attributes
     assert a["taskwatch.block.duration"] == finding.data["duration_s"] >= 0.3
     assert a["taskwatch.block.cpu_time"] == finding.data["cpu_s"]
-    assert a["code.function.name"] == "_spin"
+    assert a["code.function.name"] == f"{__name__}._spin"  # qualified, as on task spans
+    assert a["code.file.path"] == __file__
     top = finding.data["top_frames"]  # what the watchdog sampled; may be few on a loaded machine
     assert list(a.get("taskwatch.block.top_frames", ())) == [
         f'{t["frame"]["file"]}:{t["frame"]["line"]} in {t["frame"]["function"]} ({t["share"]:.0%})'
@@ -723,3 +726,222 @@ def test_metrics_while_the_loop_runs(otel, loop_kind):
     finished = {p.attributes["taskwatch.task.outcome"]: p.value
                 for p in seen["taskwatch.task.finished"].data.data_points}
     assert finished.get("finished", 0) >= 5
+
+
+# -- a cancel seen in the request's trace -------------------------------------------------------
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Task.get_context() is 3.12+")
+def test_cancel_event_on_the_programs_span_inside_the_cancelled_task(otel, loop_kind):
+    """A task with no span of taskwatch's (spans="interesting", created under no span) opens a
+    request span itself and is cancelled in it: by a timeout() that then withdraws the cancel
+    (the task ends normally and is never exported), or by another task. The request span, current
+    in the cancelled task, gets the taskwatch.cancel event while it is still recording."""
+    otel.install()
+    tracer = otel.tracer
+    lines = {}
+
+    async def report_handler():
+        with tracer.start_as_current_span("GET /report"):
+            try:
+                async with asyncio.timeout(0.02):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                pass
+
+    async def poll_handler():
+        with tracer.start_as_current_span("GET /poll"):
+            await asyncio.sleep(10)
+
+    async def main():
+        await asyncio.create_task(report_handler(), name="report")
+        task = asyncio.create_task(poll_handler(), name="poll")
+        await asyncio.sleep(0.01)
+        lines["cancel"] = here() + 1
+        task.cancel("client went away")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main(), loop_kind)
+    assert not otel.named(".report_handler")  # its cancel was withdrawn: no span of its own
+    report = otel.one("GET /report")
+    (event,) = [e for e in report.events if e.name == "taskwatch.cancel"]
+    assert event.attributes["taskwatch.task.name"] == "report"
+    assert event.attributes["taskwatch.task.coroutine"].endswith("report_handler")
+    assert report.start_time <= event.timestamp <= report.end_time
+    poll = otel.one("GET /poll")
+    (event,) = [e for e in poll.events if e.name == "taskwatch.cancel"]
+    a = event.attributes
+    assert a["taskwatch.task.name"] == "poll"
+    assert a["taskwatch.cancel.message"] == "client went away"
+    assert a["taskwatch.cancel.line.number"] == lines["cancel"]
+    assert a["taskwatch.cancel.file.path"] == __file__
+    assert poll.start_time <= event.timestamp <= poll.end_time
+    # the task's own span (exported: it ended cancelled) has the event too, once
+    task_span = otel.one(".poll_handler")
+    assert [e.name for e in task_span.events] == ["taskwatch.cancel"]
+
+
+def test_cancel_event_not_doubled_on_a_task_with_its_own_span(otel, loop_kind):
+    """A task with a span of its own (created under a recording span) carries the cancel event on
+    that span only: the spans the program opened inside it are left as they are."""
+    otel.install()
+    tracer = otel.tracer
+
+    async def poll_handler():
+        with tracer.start_as_current_span("GET /poll"):
+            await asyncio.sleep(10)
+
+    async def main():
+        with tracer.start_as_current_span("request"):
+            task = asyncio.create_task(poll_handler())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main(), loop_kind)
+    task_span = otel.one(".poll_handler")
+    assert [e.name for e in task_span.events] == ["taskwatch.cancel"]
+    inner = otel.one("GET /poll")
+    assert inner.parent.span_id == task_span.context.span_id
+    assert not inner.events
+
+
+# -- attributes: one form on every span ---------------------------------------------------------
+
+class Crunch:
+    def run(self):
+        end = time.perf_counter() + 0.35
+        while time.perf_counter() < end:
+            pass
+
+
+def test_function_names_are_qualified_on_every_span(otel, loop_kind):
+    """code.function.name (and the cancel and creation sites' function names) are
+    ``module.qualname`` everywhere: on task spans and on blocked-loop spans, for a method too."""
+    otel.install(watchdog=True, block_threshold=0.1)
+
+    class Service:
+        async def crunch(self):
+            await asyncio.sleep(0.02)
+            Crunch().run()
+
+        async def stop(self, task):
+            task.cancel()
+
+    async def main():
+        await asyncio.create_task(Service().crunch())
+        await asyncio.sleep(0.1)  # let the heartbeat report the block
+        victim = asyncio.create_task(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        await Service().stop(victim)
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+
+    run(main(), loop_kind)
+    prefix = f"{__name__}.test_function_names_are_qualified_on_every_span.<locals>"
+    block = next(s for s in otel.spans() if s.name == "taskwatch blocked-loop")
+    assert block.attributes["code.function.name"] == f"{__name__}.Crunch.run"
+    task_span = otel.one(".crunch")
+    assert task_span.attributes["code.function.name"] == f"{prefix}.Service.crunch"
+    assert task_span.attributes["taskwatch.creation.function.name"] == f"{prefix}.main"
+    (event,) = [e for e in otel.one("asyncio.tasks.sleep").events if e.name == "taskwatch.cancel"]
+    assert event.attributes["taskwatch.cancel.function.name"] == f"{prefix}.Service.stop"
+
+
+def test_parent_task_attributes_are_the_same_on_every_child(otel, loop_kind):
+    """Children of one parent exported while it runs and after it ended (its name is learnt only
+    then) carry the same taskwatch.parent_task.* attributes."""
+    otel.install()
+    kept = []
+
+    async def fails(delay):
+        await asyncio.sleep(delay)
+        raise ValueError(delay)
+
+    async def parent():
+        first = asyncio.create_task(fails(0.01))
+        kept.append(asyncio.create_task(fails(0.1)))  # outlives its parent
+        await asyncio.gather(first, return_exceptions=True)
+
+    async def main():
+        await asyncio.create_task(parent(), name="the-parent")
+        await asyncio.gather(*kept, return_exceptions=True)
+
+    run(main(), loop_kind)
+    children = otel.named(".fails")
+    assert len(children) == 2
+    seen = [{k: v for k, v in c.attributes.items() if k.startswith("taskwatch.parent_task.")}
+            for c in children]
+    assert seen[0] == seen[1]
+    parent_span = otel.one(".parent")
+    assert seen[0]["taskwatch.parent_task.id"] == parent_span.attributes["taskwatch.task.id"]
+    assert seen[0]["taskwatch.parent_task.coroutine"] == parent_span.name
+    assert parent_span.attributes["taskwatch.task.name"] == "the-parent"
+
+
+def test_file_paths_are_absolute_whatever_the_working_directory(otel, loop_kind, tmp_path,
+                                                                monkeypatch):
+    """A module imported through a relative sys.path entry has a relative co_filename
+    (``../lib/jobs.py``); an absolute one may hold ``..`` (``/srv/app/../lib/jobs.py``). Every
+    file path taskwatch exports is absolute and normalized, the same after a chdir."""
+    lib, other = tmp_path / "lib", tmp_path / "other"
+    lib.mkdir()
+    other.mkdir()
+    (lib / "twjobs_rel.py").write_text(textwrap.dedent("""
+        import asyncio
+
+        async def fails():
+            await asyncio.sleep(0.01)
+            raise ValueError("x")
+
+        def start(coro):
+            return asyncio.create_task(coro)
+    """))
+    (other / "twjobs_dotted.py").write_text(textwrap.dedent("""
+        import asyncio
+
+        async def fails():
+            await asyncio.sleep(0.01)
+            raise KeyError("y")
+    """))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work) + os.sep + os.path.join("..", "other"))
+    import importlib
+    import types
+
+    dotted = importlib.import_module("twjobs_dotted")  # as `python ../other/app.py` names it
+    rel = types.ModuleType("twjobs_rel")  # code compiled under a relative name (exec, tools)
+    rel_name = os.path.join("..", "lib", "twjobs_rel.py")
+    rel.__file__ = rel_name
+    exec(compile((lib / "twjobs_rel.py").read_text(), rel_name, "exec"), rel.__dict__)
+    monkeypatch.setitem(sys.modules, "twjobs_rel", rel)
+    assert rel.fails.__code__.co_filename.startswith("..")
+    assert ".." in dotted.fails.__code__.co_filename
+    otel.install()
+
+    async def main():
+        tasks = [rel.start(rel.fails()), asyncio.create_task(dotted.fails())]
+        os.chdir(tmp_path)  # the program changes its working directory
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        run(main(), loop_kind)
+    finally:
+        sys.modules.pop("twjobs_rel", None)
+        sys.modules.pop("twjobs_dotted", None)
+    expected = str(lib / "twjobs_rel.py")
+    spans = [s for s in otel.spans() if s.name.endswith(".fails")]
+    assert len(spans) == 2
+    for span in spans:
+        a = span.attributes
+        for key in ("code.file.path", "taskwatch.creation.file.path"):
+            assert os.path.isabs(a[key]) and ".." not in a[key].split(os.sep), (key, a[key])
+        (event,) = [e for e in span.events if e.name == "exception"]
+        assert ".." not in event.attributes["exception.stacktrace"]
+    by_type = {s.attributes["error.type"]: s.attributes for s in spans}
+    assert by_type["ValueError"]["code.file.path"] == expected
+    assert by_type["ValueError"]["taskwatch.creation.file.path"] == expected
+    assert by_type["KeyError"]["code.file.path"] == str(other / "twjobs_dotted.py")

@@ -222,8 +222,68 @@ def test_session_sets_up_the_sdk_from_otel_variables(tmp_path, receiver):
             "taskwatch.loop.block.duration"} <= receiver.metric_names()
 
 
+OWN_SPANS_APP = textwrap.dedent("""
+    import asyncio
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer(__name__)
+
+    async def charge(order):
+        with tracer.start_as_current_span("charge card"):
+            await asyncio.sleep(0.01)
+        raise ConnectionError("payment gateway down")
+
+    async def handle(order):
+        with tracer.start_as_current_span("POST /orders"):
+            task = asyncio.create_task(charge(order))
+            try:
+                await task
+            except ConnectionError:
+                pass
+
+    async def main():
+        await handle(1)
+
+    asyncio.run(main())
+    print("served")
+""")
+
+
+def test_session_exports_the_programs_own_spans(tmp_path, receiver):
+    """A program that configures no SDK: the session sets up the *global* providers from OTEL_*,
+    so the spans the program opens itself are exported, and taskwatch's task spans nest with
+    them (the task under the request span current where it was created, the program's span
+    opened inside the task under the task's span), in one trace."""
+    app = tmp_path / "shop.py"
+    app.write_text(OWN_SPANS_APP)
+    env = _session_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_METRICS_EXPORTER="none",
+                       OTEL_BSP_SCHEDULE_DELAY="100")
+    proc = subprocess.run([sys.executable, "-m", "taskwatch", "--otel", "--quiet-summary",
+                           "--no-watchdog", str(app)], env=env, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "served\n"
+    received = receiver.spans()
+    by_name = {span.name: (resource, span, scope) for resource, span, scope in received}
+    assert {"POST /orders", "charge card", "__main__.charge"} <= set(by_name), sorted(by_name)
+    resource, request, scope = by_name["POST /orders"]
+    assert scope == "__main__" and resource["service.name"] == "shop"
+    _, task, task_scope = by_name["__main__.charge"]
+    _, inner, _ = by_name["charge card"]
+    assert task_scope == "taskwatch"
+    assert task.parent_span_id == request.span_id and task.trace_id == request.trace_id
+    assert inner.parent_span_id == task.span_id and inner.trace_id == request.trace_id
+    assert task.status.code == task.status.STATUS_CODE_ERROR
+    spans = {span.span_id: span for _r, span, _s in received}
+    for span in spans.values():  # no holes
+        assert not span.parent_span_id or span.parent_span_id in spans
+
+
 def test_session_with_the_programs_own_provider(tmp_path, receiver):
-    """A program that sets its own TracerProvider keeps it: taskwatch's spans go there."""
+    """A program that sets its own TracerProvider after the session set up the global one: as
+    under opentelemetry-instrument, OpenTelemetry refuses it with a warning and the program runs
+    on; every span goes to the session's pipeline. With OTEL_TRACES_EXPORTER=none the session
+    sets no global TracerProvider: the program's is kept and taskwatch's spans go there."""
     app = tmp_path / "own.py"
     app.write_text(textwrap.dedent("""
         import asyncio
@@ -245,12 +305,21 @@ def test_session_with_the_programs_own_provider(tmp_path, receiver):
         asyncio.run(main())
         print(sorted(s.name for s in exporter.get_finished_spans()))
     """))
-    env = _session_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_METRICS_EXPORTER="none")
+    env = _session_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_METRICS_EXPORTER="none",
+                       OTEL_BSP_SCHEDULE_DELAY="100")
     proc = subprocess.run([sys.executable, "-m", "taskwatch", "--otel", "--quiet-summary", str(app)],
                           env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    assert "Overriding of current TracerProvider is not allowed" in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert {"__main__.fails", "__main__.main"} <= {span.name for _r, span, _s in receiver.spans()}
+
+    env["OTEL_TRACES_EXPORTER"] = "none"
+    proc = subprocess.run([sys.executable, "-m", "taskwatch", "--otel", "--quiet-summary", str(app)],
+                          env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Overriding" not in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "['__main__.fails', '__main__.main']"
-    assert receiver.spans() == []  # nothing went to the session's own pipeline
 
 
 def test_unreachable_endpoint_drops_and_counts(tmp_path):
