@@ -835,7 +835,7 @@ static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128
 /* TaskSpan attributes that are class-level defaults until the program (or taskwatch) sets them */
 static PyObject *s__attrs, *s__events, *s__links, *s__status, *s_real, *s_dropped_events;
 static PyObject *s_on_end, *s_exported, *s_dunder_init, *kw_readable;
-static PyObject *a_task_id, *a_task_name, *a_outcome, *a_parent_id, *a_parent_name,
+static PyObject *a_task_id, *a_task_name, *a_outcome, *a_parent_id,
                 *a_parent_coro, *a_internal, *a_closed, *v_released;
 
 static PyObject *
@@ -1305,7 +1305,7 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
     int result = 0;
     PyObject *key = NULL, *line = NULL, *attrs = NULL, *rec_id = NULL, *pid = NULL, *end = NULL,
              *readable = NULL, *dur = NULL, *record = NULL, *outcome = NULL, *where = Py_None,
-             *pname = Py_None, *pcoro_name = NULL, *count = NULL;
+             *pcoro_name = NULL, *count = NULL;
     if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
         return 0;
     }
@@ -1386,12 +1386,10 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
         if (pid == NULL) {
             goto error;
         }
-        pname = p->name != NULL ? p->name : Py_None;
         pcoro = p->coro != NULL ? p->coro : Py_None;
     }
     else if (parent != NULL && PyTuple_CheckExact(parent) && PyTuple_GET_SIZE(parent) == 4) {
         pid = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
-        pname = PyTuple_GET_ITEM(parent, 1);
         pcoro = PyTuple_GET_ITEM(parent, 2);
     }
     else if (parent != NULL && parent != Py_None) {
@@ -1411,11 +1409,10 @@ span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, P
             goto done; /* not named yet: Python names it */
         }
         pcoro_name = Py_NewRef(PyTuple_GET_ITEM(named, 1));
-        Py_INCREF(pname);
+        /* no parent name: a record learns it only when its task ends, so children ending
+         * before their parent would differ from those ending after */
         int failed = PyDict_SetItem(attrs, a_parent_id, pid) < 0 ||
-                     (pname != Py_None && PyDict_SetItem(attrs, a_parent_name, pname) < 0) ||
                      PyDict_SetItem(attrs, a_parent_coro, pcoro_name) < 0;
-        Py_DECREF(pname);
         if (failed) {
             goto error;
         }
@@ -2684,7 +2681,6 @@ PyInit__speedups(void)
     INTERN(a_task_name, "taskwatch.task.name");
     INTERN(a_outcome, "taskwatch.task.outcome");
     INTERN(a_parent_id, "taskwatch.parent_task.id");
-    INTERN(a_parent_name, "taskwatch.parent_task.name");
     INTERN(a_parent_coro, "taskwatch.parent_task.coroutine");
     INTERN(a_internal, "taskwatch.task.internal");
     INTERN(a_closed, "taskwatch.task.closed");
