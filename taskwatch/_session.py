@@ -14,7 +14,8 @@ SIGHUP, when the program left them at their default action, get a handler that w
 and then restores the default action and sends the signal again, so the process still dies by
 that signal (exit status 143 for SIGTERM, as without taskwatch). A program that installs its own
 handler keeps it; one that restores the previous handler and re-raises the signal after its
-graceful shutdown (uvicorn does) reaches the report that way. SIGINT is Python's
+graceful shutdown (uvicorn does) reaches the report that way, and then, as the program ended
+itself, the tasks still pending are reported as leaked (not so for a signal from outside). SIGINT is Python's
 KeyboardInterrupt: the CLI reports and lets the interpreter end the process by SIGINT as usual.
 Limits: the handler is a Python handler, so it runs when the main thread next runs Python code.
 A blocking call interrupted by the signal (sleep, select, a lock, a socket: PEP 475) returns to
@@ -31,9 +32,11 @@ import atexit
 import collections
 import gc
 import json
+import linecache
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import taskwatch
@@ -244,14 +247,53 @@ def release_signals() -> None:
             pass
 
 
-def _on_signal(signum: int, _frame: Any) -> None:
+def _on_signal(signum: int, frame: Any) -> None:
     """Report, then die by the same signal with its default action, as without taskwatch."""
     global _pending_signal
     if _reporting:  # interrupted the report itself: let it finish (report() then dies)
         _pending_signal = signum
         return
+    if _raised_by_program(frame):
+        _leak_check(signum)
     report()
     _die(signum)
+
+
+def _raised_by_program(frame: Any) -> bool:
+    """The program sent the signal to itself (``signal.raise_signal``, ``os.kill(os.getpid(), ..)``):
+    uvicorn does so once its graceful shutdown is complete, so the tasks still pending then were
+    left behind. A signal from outside stops a program mid-work: every task in flight, the main
+    one too, is pending, and none of them is a leak. The handler runs inside the raising call,
+    so the interrupted frame is the caller's, at that line."""
+    try:
+        if frame is None:
+            return False
+        line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        return "raise_signal(" in line or ("kill(" in line and "getpid()" in line)
+    except Exception:
+        return False
+
+
+def _leak_check(signum: int) -> None:
+    """Tasks still pending on the running loops when the program re-raised a stop signal."""
+    state = current()
+    if state is None:
+        return
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    here = threading.get_ident()
+    for probe in state.live_probes():
+        if probe.run_thread != here:
+            continue  # the loop this thread runs; another thread's loop is not ending here
+        try:
+            probe.report_leaks(f"the program re-raised {name} to end itself after its own shutdown",
+                               "the process ended with it still pending")
+        except BaseException:
+            from . import _guard
+
+            _guard.internal_error("leak check at a stop signal")
 
 
 def _die(signum: int) -> None:

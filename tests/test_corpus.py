@@ -60,12 +60,6 @@ REQUEST_TIMEOUT = 30
 
 # (program stem, loop) -> reason: taskwatch defects, each failing deterministically.
 _DEFECTS: dict[str, str] = {
-    "bug_lifespan_leak": (
-        "taskwatch limit (missed finding): a lifespan task still pending when uvicorn, after its "
-        "graceful shutdown, re-raises SIGTERM inside the main coroutine: the session reports at "
-        "the signal without a leak check, because a signal from outside (no shutdown at all) "
-        "would make every task in flight a 'leak' and the loop's main task one too; telling "
-        "uvicorn's own re-raise apart is not built (taskwatch/_session.py:_on_signal)"),
     "bug_orphan_after_return": (
         "taskwatch defect (missed finding, since 6fc6bfd): no orphaned-task for a child the "
         "handler forgot, because the child is inside an aiohttp request: aiohttp's timer keeps "
