@@ -141,3 +141,41 @@ def test_spawned_child_stopped_by_sigterm_writes_its_report(tmp_path):
     assert [f["kind"] for f in json.loads(child_report.read_text())["findings"]] == [
         "unretrieved-exception"]
     assert proc.stderr.count("[unretrieved-exception]") == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("how", ["signal.raise_signal(signal.SIGTERM)",
+                                 "os.kill(os.getpid(), signal.SIGTERM)"])
+def test_program_that_ends_itself_by_a_signal_has_its_leaks_reported(tmp_path, how, loop):
+    """A program that sends itself a stop signal once its own shutdown is done (uvicorn re-raises
+    SIGTERM) ended there: its tasks still pending then are leaks, named at their creation line;
+    the task doing the raising is not. It still dies by the signal."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    script = tmp_path / "ends_itself.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os, signal, sys
+
+        async def flush_forever():
+            while True:
+                await asyncio.sleep(0.05)
+
+        async def main():
+            asyncio.create_task(flush_forever())  # never stopped
+            await asyncio.sleep(0.1)
+            {how}
+
+        if sys.argv[1] == "uvloop":
+            import uvloop
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+    """))
+    report = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "taskwatch", "--json", str(report), str(script),
+                           loop], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    findings = json.loads(report.read_text())["findings"]
+    assert [f["kind"] for f in findings] == ["leaked-task"], proc.stderr
+    assert findings[0]["task"]["created_at"]["line"] == 9
+    assert "re-raised SIGTERM" in findings[0]["message"]
