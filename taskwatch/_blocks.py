@@ -53,6 +53,14 @@ def _one_call(block: _Block | None) -> bool:
     return len(keys) >= 2 and len(set(keys)) == 1
 
 
+def starved(cpu_s: float, demand: float | None, threshold: float) -> bool:
+    """A step the machine starved, not a block of the program's: the loop thread was runnable
+    (on a CPU or waiting for one) most of the time, yet its own CPU time stays under half the
+    threshold, so on a free machine it would not have been a block. Counted, not a finding: it
+    is no claim about the program's code (the loop lag still shows it)."""
+    return demand is not None and demand >= 0.5 and cpu_s < 0.5 * threshold
+
+
 def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_share: float | None,
                  demand: float | None, started: float, ended: float,
                  gc_s: float = 0.0) -> Finding | None:
@@ -92,6 +100,9 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         rec.name = block.task_name
         watch.probe.fill_names(rec)
     cpu_s = duration * (cpu_share or 0.0)
+    if starved(cpu_s, demand, watch.threshold):
+        watch.state.count_starved_block()
+        return None
     busy = demand if demand is not None else cpu_share
     if busy is not None:
         computing = busy >= 0.5

@@ -65,7 +65,8 @@ class State:
         # Spans need tasks' ends as they happen: with OpenTelemetry on, a task with a span gets a
         # done callback and any other is closed when first seen done (see _hotpath.on_release).
         self.precise_ends = options.otel
-        self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": []}
+        self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": [],
+                                            "starved_blocks": 0}
         self._ignore = [_parse_ignore(item) for item in options.ignore]
 
     # -- loops ----------------------------------------------------------------------------------
@@ -210,6 +211,7 @@ class State:
                 "tasks_cancelled": totals["tasks_cancelled"],
                 "blocks": self.block_stats["blocks"],
                 "max_block_s": round(self.block_stats["max_block_s"], 6),
+                "starved_blocks": self.block_stats["starved_blocks"],
                 "p99_block_s": round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 6)
                 if delays else 0.0,
                 "loop_lag_p99_s": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 6)
@@ -238,6 +240,11 @@ class State:
             if len(delays) >= 10_000:
                 delays.pop(0)
             delays.append(duration)
+
+    def count_starved_block(self) -> None:
+        """A block the machine starved (no finding: see _blocks.starved)."""
+        with self.lock:
+            self.block_stats["starved_blocks"] += 1
 
     def loop_kind(self) -> str:
         """'uvloop', 'asyncio', or 'asyncio+uvloop' when the program ran both."""

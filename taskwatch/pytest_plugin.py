@@ -87,16 +87,6 @@ def _mostly_gc(finding: Finding) -> bool:
     return duration > 0 and (finding.data.get("gc_s") or 0.0) >= 0.5 * duration
 
 
-def _starved(finding: Finding, state: Any) -> bool:
-    """A block the loop thread spent runnable but off the CPU: its own CPU time is below the
-    threshold, so on a free machine it would not have been a block."""
-    runnable = finding.data.get("runnable_share")
-    cpu = finding.data.get("cpu_s")
-    threshold = getattr(getattr(state, "options", None), "block_threshold", None)
-    return (runnable is not None and cpu is not None and threshold is not None
-            and runnable >= 0.5 and cpu < 0.5 * threshold)
-
-
 class TaskwatchWarning(UserWarning):
     """Issued for a watched test's findings in ``warn`` mode (``-W error::...`` turns it into a
     failure)."""
@@ -376,7 +366,10 @@ class TaskwatchSession:
         if state is not None:
             try:
                 watch.collect_garbage("always", None, None)
-                self.tasks_seen = state.stats()["tasks_created"]
+                stats = state.stats()
+                self.tasks_seen = stats["tasks_created"]
+                # blocks a busy machine starved are no findings (_blocks.starved): only counted
+                self.starved = stats["starved_blocks"]
             except Exception:
                 _guard.internal_error("pytest plugin (session end)")
             try:
@@ -529,10 +522,6 @@ class TaskwatchSession:
             if finding.kind == "blocked-loop" and _mostly_gc(finding):
                 # the collector paused the loop thread: a property of the heap, not of this test
                 self.gc_pauses += 1
-                continue
-            if finding.kind == "blocked-loop" and _starved(finding, self.state):
-                # runnable all along but given little CPU: the machine was busy, not the test
-                self.starved += 1
                 continue
             if settings.ignore_fixtures and entry.lineage in (watch.SETUP, watch.FIXTURE, watch.BEFORE):
                 self.ignored[finding.kind] += 1

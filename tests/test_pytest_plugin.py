@@ -751,9 +751,9 @@ def test_gc_pauses_and_starved_blocks_do_not_fail_a_test() -> None:
     """A block that is mostly the loop thread's garbage collection is a property of the heap, and
     one where a busy machine gave the runnable loop thread little CPU a property of the machine:
     neither fails a test (judged from the finding's measured figures)."""
-    from types import SimpleNamespace
 
     from taskwatch import pytest_plugin
+    from taskwatch._blocks import starved
     from taskwatch._findings import Finding
 
     def block(duration, gc_s, cpu_s, runnable):
@@ -761,13 +761,13 @@ def test_gc_pauses_and_starved_blocks_do_not_fail_a_test() -> None:
                        data={"duration_s": duration, "gc_s": gc_s, "cpu_s": cpu_s,
                              "runnable_share": runnable})
 
-    state = SimpleNamespace(options=SimpleNamespace(block_threshold=0.1))
     assert pytest_plugin._mostly_gc(block(0.4, 0.3, 0.4, 1.0))
     assert not pytest_plugin._mostly_gc(block(0.4, 0.1, 0.4, 1.0))
-    assert pytest_plugin._starved(block(0.2, 0.0, 0.03, 0.9), state)  # runnable, little CPU
-    assert not pytest_plugin._starved(block(0.4, 0.0, 0.35, 1.0), state)  # the test computed
-    assert not pytest_plugin._starved(block(0.4, 0.0, 0.0, 0.0), state)  # the test slept
-    assert not pytest_plugin._starved(block(0.4, 0.0, 0.01, None), state)  # not measured
+    # starved blocks are no findings at all (the watchdog's rule, for every sink alike)
+    assert starved(0.03, 0.9, 0.1)  # runnable, little CPU
+    assert not starved(0.35, 1.0, 0.1)  # the test computed
+    assert not starved(0.0, 0.0, 0.1)  # the test slept
+    assert not starved(0.01, None, 0.1)  # not measured
 
 
 def test_a_blocking_sleep_while_another_thread_collects_fails(tw: pytest.Pytester) -> None:
