@@ -222,9 +222,16 @@ SERVING = textwrap.dedent("""
 """)
 
 
+# Starts Python with SIGHUP and SIGINT at their default action whatever this process inherited
+# (nohup ignores SIGHUP, a shell's background job SIGINT; ignored signals stay ignored across exec).
+_DEFAULT_SIGNALS = ("import os, signal, sys; "
+                    "[signal.signal(s, signal.SIG_DFL) for s in (signal.SIGHUP, signal.SIGINT)]; "
+                    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 def _stopped_by(sig, args, cwd):
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd)
+    proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGNALS, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd)
     try:
         first = proc.stdout.readline()
         assert first == "serving\n"
