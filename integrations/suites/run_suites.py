@@ -5,12 +5,13 @@ For each suite: download the sdist from PyPI (``pip download --no-binary :all: -
 install it and its test dependencies into the running interpreter's environment, then run its
 tests from the unpacked sdist twice per loop (asyncio, and uvloop where the suite takes its loop
 from the policy): once plainly, once with ``--taskwatch --taskwatch-json``. Outcomes come from
-``--junitxml``. Prints a Markdown table and writes ``results.json`` to the work folder.
+``--junitxml`` (of the first round); times are the medians of ``--rounds`` alternating runs. Prints a Markdown table and writes ``results.json`` to the work folder.
 
 Usage (in a venv with taskwatch installed, e.g. ``pip install -e '.[test]'``)::
 
     python integrations/suites/run_suites.py [--work /tmp/suites-work] [--only NAME ...]
                                              [--loops asyncio,uvloop] [--timeout 600]
+                                             [--rounds 3]
 
 Tests use only the loopback interface and temporary files; the network is used only by pip.
 """
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import subprocess
+import statistics
 import sys
 import tarfile
 import time
@@ -95,8 +97,8 @@ def outcomes(junit: Path) -> dict[str, str]:
     return result
 
 
-def run_pytest(suite, src: Path, out: Path, loop: str, watched: bool, timeout: int):
-    tag = f"{suite['name']}-{loop}-{'taskwatch' if watched else 'plain'}"
+def run_pytest(suite, src: Path, out: Path, loop: str, watched: bool, timeout: int, tag: str = ""):
+    tag = f"{suite['name']}-{loop}-{'taskwatch' if watched else 'plain'}{tag}"
     junit, tw_json, log = out / f"{tag}.xml", out / f"{tag}.taskwatch.json", out / f"{tag}.log"
     for p in (junit, tw_json):
         p.unlink(missing_ok=True)
@@ -164,6 +166,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--loops", default="asyncio,uvloop")
     ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each mode, alternating; the times are their medians")
     args = ap.parse_args()
     work: Path = args.work.resolve()
     out = work / "out"
@@ -180,7 +184,18 @@ def main() -> int:
                 continue
             plain = run_pytest(suite, src, out, loop, False, args.timeout)
             watched = run_pytest(suite, src, out, loop, True, args.timeout)
+            # more rounds, alternating, for the times only (outcomes and findings: round one)
+            times_plain, times_watched = [plain["seconds"]], [watched["seconds"]]
+            for _ in range(args.rounds - 1):
+                times_plain.append(run_pytest(suite, src, out, loop, False, args.timeout,
+                                              tag="-again")["seconds"])
+                times_watched.append(run_pytest(suite, src, out, loop, True, args.timeout,
+                                                tag="-again")["seconds"])
+            plain["seconds"] = statistics.median(times_plain)
+            watched["seconds"] = statistics.median(times_watched)
             row = summarize(suite["name"], loop, plain, watched)
+            row["rounds"] = args.rounds
+            row["all_seconds_plain"], row["all_seconds_taskwatch"] = times_plain, times_watched
             row["version"] = suite["version"]
             rows = [r for r in rows if (r["suite"], r["loop"]) != (suite["name"], loop)] + [row]
             results_path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
