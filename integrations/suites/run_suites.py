@@ -5,7 +5,8 @@ For each suite: download the sdist from PyPI (``pip download --no-binary :all: -
 install it and its test dependencies into the running interpreter's environment, then run its
 tests from the unpacked sdist twice per loop (asyncio, and uvloop where the suite takes its loop
 from the policy): once plainly, once with ``--taskwatch --taskwatch-json``. Outcomes come from
-``--junitxml`` (of the first round); times are the medians of ``--rounds`` alternating runs. Prints a Markdown table and writes ``results.json`` to the work folder.
+``--junitxml`` (of the first round); times are the medians of ``--rounds`` alternating runs.
+Prints a Markdown table and writes ``results.json`` to the work folder.
 
 Usage (in a venv with taskwatch installed, e.g. ``pip install -e '.[test]'``)::
 
