@@ -399,6 +399,9 @@ def _after_fork_in_child() -> None:
     if state is not None:
         try:
             state.lock = threading.RLock()
+            from . import _watchdog
+
+            _watchdog.after_fork()
             state.ticker.after_fork()
         except BaseException:
             _guard.internal_error("after fork")

@@ -40,6 +40,8 @@ _MAX_FRAMES = 64
 _MAX_SAMPLES = 1000
 _LAG_SAMPLES = 4096
 _SELECTORS = os.sep + "selectors.py"
+# Longest a loop's run end waits for a look in progress on taskwatch's thread (seconds).
+_FLUSH_TIMEOUT = 2.0
 # Share of a block's wall time the loop thread wanted a CPU above which the block is CPU-bound.
 _CPU_BOUND = 0.9
 
@@ -149,6 +151,9 @@ class LoopWatch:
         self.block: _Block | None = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
+        # Held by taskwatch's thread while it looks at this loop (and may be closing a block):
+        # the loop's run end waits for it, so a block of that run is reported before it returns.
+        self.looking = threading.Lock()
 
     # -- loop thread ----------------------------------------------------------------------------
     def started(self) -> None:
@@ -171,12 +176,20 @@ class LoopWatch:
         is reported now, before the program goes on (a test ends, a job returns)."""
         now = _monotonic()
         with self.dog.lock:
-            self.thread_id = None
-            handle, self.ping_handle = self.ping_handle, None
-            block, self.block = self.block, None
-            ran = self.ping_ran
-            ended = ran[1] if ran is not None and ran[0] == self.ping_token else now
-            self.ping_posted = None
+            self.thread_id = None  # no new look at this loop from here on
+        # A look in progress may be turning a block of this run into a finding: wait for it,
+        # so the finding is out before the program goes on (a test is judged next).
+        waited = self.looking.acquire(timeout=_FLUSH_TIMEOUT)
+        try:
+            with self.dog.lock:
+                handle, self.ping_handle = self.ping_handle, None
+                block, self.block = self.block, None
+                ran = self.ping_ran
+                ended = ran[1] if ran is not None and ran[0] == self.ping_token else now
+                self.ping_posted = None
+        finally:
+            if waited:
+                self.looking.release()
         if handle is not None:
             try:
                 handle.cancel()  # it stays queued, cancelled, until the loop's next run
@@ -199,6 +212,10 @@ class LoopWatch:
                 _gc_seconds.get(self.thread_id or 0, 0.0))
 
     def look(self, now: float, frames: dict[int, Any]) -> None:
+        with self.looking:
+            self._look(now, frames)
+
+    def _look(self, now: float, frames: dict[int, Any]) -> None:
         tid = self.thread_id
         if tid is None or self.stopped:
             return
@@ -541,6 +558,17 @@ class _Stopper:
 
     def lag_samples(self) -> list[float]:
         return list(self.watch.lags)
+
+
+def after_fork() -> None:
+    """In a forked child: taskwatch's thread is gone, and a lock it held at the fork would be
+    held forever (a loop's run end would wait on it): make them anew."""
+    dog = _dog
+    if dog is None:
+        return
+    dog.lock = threading.Lock()
+    for watch in list(dog.watches):
+        watch.looking = threading.Lock()
 
 
 def disable(state: State) -> None:

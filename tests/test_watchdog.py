@@ -392,3 +392,26 @@ def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     block.t1, block.cpu1, block.sched1 = 10.120, 1.0002, (1.0002, 0.5)
     watch_.close(block, 10.125)
     assert found == [0.115], found
+
+
+def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):
+    """taskwatch's thread may still be turning a block into a finding when the loop's run ends
+    (a test ends, a job returns; on a loaded machine that thread runs late): the run end waits
+    for it, so the block is not reported after the program went on (against the next test)."""
+    from taskwatch import _blocks as blocks
+
+    watch(block_threshold=0.1)
+    real = blocks.blocked_loop
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)  # taskwatch's thread, slowed down
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blocks, "blocked_loop", slow)
+
+    async def main():
+        time.sleep(0.3)
+        await asyncio.sleep(0.1)  # the block's finding is being built meanwhile
+
+    run(main(), loop_kind)
+    assert len(_blocks()) == 1
