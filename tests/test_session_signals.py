@@ -89,7 +89,8 @@ def test_uvicorn_stopped_by_sigint_keeps_its_report_and_exit_status(app_dir):
     watched = _serve_then_stop(["-m", "taskwatch", "--json", str(report)], app_dir, signal.SIGINT)
     assert plain[0] == watched[0], watched[2]
     assert plain[1] == watched[1]
-    assert [f["kind"] for f in json.loads(report.read_text())["findings"]] == ["unretrieved-exception"]
+    findings = json.loads(report.read_text())["findings"]
+    assert [f["kind"] for f in findings] == ["unretrieved-exception"], [f["message"] for f in findings]
     assert watched[2].count("[unretrieved-exception]") == 1
 
 
