@@ -59,11 +59,17 @@ def _who(rec: TaskRecord) -> str:
     name = f"'{rec.name}'" if rec.name else f"#{rec.id}"
     text = f"Task {name} ({rec.coro_name})"
     frame = rec.created_at
-    text += f", created at {frame.short()}" if frame else ", created by the event loop or a library"
     parent = rec.parent_brief()
+    by = None
     if parent:
         pname = f"'{parent['name']}'" if parent.get("name") else f"#{parent['id']}"
-        text += f" by task {pname} ({parent['coro']})"
+        by = f"task {pname} ({parent['coro']})"
+    if frame:
+        text += f", created at {frame.short()}" + (f" by {by}" if by else "")
+    elif by:
+        text += f", created by library code running in {by}"
+    else:
+        text += ", created by the event loop or a library"
     return text
 
 

@@ -766,3 +766,24 @@ def test_children_the_program_keeps_are_not_orphans(watch, loop_kind):
     run(main(), loop_kind)
     orphans = [f for f in taskwatch.findings() if f.kind == "orphaned-task"]
     assert [f.task["created_at"]["line"] for f in orphans] == [lines["forgotten"]]
+
+
+def test_a_task_made_by_library_code_names_the_task_it_ran_in(watch):
+    """No line of the program made the task (a library's callback did), but it ran in one of the
+    program's tasks: say so, rather than 'created by the event loop or a library by task ...'."""
+    watch(watchdog=False)
+    from taskwatch import _findings
+
+    class Rec:
+        name, id, coro_name, created_at = "Task-9", 9, "lib.worker", None
+
+        def __init__(self, parent):
+            self.parent = parent
+
+        def parent_brief(self):
+            return self.parent
+
+    assert _findings._who(Rec({"name": "Task-1", "id": 1, "coro": "app.main"})) == (
+        "Task 'Task-9' (lib.worker), created by library code running in task 'Task-1' (app.main)")
+    assert _findings._who(Rec(None)) == (
+        "Task 'Task-9' (lib.worker), created by the event loop or a library")
