@@ -352,8 +352,22 @@ def _watch_with_readings(monkeypatch, threshold=0.1, period=0.02):
     return watch, found
 
 
-def _reading(t, on_cpu, waiting, cpu=None):
-    return (t, cpu if cpu is not None else on_cpu, (on_cpu, waiting), 0.0)
+def _reading(t, on_cpu, waiting):
+    return (t, on_cpu, (on_cpu, waiting), 0.0)
+
+
+def _measured(monkeypatch, cpu_at_post, cpu_at_end, ended):
+    """The durations reported for one block: the loop seen free at t=10.000 (its thread's CPU
+    time 1.0 s), busy at the next look (ping posted at 10.020), sampled until 10.120, the ping ran
+    at ``ended``; the thread's CPU time at the post and at the last sample are given."""
+    watch_, found = _watch_with_readings(monkeypatch)
+    watch_.last_free = 10.0
+    watch_.free_reading = _reading(10.0, 1.0, 0.5)
+    watch_.posted_reading = _reading(10.020, cpu_at_post, 0.5)
+    block = watch_._ping_block(10.020, None, 10.070, 1)
+    block.t1, block.cpu1, block.sched1 = 10.120, cpu_at_end, (cpu_at_end, 0.5)
+    watch_.close(block, ended)
+    return found
 
 
 def test_cpu_bound_block_starts_when_the_thread_woke(watch, monkeypatch):
@@ -361,37 +375,17 @@ def test_cpu_bound_block_starts_when_the_thread_woke(watch, monkeypatch):
     since the last free look, not by the midpoint of the looks: a 0.105 s block is 0.105 s, not
     anything from 0.095 to 0.115 (issue 21: blocks just over the threshold were missed)."""
     watch(watchdog=False)
-    watch_, found = _watch_with_readings(monkeypatch)
-    # free at t=10.000; the step began at 10.018 (2 ms before the next look posts the ping),
-    # ran on a CPU until 10.123 (0.105 s) and the ping ran then.
-    watch_.last_free = 10.0
-    watch_.free_reading = _reading(10.0, 1.0, 0.5)
-    watch_.posted_reading = _reading(10.020, 1.002, 0.5)
-    block = watch_._ping_block(10.020, None, 10.070, 1)
-    block.t1, block.cpu1, block.sched1 = 10.120, 1.102, (1.102, 0.5)
-    watch_.close(block, 10.123)
-    assert found == [0.105], found
-    # the same step beginning right after the free look: 0.123 s, not 0.113
-    found.clear()
-    watch_.posted_reading = _reading(10.020, 1.020, 0.5)
-    block = watch_._ping_block(10.020, None, 10.070, 1)
-    block.t1, block.cpu1, block.sched1 = 10.120, 1.120, (1.120, 0.5)
-    watch_.close(block, 10.123)
-    assert found == [0.123], found
+    # began at 10.018 (2 ms of CPU before the post), on a CPU until the ping ran at 10.123
+    assert _measured(monkeypatch, 1.002, 1.102, 10.123) == [0.105]
+    # began right after the free look: 0.123 s, not the midpoint's 0.113
+    assert _measured(monkeypatch, 1.020, 1.120, 10.123) == [0.123]
 
 
 def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     """A step that sleeps (time.sleep, a blocking read) used no CPU before the ping either: the
     thread's times cannot date it, the midpoint of the looks does (and never earlier than free)."""
     watch(watchdog=False)
-    watch_, found = _watch_with_readings(monkeypatch)
-    watch_.last_free = 10.0
-    watch_.free_reading = _reading(10.0, 1.0, 0.5)
-    watch_.posted_reading = _reading(10.020, 1.0001, 0.5)
-    block = watch_._ping_block(10.020, None, 10.070, 1)
-    block.t1, block.cpu1, block.sched1 = 10.120, 1.0002, (1.0002, 0.5)
-    watch_.close(block, 10.125)
-    assert found == [0.115], found
+    assert _measured(monkeypatch, 1.0001, 1.0002, 10.125) == [0.115]
 
 
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):
