@@ -448,3 +448,61 @@ def test_readable_layout_only_for_an_init_that_just_stores() -> None:
 
     for cls in (Copies, Registers, Extends, Defaults, Inherits):
         assert _readable_layout(cls) is None, cls.__name__
+
+
+async def _named_leaf(i: int) -> int:
+    await asyncio.sleep(0)
+    return i
+
+
+async def _failing_leaf() -> None:
+    raise Boom("leaf failed")
+
+
+async def _churn(n: int, name: str) -> None:
+    """n tasks through the factory: named, finished, failed and retrieved, cancelled."""
+    for _ in range(n // 4):
+        ok = asyncio.create_task(_named_leaf(1), name=name)
+        bad = asyncio.create_task(_failing_leaf())
+        victim = asyncio.create_task(sleeper())
+        await asyncio.sleep(0)
+        victim.cancel()
+        await asyncio.gather(ok, bad, victim, return_exceptions=True)
+        await asyncio.create_task(_named_leaf(2))
+
+
+def test_hot_path_gives_back_every_reference_it_takes(watch: Any, loop_kind: str) -> None:
+    """A reference-leak check of the hot path, C and Python (factory, record, done callback,
+    finalizer, failure and cancel paths): once the caches and the finished-records ring are full, 4,000 more
+    tasks leave the reference counts of what every task touches (the loop, the coroutine's code,
+    the name, the main task) and the traced memory where they were. (A release build has no
+    sys.gettotalrefcount: the objects are counted one by one.)"""
+    import tracemalloc
+
+    watch(watchdog=False, history=200)
+    name = "".join(["churn", "-task"])  # one string object, not an interned constant
+    code = _named_leaf.__code__
+
+    async def main() -> tuple[list[int], list[int], int]:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        await _churn(2000, name)  # warm: caches filled, the ring full
+        gc.collect()
+        before = [sys.getrefcount(o) for o in (loop, code, name, me)]
+        tracemalloc.start()
+        try:
+            await _churn(1000, name)  # tracemalloc's own first allocations settle
+            gc.collect()
+            start = tracemalloc.get_traced_memory()[0]
+            await _churn(4000, name)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - start
+        finally:
+            tracemalloc.stop()
+        after = [sys.getrefcount(o) for o in (loop, code, name, me)]
+        return before, after, grown
+
+    before, after, grown = run(main(), loop_kind)
+    assert after == before
+    assert grown < 16 * 1024, grown  # a leak of one small object per task would be 4,000 of them
+    assert taskwatch.report()["stats"]["internal_errors"] == 0
