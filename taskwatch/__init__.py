@@ -15,12 +15,12 @@ import sys
 import threading
 from typing import Any
 
-from . import _hooks, _options, _report
+from . import _hooks, _options, _report, _version
 from ._findings import Finding
 from ._options import KINDS, Options
 from ._state import State
 
-__version__ = _report.VERSION
+__version__ = _version.VERSION
 __all__ = ["install", "uninstall", "is_installed", "tasks", "findings", "report", "dump",
            "Finding", "Options", "KINDS"]
 

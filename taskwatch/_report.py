@@ -10,8 +10,7 @@ from typing import Any
 
 from ._findings import Finding
 from ._state import State
-
-VERSION = "0.1.0"
+from ._version import VERSION
 
 
 def build(state: State) -> dict[str, Any]:
