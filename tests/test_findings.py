@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import sys
 import weakref
 
 import pytest
@@ -787,3 +788,35 @@ def test_a_task_made_by_library_code_names_the_task_it_ran_in(watch):
         "Task 'Task-9' (lib.worker), created by library code running in task 'Task-1' (app.main)")
     assert _findings._who(Rec(None)) == (
         "Task 'Task-9' (lib.worker), created by the event loop or a library")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.eager_task_factory is 3.12+")
+@pytest.mark.parametrize("factory", [
+    "none",
+    pytest.param("eager", marks=pytest.mark.xfail(strict=True, reason=(
+        "taskwatch limit (missed finding): anyio recognises asyncio.eager_task_factory by its "
+        "code object, takes the task class out of its closure and builds asyncio.Task(...) "
+        "itself, outside any task factory; taskwatch would have to swap asyncio's Task class or "
+        "the factory's closure cell (visible to the program) to see those tasks' cancels"))),
+])
+def test_swallowed_cancel_in_an_anyio_task_group(watch, factory):
+    """A task of an anyio task group that swallows the group's cancellation."""
+    anyio = pytest.importorskip("anyio")
+    watch(watchdog=False)
+
+    async def stubborn():
+        try:
+            await anyio.sleep(10)
+        except anyio.get_cancelled_exc_class():
+            return  # swallowed
+
+    async def main():
+        if factory == "eager":
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        async with anyio.create_task_group() as group:
+            group.start_soon(stubborn)
+            await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+
+    asyncio.run(main())
+    assert kinds() == ["swallowed-cancel"], [str(f) for f in taskwatch.findings()]
