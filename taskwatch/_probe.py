@@ -450,9 +450,15 @@ def _library_affair(rec: TaskRecord, req: Any) -> bool:
 
 
 def _kept_by_program(task: Any) -> bool:
-    """More references than asyncio and this check hold: the program keeps the task (in a set or
-    registry it awaits later), so it is not a forgotten child."""
-    return _REFCOUNTS_EXACT and sys.getrefcount(task) > _ORPHAN_CHECK_REFS
+    """More references than asyncio, this check and the timeouts the task itself entered hold:
+    the program keeps the task (in a set or registry it awaits later), so it is not a forgotten
+    child."""
+    if not _REFCOUNTS_EXACT:
+        return False
+    refs = sys.getrefcount(task)
+    if refs <= _ORPHAN_CHECK_REFS:
+        return False
+    return refs - _stacks.held_by_own_timers(task) > _ORPHAN_CHECK_REFS
 
 
 def _cancelling(task: Any) -> int:

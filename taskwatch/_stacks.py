@@ -7,9 +7,12 @@ of a live task once and returns plain ``Frame`` tuples, keeping nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
+import sys
+import types
 from typing import Any
 
-from ._sites import Frame
+from ._sites import Frame, is_library_file
 
 _MAX_DEPTH = 64
 # 3.14+: the standard library's own view of a task's await chain (the same frames as the walk
@@ -115,3 +118,76 @@ def at_phrase(frames: list[Frame], waits: str | None) -> str:
     if waits:
         text += f" (waiting in {waits})"
     return text
+
+
+# Objects a reference walk passes through without judging them: containers and bound methods.
+_PASS_THROUGH = (dict, list, tuple, set, frozenset, types.MethodType)
+# Objects it never enters: code, functions, modules and classes lead to everything.
+_OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.CodeType,
+           types.FrameType, types.CoroutineType, types.GeneratorType, asyncio.Future)
+_WALK_DEPTH = 5
+_WALK_BUDGET = 500
+_library_classes: dict[type, bool] = {}
+
+
+def _library_class(cls: type) -> bool:
+    known = _library_classes.get(cls)
+    if known is None:
+        module = sys.modules.get(getattr(cls, "__module__", "") or "")
+        filename = getattr(module, "__file__", None) or "<unknown>"
+        known = is_library_file(filename)
+        if len(_library_classes) < 4096:
+            _library_classes[cls] = known
+    return known
+
+
+def held_by_own_timers(task: Any) -> int:
+    """References to ``task`` held, through its own suspended frames, by library objects: a
+    timeout the task entered keeps the task to cancel it later (``asyncio.timeout``'s
+    ``Timeout``, aiohttp's timer, an anyio cancel scope). Such a reference says nothing about
+    anyone keeping the task. Only a path whose first object that is not a container is of a
+    library's class counts: the program's own objects the task holds (``self`` with a set of its
+    tasks) are the program keeping it. A bounded walk; 0 when the task is running."""
+    # the coroutines of the chain: a coroutine's own traversal yields its frame's locals and
+    # stack (its frame object's does not)
+    coros = []
+    try:
+        obj = task.get_coro()
+        for _ in range(_MAX_DEPTH):
+            if getattr(obj, "cr_frame", None) is None and getattr(obj, "gi_frame", None) is None:
+                break
+            if getattr(obj, "cr_running", False) or getattr(obj, "gi_running", False):
+                return 0  # running now: its stack is not settled
+            coros.append(obj)
+            nxt = getattr(obj, "cr_await", None)
+            obj = nxt if nxt is not None else getattr(obj, "gi_yieldfrom", None)
+            if obj is None:
+                break
+    except Exception:
+        return 0
+    count, budget = 0, _WALK_BUDGET
+    seen = {id(task)} | {id(c) for c in coros}
+    # (object, whether the path to it went through a library object: None = not decided yet)
+    frontier: list[tuple[Any, bool | None]] = [(c, None) for c in coros]
+    for _ in range(_WALK_DEPTH):
+        nxt_frontier: list[tuple[Any, bool | None]] = []
+        for holder, library in frontier:
+            for ref in gc.get_referents(holder):
+                if ref is task:
+                    count += bool(library)
+                    continue
+                if id(ref) in seen or isinstance(ref, _OPAQUE) or budget <= 0:
+                    continue
+                seen.add(id(ref))
+                budget -= 1
+                verdict = library
+                if verdict is None and not isinstance(ref, _PASS_THROUGH):
+                    verdict = _library_class(type(ref))
+                if verdict is False:
+                    continue  # the program's own object: whatever it holds, it keeps
+                nxt_frontier.append((ref, verdict))
+        frontier = nxt_frontier
+        if not frontier:
+            break
+    del coros, frontier
+    return count

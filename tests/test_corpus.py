@@ -58,26 +58,29 @@ READY = re.compile(r"(?i)(?:running|listening) on http://127\.0\.0\.1:(\d+)")
 RUN_TIMEOUT = 120  # seconds for one program run; a normal run takes one to four
 REQUEST_TIMEOUT = 30
 
-# (program stem, loop) -> reason: taskwatch defects, each failing deterministically.
-_DEFECTS: dict[str, str] = {
-    "bug_orphan_after_return": (
-        "taskwatch defect (missed finding, since 6fc6bfd): no orphaned-task for a child the "
-        "handler forgot, because the child is inside an aiohttp request: aiohttp's timer keeps "
-        "asyncio.current_task() to cancel it on timeout (as asyncio.timeout() keeps Timeout._task "
-        "and anyio's cancel scopes their host task), and taskwatch/_probe.py:_kept_by_program "
-        "takes any reference count above _ORPHAN_CHECK_REFS for a registry of the program's"),
-}
+# (program stem, loop) -> reason: taskwatch defects, each failing deterministically (none today).
+_DEFECTS: dict[str, str] = {}
 # Defects seen only on some interpreters or loops: stem -> (reason, where(loop) -> bool).
 _PY = sys.version_info[:2]
+_DIRECT_TASK = (
+    "taskwatch limit (missed finding): a Task constructed directly, "
+    "`asyncio.Task(coro, loop=loop, eager_start=True)`, is never recorded (records are made "
+    "only by the task factory taskwatch puts in front of loop.create_task; seeing it would mean "
+    "swapping asyncio's Task class, which the program would see), so its cancel and how it ended "
+    "are not seen; aiohttp >= 3.10 builds its connection and request-handler tasks that way on "
+    "3.12/3.13 (any loop) and on 3.14+ when the loop is not a BaseEventLoop (uvloop): ")
+
+
+def _aiohttp_builds_tasks_directly(loop: str) -> bool:
+    return (3, 12) <= _PY < (3, 14) or (_PY >= (3, 14) and loop == "uvloop")
+
+
 _DEFECTS_WHERE: dict[str, tuple[str, Callable[[str], bool]]] = {
-    "bug_swallowed_by_handler": (
-        "taskwatch defect (missed finding): a Task constructed directly, "
-        "`asyncio.Task(coro, loop=loop, eager_start=True)`, is never recorded (records are made "
-        "only by the task factory taskwatch puts in front of loop.create_task), so its cancel and "
-        "how it ended are not seen; aiohttp >= 3.10 builds its connection and request-handler "
-        "tasks that way on 3.12/3.13 (any loop) and on 3.14+ when the loop is not a "
-        "BaseEventLoop (uvloop): the handler's swallowed cancel is missed there",
-        lambda loop: (3, 12) <= _PY < (3, 14) or (_PY >= (3, 14) and loop == "uvloop")),
+    "bug_swallowed_by_handler": (_DIRECT_TASK + "the handler's swallowed cancel is missed there",
+                                 _aiohttp_builds_tasks_directly),
+    "bug_orphan_after_return": (_DIRECT_TASK + "the handler that returned and left its child "
+                                "running is not seen to end, so the child is no orphan there",
+                                _aiohttp_builds_tasks_directly),
 }
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     (name, loop): reason for name, reason in _DEFECTS.items() for loop in LOOPS}

@@ -769,6 +769,40 @@ def test_children_the_program_keeps_are_not_orphans(watch, loop_kind):
     assert [f.task["created_at"]["line"] for f in orphans] == [lines["forgotten"]]
 
 
+def test_a_child_inside_a_timeout_is_still_an_orphan(watch, loop_kind):
+    """A child working inside ``asyncio.timeout()`` is held by the Timeout (to cancel it), which
+    the child's own stack holds: that is no one keeping it. Forgotten, it is an orphan; kept by
+    the program's own object (a service with a set of its tasks, its ``self`` in the child's
+    frame too), it is not."""
+    watch(watchdog=False, orphan_grace=0.05)
+    lines = {}
+
+    class Service:
+        def __init__(self):
+            self.tasks = set()
+
+        async def refresh(self):
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0.3)
+
+        async def handle(self):
+            self.tasks.add(asyncio.create_task(self.refresh()))  # kept
+            lines["forgotten"] = here() + 1
+            asyncio.create_task(self.refresh())
+
+    async def main():
+        service = Service()
+        await asyncio.create_task(service.handle())
+        await asyncio.sleep(0.2)
+        await asyncio.gather(*service.tasks)
+        await asyncio.sleep(0.2)
+
+    run(main(), loop_kind)
+    orphans = [f for f in taskwatch.findings() if f.kind == "orphaned-task"]
+    assert [f.task["created_at"]["line"] for f in orphans] == [lines["forgotten"]], \
+        [str(f) for f in taskwatch.findings()]
+
+
 def test_a_task_made_by_library_code_names_the_task_it_ran_in(watch):
     """No line of the program made the task (a library's callback did), but it ran in one of the
     program's tasks: say so, rather than 'created by the event loop or a library by task ...'."""
