@@ -1,19 +1,24 @@
 """Task spans: one OpenTelemetry span per exported task, nested where the task was created.
 
-A task gets its span in one of three ways:
+A task gets its span in one of two ways:
 
 * **eagerly**, in the task factory (``spans="all"``, or a recording span is current where the task is
   created): the span starts at creation and is made current in the context taskwatch made for the
   task, so the spans the program opens inside the task nest under it;
 * **retroactively**, when a task that had no span ends and turned out interesting (failed, cancelled,
-  ran longer than ``span_threshold``, had a finding): the span is built with the task's own start and
-  end times;
-* **by promotion**, when a still-running task without a span must parent something now (a blocked
-  loop, an interesting child): its span starts at the task's creation and ends with the task.
+  ran longer than ``span_threshold``, had a finding, or has children waiting for its span): the
+  span is built with the task's own start and end times.
 
-No holes: the parent of an exported task span is the user's span that was current at creation, or
-the parent task's span, which is then exported too (promoted if running, rebuilt from its record if
-it already ended).
+Not interesting on their own (``spans="interesting"``): a library's own task that the library
+cancelled itself (aiohttp's connection task when the connection closes), and the loop's main task
+(the one ``asyncio.run`` runs), unless it failed or had a finding.
+
+No holes, and nothing exported before its parent can be: the parent of an exported task span is the
+user's span that was current at creation, or the parent task's span. A parent that already ended
+is exported then (rebuilt from its record); a parent still running without a span gets none out of
+nothing: the child (or a block it caused) waits for it and is exported right after it, or as a root
+after ``_HOLD_S``. The loop's main task and asyncio's own tasks are nobody's parent span: a child of
+the main task is a root (``taskwatch.parent_task.*`` still name it).
 
 ``TaskRecord.span`` holds, in turn: the parent task's record (so a task that ends interesting can find
 its parent cheaply; set by the factory hook in ``interesting`` mode), a :class:`TaskSpan` while the
@@ -27,6 +32,7 @@ a fraction of ``Tracer.start_span`` + ``end``. Any other provider goes through t
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextvars
 import linecache
@@ -35,6 +41,7 @@ import random
 import sys
 import time
 import types
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -42,9 +49,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from . import _hotpath, _probe, _sites
+from . import _probe, _sites
 from ._guard import internal_error
-from ._record import FAILED, FINISHED, PENDING, RELEASED, WALL_OFFSET, TaskRecord
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, WALL_OFFSET, TaskRecord
 
 if TYPE_CHECKING:
     from ._findings import Finding
@@ -73,6 +80,12 @@ _MAX_PENDING = 4096  # running tasks without a span that have findings waiting f
 _MAX_CACHE = 20_000
 _MAX_ROOT_FINDING_SPANS = 20  # per (kind, site) for findings without a task (never-awaited)
 _PARENT_DEPTH = 64
+# Seconds an ended task (or a loop block) waits for its parent task, still running without a span,
+# to end and be exported first; then it goes out as a root of its own.
+_HOLD_S = 5.0
+# The done callbacks run_until_complete puts on the future it runs (asyncio's, uvloop's).
+_ROOT = "root"  # _context_for_id: the loop's main task, which parents nothing
+_RUN_CALLBACKS = frozenset({"_run_until_complete_cb", "run_until_complete.<locals>.done_cb"})
 # TaskRecord.span of a task whose eager span the sampler dropped: never exported later either.
 SAMPLED_OUT = "sampled-out"
 
@@ -669,7 +682,13 @@ class TaskSpans:
         self.pending: dict[int, list[tuple[str, Any, int]]] = {}
         # blocked-loop findings of a task that was done but not yet through its done callback
         # (uvloop runs the heartbeat first): their spans wait for the task's own
-        self.deferred: dict[int, list[Finding]] = {}
+        # children that ended while their parent task ran without a span: their spans wait for
+        # the parent's (see _hold), in the same lists, keyed by the parent's id
+        self.deferred: dict[int, list[Any]] = {}
+        self.held: collections.deque[tuple[float, int, Any, Any]] = collections.deque()
+        self.held_count = 0
+        self.expiry_armed = False
+        self.mains: dict[int, bool] = {}  # task id -> is its loop's main task (see _is_main)
         self.root_findings: dict[tuple[str, Any], int] = {}
         self.exported = 0
         self.dropped_events = 0
@@ -865,68 +884,178 @@ class TaskSpans:
             if span.__class__ is TaskSpan:
                 self._finish(rec, span, int((rec.ended + WALL_OFFSET) * 1e9))
                 if self.deferred:
-                    for finding in self.deferred.pop(rec.id, ()):
-                        self._blocked_loop(finding, rec.id, span._ctx)
+                    self._flush(rec.id, span._ctx)
                 return
             if span is SAMPLED_OUT:
                 return
             if self.none:
                 rec.span = None
                 return
+            awaited = ((self.pending and rec.id in self.pending)
+                       or (self.deferred and rec.id in self.deferred))
             if (rec.state is FINISHED and duration < self.threshold and not rec.flags & _FLAGGED
-                    and not (self.pending and rec.id in self.pending)
-                    and not (self.deferred and rec.id in self.deferred)
-                    and (not self.all or (_loop_own(rec)))):
+                    and not awaited and (not self.all or (_loop_own(rec)))):
+                rec.span = None
+                return
+            if (not self.all and rec.state is not FAILED and not rec.flags & _FLAGGED
+                    and not awaited and self._not_interesting(rec, task)):
                 rec.span = None
                 return
             rec.span = None
-            ctx = self._export_ended(rec, span if span.__class__ is TaskRecord else rec.parent, 0)
-            if self.deferred:
-                for finding in self.deferred.pop(rec.id, ()):
-                    self._blocked_loop(finding, rec.id, ctx)
+            self._export_ended(rec, span if span.__class__ is TaskRecord else rec.parent, 0)
+            if self.held:
+                self._expire_held()
         except BaseException:
             internal_error("OpenTelemetry task end")
 
+    def _not_interesting(self, rec: TaskRecord, task: Any) -> bool:
+        """spans="interesting", for a task that ran long or was cancelled, with no failure, no
+        finding and nothing waiting for its span: True when that alone does not make it worth a
+        span. A library's own task that the library cancelled on its own close path (aiohttp's
+        connection handler when the connection closes: no line of the program involved) ended
+        as the library meant it to, and its length is the connection's. A loop's main task (the
+        one ``asyncio.run`` or ``run_until_complete`` runs) lasts as long as the program: as a
+        trace of its own it would be one span the length of the process."""
+        if rec.state is CANCELLED and _library_cancelled(rec):
+            return True
+        return rec.parent is None and self._is_main(rec, task)
+
     # -- building spans ---------------------------------------------------------------------------
-    def _export_ended(self, rec: TaskRecord, parent: Any, depth: int) -> SpanContext | None:
-        """Export an ended task that has no span yet, with its own start and end times."""
+    def _export_ended(self, rec: TaskRecord, parent: Any, depth: int) -> Any:
+        """Export an ended task that has no span yet, with its own start and end times; or, when
+        its parent task is still running without a span, hold it until that parent ends: then
+        ``rec`` itself is returned (what waits for its span waits for it, see _parent_context)."""
         backend = self.get_backend()
         if backend is None:
             return None
         pctx = self._parent_context(parent, depth + 1)
-        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
-        if span is None:
-            return None
-        self._finish(rec, span, wall_ns(rec.ended))
-        return span._ctx
+        if pctx.__class__ is TaskRecord:  # a parent still running without a span, or held
+            if self._hold(pctx, rec):
+                return rec
+            pctx = None
+        return self._build(rec, pctx)
 
-    def _promote(self, rec: TaskRecord, depth: int, task: Any = None) -> SpanContext | None:
-        """Give a running task its span now (starting at its creation, ending with it)."""
+    def _build(self, rec: TaskRecord, pctx: SpanContext | None) -> SpanContext | None:
+        """The span of an ended task under ``pctx``; then what waited for it (held children,
+        blocks) under it."""
         backend = self.get_backend()
         if backend is None:
             return None
-        if task is not None and not rec.flags & _hotpath.PRECISE:
-            with self.state.lock:  # its span ends when it ends, not when it is next seen done
-                probe = self.state.probes.get(task.get_loop())
-            if probe is not None:
-                probe.watch_end(task, rec)
+        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
+        ctx = None
+        if span is not None:
+            self._finish(rec, span, wall_ns(rec.ended))
+            ctx = span._ctx
+        if self.deferred:
+            self._flush(rec.id, ctx)
+        return ctx
+
+    def _flush(self, task_id: int, ctx: SpanContext | None) -> None:
+        """The task's span was just exported (``ctx``; None: it has none): export what waited for
+        it under it: its children that ended while it ran, the loop blocks it caused."""
+        waiting = self.deferred.pop(task_id, None)
+        if not waiting:
+            return
+        for item in waiting:
+            if item.__class__ is TaskRecord:
+                self.held_count -= 1
+                self._build(item, ctx)
+            elif item.__class__ is _FindingSpan:
+                self._finding_span(item.finding, ctx)
+            else:
+                self._block_span(item, ctx)
+
+    def _hold(self, parent: TaskRecord, item: Any) -> bool:
+        """Keep ``item`` (an ended child's record, or a blocked-loop finding) until the running
+        ``parent`` ends: a span is never exported before its parent can be. At the latest after
+        ``_HOLD_S`` it goes out without that parent (a root), so a long-lived parent does not
+        keep what it made out of sight. False when the bounds are reached (export it now)."""
+        deferred = self.deferred
+        if self.held_count >= _MAX_PENDING or (parent.id not in deferred
+                                                and len(deferred) >= _MAX_PENDING):
+            return False
+        loop = None
         try:
-            parent = rec.span
-        except AttributeError:
-            parent = rec.parent
-        if parent.__class__ is not TaskRecord:
-            parent = rec.parent
-        pctx = self._parent_context(parent, depth + 1)
-        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
-        if span is None:
-            return None
-        rec.span = span
-        self.live[rec.id] = rec
-        return span._ctx
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop's thread (a finding from taskwatch's thread)
+            found = self._find_live(parent.id)
+            loop = found[1].get_loop() if found is not None else None
+        deferred.setdefault(parent.id, []).append(item)
+        if item.__class__ is TaskRecord:
+            self.held_count += 1
+        self.held.append((time.monotonic() + _HOLD_S, parent.id, item,
+                          weakref.ref(loop) if loop is not None else None))
+        self._arm_expiry()
+        return True
 
-    def _parent_context(self, parent: Any, depth: int) -> SpanContext | None:
+    def _arm_expiry(self) -> None:
+        """One ticker job at a time: at the first hold's deadline, ask that hold's loop to
+        release what waited too long (built on the loop's thread, like every span)."""
+        if self.expiry_armed or not self.held:
+            return
+        self.expiry_armed = True
+        spans = weakref.ref(self)
+
+        def job() -> float | None:
+            me = spans()
+            if me is None or me.closed:
+                return None
+            me.expiry_armed = False
+            if not me.held:
+                return None
+            due, _, _, loop_ref = me.held[0]
+            if due > time.monotonic():
+                me.expiry_armed = True
+                return due
+            loop = loop_ref() if loop_ref is not None else None
+            try:
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(me._expire_held)
+                    return None
+            except RuntimeError:  # closed meanwhile
+                pass
+            me.expiry_armed = True
+            return time.monotonic() + _HOLD_S  # no loop to run it: close() releases it
+        self.state.ticker.at(self.held[0][0], job)
+
+    def _expire_held(self) -> None:
+        """Release, as roots, what waited longer than ``_HOLD_S`` for a parent still running."""
+        try:
+            held, now = self.held, time.monotonic()
+            while held and held[0][0] <= now:
+                _, parent_id, item, _ = held.popleft()
+                self._release(parent_id, item)
+            self._arm_expiry()
+        except BaseException:
+            internal_error("OpenTelemetry held spans")
+
+    def _release(self, parent_id: int, item: Any) -> None:
+        waiting = self.deferred.get(parent_id)
+        if not waiting:
+            return
+        for i, other in enumerate(waiting):
+            if other is item:
+                del waiting[i]
+                break
+        else:
+            return  # its parent ended and exported it meanwhile
+        if not waiting:
+            del self.deferred[parent_id]
+        if item.__class__ is TaskRecord:
+            self.held_count -= 1
+            self._build(item, None)
+        elif item.__class__ is _FindingSpan:
+            self._finding_span(item.finding, None)
+        else:
+            self._block_span(item, None)
+
+    def _parent_context(self, parent: Any, depth: int) -> Any:
         """The SpanContext of a parent task (a live record or an ended one's tuple), exporting it
-        if it has none yet; None for a root."""
+        if it ended and has none yet; a record when the parent's span cannot be exported yet (the
+        parent is still running without a span, or waits itself for its own parent): the child
+        waits for that record's span (see _hold); None for a root. The loop's main task and asyncio's
+        own tasks (accepting a connection) are no parents: the child parents to what is above them
+        (the main task: nothing)."""
         if parent is None or depth > _PARENT_DEPTH:
             return None
         if parent.__class__ is TaskRecord:
@@ -940,17 +1069,24 @@ class TaskSpans:
                 return theirs
             if theirs is SAMPLED_OUT:
                 return None
+            above = theirs if theirs.__class__ is TaskRecord else parent.parent
+            if parent.internal:
+                return self._parent_context(above, depth + 1)
+            if parent.parent is None and self._is_main(parent, None):
+                return None
             if parent.state is PENDING:
-                return self._promote(parent, depth)
+                return parent
             if parent.ended:
                 parent.span = None
-                return self._export_ended(parent, theirs if theirs.__class__ is TaskRecord
-                                          else parent.parent, depth)
+                return self._export_ended(parent, above, depth)
             return None
-        pid = parent[0]
-        return self._context_for_id(pid, depth, promote=True)
+        found = self._context_for_id(parent[0], depth, wait=True)
+        return None if found is _ROOT else found
 
-    def _context_for_id(self, task_id: int, depth: int, promote: bool) -> SpanContext | None:
+    def _context_for_id(self, task_id: int, depth: int, wait: bool) -> Any:
+        """A task's SpanContext by id (exporting it if it ended without one); with ``wait``, a
+        running task without a span gives its record (see _parent_context), the loop's main task
+        ``_ROOT`` (it parents nothing); else None."""
         ctx = self.ended.get(task_id)
         if ctx is not None:
             return ctx
@@ -968,17 +1104,56 @@ class TaskSpans:
                 return theirs._ctx
             if theirs is SAMPLED_OUT:
                 return None
+            if wait:  # asked for as a parent
+                if self.mains.get(rec.id):
+                    return _ROOT
+                if rec.internal:
+                    return self._parent_context(rec.parent, depth + 1)
             rec.span = None
             return self._export_ended(rec, rec.parent, depth)
-        if promote:
+        if wait:
             found = self._find_live(task_id)
             if found is not None:
                 rec, task = found
                 theirs = getattr(rec, "span", None)
                 if theirs.__class__ is TaskSpan:
                     return theirs._ctx
-                return self._promote(rec, depth, task)
+                if theirs is SAMPLED_OUT:
+                    return None
+                if rec.internal:
+                    return self._parent_context(
+                        theirs if theirs.__class__ is TaskRecord else rec.parent, depth + 1)
+                if rec.parent is None and self._is_main(rec, task):
+                    return _ROOT
+                return rec
         return None
+
+    def _is_main(self, rec: TaskRecord, task: Any) -> bool:
+        """Whether a task without a parent task is its loop's main task: the one
+        ``run_until_complete`` (``asyncio.run``, ``uvloop.run``, ``Runner.run``) runs: on its loop's
+        thread, that function's frame holds it; elsewhere, it has that function's done callback.
+        On the loop's thread the loop's tasks are not scanned: ``all_tasks()`` sees tasks done,
+        which ends their spans then, not when the program looks."""
+        mains = self.mains
+        known = mains.get(rec.id)
+        if known is not None:
+            return known
+        main = _run_by_loop(rec, task)
+        if not main:
+            if task is None and rec.state is PENDING:
+                try:
+                    asyncio.get_running_loop()
+                except RuntimeError:  # not on a loop's thread (a finding): find the task
+                    found = self._find_live(rec.id)
+                    task = found[1] if found is not None and found[0] is rec else None
+            if task is None or task.done():
+                return False  # not known here: ask again later
+            main = any(getattr(cb, "__qualname__", None) in _RUN_CALLBACKS
+                       for cb, _ in getattr(task, "_callbacks", None) or ())
+        if len(mains) >= _MAX_CACHE:
+            mains.clear()
+        mains[rec.id] = main
+        return main
 
     def _find_ended(self, task_id: int) -> TaskRecord | None:
         state = self.state
@@ -1222,13 +1397,21 @@ class TaskSpans:
             if finding.kind == "destroyed-pending":  # the task will never end: end its span now
                 self._finish(rec, span, epoch_ns(finding.time), outcome="destroyed")
             return
-        ctx = self._context_for_id(task_id, 0, promote=False)
-        if ctx is not None:  # the task's span has ended: a short child span
+        ctx = self._context_for_id(task_id, 0, wait=False)
+        if ctx.__class__ is TaskRecord:  # its span waits for its parent's: the event goes on it
+            ctx = None
+        elif ctx is not None:  # the task's span has ended: a short child span
             self._finding_span(finding, ctx)
             return
         if finding.kind == "destroyed-pending":
             parent = (finding.task or {}).get("parent") or {}
-            pctx = self._context_for_id(parent["id"], 0, promote=True) if parent.get("id") else None
+            pctx = self._context_for_id(parent["id"], 0, wait=True) if parent.get("id") else None
+            if pctx is _ROOT:
+                pctx = None
+            elif pctx.__class__ is TaskRecord:  # its parent runs on: wait for it
+                if self._hold(pctx, _FindingSpan(finding)):
+                    return
+                pctx = None
             self._finding_span(finding, pctx)
             return
         pending = self.pending
@@ -1268,7 +1451,14 @@ class TaskSpans:
         if started is None or ended is None:
             return
         if parent is None and task_id is not None:
-            parent = self._context_for_id(task_id, 0, promote=True)
+            parent = self._context_for_id(task_id, 0, wait=True)
+            if parent is _ROOT:  # the loop's main task: the block is a root of its own
+                self._block_span(finding, None)
+                return
+            if parent.__class__ is TaskRecord:  # still running, without a span: wait for it
+                if self._hold(parent, finding):
+                    return
+                parent = None
             if parent is None:  # the search may have seen the task done, and closed it
                 parent = self.ended.get(task_id)
             if parent is None and (finding.task or {}).get("state") == "pending":
@@ -1277,6 +1467,14 @@ class TaskSpans:
                 if task_id in deferred or len(deferred) < _MAX_PENDING:
                     deferred.setdefault(task_id, []).append(finding)
                     return
+        self._block_span(finding, parent)
+
+    def _block_span(self, finding: Finding, parent: SpanContext | None) -> None:
+        data = finding.data
+        started = data.get("started_at")
+        ended = data.get("ended_at")
+        if started is None or ended is None:
+            return
         attrs = _finding_attributes(finding)
         attrs["taskwatch.block.duration"] = float(data.get("duration_s") or 0.0)
         attrs["taskwatch.block.cpu_time"] = float(data.get("cpu_s") or 0.0)
@@ -1308,6 +1506,13 @@ class TaskSpans:
                     self._finish(rec, span, now, outcome="pending")
                 except BaseException:
                     internal_error("OpenTelemetry close")
+        held = self.held
+        while held:  # what still waits for a running parent goes out as roots
+            _, parent_id, item, _ = held.popleft()
+            try:
+                self._release(parent_id, item)
+            except BaseException:
+                internal_error("OpenTelemetry close")
         self.fast_state.clear()
         self.live.clear()
         self.pending.clear()
@@ -1462,3 +1667,85 @@ def _finding_attributes(finding: Finding) -> dict[str, Any]:
 
 def _finding_event(finding: Finding) -> tuple[str, Any, int]:
     return ("taskwatch.finding", _finding_attributes(finding), epoch_ns(finding.time))
+
+class _FindingSpan:
+    """A finding whose span waits for a running parent task (see TaskSpans._hold)."""
+
+    __slots__ = ("finding",)
+
+    def __init__(self, finding: Finding) -> None:
+        self.finding = finding
+
+
+_main_codes: list[Any] = []
+
+
+def _run_codes() -> Any:
+    """Code objects of the functions that run a loop's main task and hold it in a local named
+    ``task`` or ``future``: ``Runner.run``, ``run_until_complete`` (asyncio's, under any wrapper)
+    and taskwatch's own hooks around the loop's run methods (uvloop's is compiled)."""
+    if not _main_codes:
+        import asyncio.base_events
+        import asyncio.runners
+
+        codes = set()
+        for func in (asyncio.runners.Runner.run, asyncio.base_events.BaseEventLoop.run_until_complete):
+            while func is not None:
+                code = getattr(func, "__code__", None)
+                if code is not None:
+                    codes.add(code)
+                func = getattr(func, "__wrapped__", None)
+        _main_codes.append(frozenset(codes))
+    from . import _hooks
+
+    return _main_codes[0], _hooks.RUN_CODES
+
+
+def _run_by_loop(rec: TaskRecord, task: Any) -> bool:
+    """Whether the task of ``rec`` is the one a loop-running function up this thread's stack
+    runs as its loop's main task: a frame of ``Runner.run`` / ``run_until_complete`` holds it (or,
+    for uvloop's compiled ``run_until_complete`` given a coroutine, that coroutine)."""
+    coro = None
+    if task is not None:
+        try:
+            coro = task.get_coro()
+        except Exception:
+            coro = None
+    own, hooks = _run_codes()
+    frame = sys._getframe(1)
+    for _ in range(128):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code in own or code in hooks:
+            local = frame.f_locals
+            for name in ("task", "future"):
+                value = local.get(name)
+                if value is None:
+                    continue
+                if (value is task or (coro is not None and value is coro)
+                        or getattr(value, "_tw_rec", None) is rec
+                        or (getattr(value, "cr_code", None) is rec.coro is not None
+                            and getattr(value, "cr_frame", 1) is not None)):
+                    return True
+        frame = frame.f_back
+    return False
+
+
+def _library_cancelled(rec: TaskRecord) -> bool:
+    """A library's own task (its coroutine is library code, and library code or the loop
+    created it) that the library cancelled itself: every ``cancel()`` of it came from library
+    code, or none did and it ended cancelled because a future of the library's it awaited was
+    (aiohttp's connection handler when its connection closes). No line of the program is
+    involved (as for taskwatch's findings, see ``_probe._library_affair``)."""
+    code = rec.coro
+    if code is None or not _sites.is_library_file(code.co_filename):
+        return False
+    stack = rec.stack
+    if stack and not _sites.is_library_file(stack[0].co_filename):
+        return False
+    for req in rec.cancels or ():
+        where = req.stack
+        if where and not _sites.is_library_file(where[0].co_filename):
+            return False
+    return True
