@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from ._record import CANCELLED, FAILED, FINISHED
+from ._version import VERSION
 
 if TYPE_CHECKING:
     from ._findings import Finding
     from ._state import State
 
-VERSION = "0.1.0"
 OUTCOME = "taskwatch.task.outcome"
 KIND = "taskwatch.finding.kind"
 TASK_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,

@@ -52,6 +52,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from . import _probe, _sites
 from ._guard import internal_error
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, WALL_OFFSET, TaskRecord
+from ._version import VERSION
 
 if TYPE_CHECKING:
     from ._findings import Finding
@@ -62,7 +63,6 @@ try:  # the key under which OpenTelemetry keeps the current span in a Context
 except ImportError:  # pragma: no cover - present in every API release taskwatch supports
     _SPAN_KEY = None
 
-VERSION = "0.1.0"
 SCOPE = "taskwatch"
 BLOCK_SPAN = "taskwatch blocked-loop"
 # TaskRecord.flags bits meaning "a finding was raised for this task" (REPORTED_SWALLOWED, ...)
