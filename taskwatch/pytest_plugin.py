@@ -498,7 +498,9 @@ class TaskwatchSession:
                 self._apply(item, report, window, settings, failing, "call")
             return
         # teardown: everything the test left behind is known now
-        watch.collect_garbage(self.gc_policy, window.counters, self.counters.read(self.state))
+        state = self.state
+        watch.collect_garbage(self.gc_policy, window.counters, self.counters.read(state),
+                              lambda: self.counters.read(state))
         watch.check_pending(self.state, window, ignore_fixtures=settings.ignore_fixtures,
                             grace=self.grace / _GRACE_RETRIES, retries=_GRACE_RETRIES)
         failing = self._evaluate(window, settings)
