@@ -12,7 +12,7 @@ import sys
 import types
 from typing import Any
 
-from ._sites import Frame, is_library_file
+from ._sites import Frame
 
 _MAX_DEPTH = 64
 # 3.14+: the standard library's own view of a task's await chain (the same frames as the walk
@@ -127,27 +127,31 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
            types.FrameType, types.CoroutineType, types.GeneratorType, asyncio.Future)
 _WALK_DEPTH = 5
 _WALK_BUDGET = 500
-_library_classes: dict[type, bool] = {}
+# Modules whose objects hold the task they time, to cancel it (asyncio's timeouts and task groups,
+# aiohttp's timer, anyio's cancel scopes, async-timeout): a reference from one of them that the
+# task's own stack holds is no one keeping the task. Any other object, a library's container
+# (a deque, a queue) included, may be the program's registry: it counts as keeping the task.
+_TIMER_MODULES = ("asyncio.timeouts", "asyncio.taskgroups", "aiohttp.helpers",
+                  "anyio._backends._asyncio", "async_timeout")
+_timer_classes: dict[type, bool] = {}
 
 
-def _library_class(cls: type) -> bool:
-    known = _library_classes.get(cls)
+def _timer_class(cls: type) -> bool:
+    known = _timer_classes.get(cls)
     if known is None:
-        module = sys.modules.get(getattr(cls, "__module__", "") or "")
-        filename = getattr(module, "__file__", None) or "<unknown>"
-        known = is_library_file(filename)
-        if len(_library_classes) < 4096:
-            _library_classes[cls] = known
+        known = (getattr(cls, "__module__", "") or "") in _TIMER_MODULES
+        if len(_timer_classes) < 4096:
+            _timer_classes[cls] = known
     return known
 
 
 def held_by_own_timers(task: Any) -> int:
-    """References to ``task`` held, through its own suspended frames, by library objects: a
-    timeout the task entered keeps the task to cancel it later (``asyncio.timeout``'s
-    ``Timeout``, aiohttp's timer, an anyio cancel scope). Such a reference says nothing about
-    anyone keeping the task. Only a path whose first object that is not a container is of a
-    library's class counts: the program's own objects the task holds (``self`` with a set of its
-    tasks) are the program keeping it. A bounded walk; 0 when the task is running."""
+    """References to ``task`` held, through its own suspended frames, by the timers it entered:
+    a timeout keeps the task to cancel it later (``asyncio.timeout``'s ``Timeout``, aiohttp's
+    timer, an anyio cancel scope, the task's own task group). Such a reference says nothing about
+    anyone keeping the task. Only a path whose first object that is not a plain container is of
+    such a class counts: any other object the task holds (``self`` with a set of its tasks, a
+    queue of tasks) may be the program keeping it. A bounded walk; 0 when the task is running."""
     # the coroutines of the chain: a coroutine's own traversal yields its frame's locals and
     # stack (its frame object's does not)
     coros = []
@@ -182,7 +186,7 @@ def held_by_own_timers(task: Any) -> int:
                 budget -= 1
                 verdict = library
                 if verdict is None and not isinstance(ref, _PASS_THROUGH):
-                    verdict = _library_class(type(ref))
+                    verdict = _timer_class(type(ref))
                 if verdict is False:
                     continue  # the program's own object: whatever it holds, it keeps
                 nxt_frontier.append((ref, verdict))

@@ -1,6 +1,7 @@
 """Each finding kind, on asyncio and uvloop, names the user's lines; correct programs raise none."""
 
 import asyncio
+import collections
 import gc
 import logging
 import sys
@@ -780,13 +781,19 @@ def test_a_child_inside_a_timeout_is_still_an_orphan(watch, loop_kind):
     class Service:
         def __init__(self):
             self.tasks = set()
+            self.queued = collections.deque()  # a registry in a library's container
 
         async def refresh(self):
             async with asyncio.timeout(5):
                 await asyncio.sleep(0.3)
 
+        async def refresh_queued(self, queued):
+            async with asyncio.timeout(5):
+                await asyncio.sleep(0.3)
+
         async def handle(self):
             self.tasks.add(asyncio.create_task(self.refresh()))  # kept
+            self.queued.append(asyncio.create_task(self.refresh_queued(self.queued)))  # kept
             lines["forgotten"] = here() + 1
             asyncio.create_task(self.refresh())
 
@@ -794,7 +801,7 @@ def test_a_child_inside_a_timeout_is_still_an_orphan(watch, loop_kind):
         service = Service()
         await asyncio.create_task(service.handle())
         await asyncio.sleep(0.2)
-        await asyncio.gather(*service.tasks)
+        await asyncio.gather(*service.tasks, *service.queued)
         await asyncio.sleep(0.2)
 
     run(main(), loop_kind)
