@@ -957,13 +957,17 @@ class TaskSpans:
         if not waiting:
             return
         for item in waiting:
-            if item.__class__ is TaskRecord:
-                self.held_count -= 1
-                self._build(item, ctx)
-            elif item.__class__ is _FindingSpan:
-                self._finding_span(item.finding, ctx)
-            else:
-                self._block_span(item, ctx)
+            self._export_held(item, ctx)
+
+    def _export_held(self, item: Any, ctx: SpanContext | None) -> None:
+        """Export what waited for a parent: under ``ctx``, or as a root (None)."""
+        if item.__class__ is TaskRecord:
+            self.held_count -= 1
+            self._build(item, ctx)
+        elif item.__class__ is _FindingSpan:
+            self._finding_span(item.finding, ctx)
+        else:
+            self._block_span(item, ctx)
 
     def _hold(self, parent: TaskRecord, item: Any) -> bool:
         """Keep ``item`` (an ended child's record, or a blocked-loop finding) until the running
@@ -1041,13 +1045,7 @@ class TaskSpans:
             return  # its parent ended and exported it meanwhile
         if not waiting:
             del self.deferred[parent_id]
-        if item.__class__ is TaskRecord:
-            self.held_count -= 1
-            self._build(item, None)
-        elif item.__class__ is _FindingSpan:
-            self._finding_span(item.finding, None)
-        else:
-            self._block_span(item, None)
+        self._export_held(item, None)
 
     def _parent_context(self, parent: Any, depth: int) -> Any:
         """The SpanContext of a parent task (a live record or an ended one's tuple), exporting it
