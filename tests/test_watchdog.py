@@ -22,9 +22,11 @@ def _blocks():
 
 
 def _spin(seconds):
-    end = time.perf_counter() + seconds
+    """CPU work of ``seconds`` of this thread's CPU time (not wall time: on a loaded machine a
+    wall-time spin gets little CPU and is a step the machine starved, which is no finding)."""
+    end = time.thread_time() + seconds
     n = 0
-    while time.perf_counter() < end:
+    while time.thread_time() < end:
         n += 1
     return n
 
