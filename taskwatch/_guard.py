@@ -7,6 +7,7 @@ exception handler, watchdog, sinks) catches its own failures and reports them he
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 logger = logging.getLogger("taskwatch")
@@ -17,7 +18,14 @@ count = 0
 
 
 def internal_error(where: str) -> None:
-    """Record an exception being handled now; log its traceback the first time ``where`` fails."""
+    """Record an exception being handled now; log its traceback the first time ``where`` fails.
+
+    A KeyboardInterrupt or SystemExit on the main thread is no error of taskwatch's: a signal
+    handler raised it while taskwatch's code happened to run (Ctrl-C, ``sys.exit`` in a SIGTERM
+    handler). It is re-raised, as it would have been in the program's own code."""
+    if isinstance(sys.exception(), (KeyboardInterrupt, SystemExit)) and \
+            threading.current_thread() is threading.main_thread():
+        raise  # noqa: PLE0704 - the exception the caller is handling
     global count
     with _lock:
         count += 1
