@@ -342,9 +342,11 @@ class Probe:
             internal_error("orphan check")
 
     # -- end of the program ---------------------------------------------------------------------
-    def report_leaks(self, at_exit: str, outcome: str = "the runner cancelled it") -> None:
+    def report_leaks(self, at_exit: str, outcome: str = "the runner cancelled it",
+                     unawaited_only: bool = False) -> None:
         """Tasks still pending when the main coroutine returned, the loop is closing or the
-        process is ending; ``outcome`` says what became of them."""
+        process is ending; ``outcome`` says what became of them. ``unawaited_only``: while the
+        loop still runs, a task another task awaits (a TaskGroup's) is that task's business."""
         if "leaked-task" not in self.state.kinds:
             return
         loop = self.loop_ref()
@@ -356,7 +358,7 @@ class Probe:
         for task in _all_tasks(loop):
             rec = getattr(task, "_tw_rec", None)
             if rec is None or task is running or task.done() or rec.internal or (
-                    rec.flags & REPORTED_LEAK):
+                    rec.flags & REPORTED_LEAK) or (unawaited_only and is_awaited(task)):
                 continue
             rec.flags |= REPORTED_LEAK
             rec.name = _hotpath.name_of(task)

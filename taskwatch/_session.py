@@ -28,6 +28,7 @@ own calls this one (it reports and dies by the signal, where it would have found
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import gc
@@ -275,10 +276,19 @@ def _raised_by_program(frame: Any) -> bool:
 
 
 def _leak_check(signum: int) -> None:
-    """Tasks still pending on the running loops when the program re-raised a stop signal."""
+    """Tasks still pending on the running loops when the program re-raised a stop signal from
+    its main coroutine (uvicorn's ``serve()`` after its shutdown), that nothing awaits: a task
+    that kills the process in the middle of the work (a TaskGroup child calling ``os.kill``) ends
+    it while everything is in flight, and leaks nothing."""
     state = current()
     if state is None:
         return
+    try:
+        running = asyncio.current_task()
+    except RuntimeError:
+        running = None
+    if running is None or getattr(getattr(running, "_tw_rec", None), "parent", 0) is not None:
+        return  # not raised by a loop's main task (which no task made)
     try:
         name = signal.Signals(signum).name
     except ValueError:
@@ -289,7 +299,7 @@ def _leak_check(signum: int) -> None:
             continue  # the loop this thread runs; another thread's loop is not ending here
         try:
             probe.report_leaks(f"the program re-raised {name} to end itself after its own shutdown",
-                               "the process ended with it still pending")
+                               "the process ended with it still pending", unawaited_only=True)
         except BaseException:
             from . import _guard
 

@@ -180,3 +180,33 @@ def test_program_that_ends_itself_by_a_signal_has_its_leaks_reported(tmp_path, h
     assert [f["kind"] for f in findings] == ["leaked-task"], proc.stderr
     assert findings[0]["task"]["created_at"]["line"] == 9
     assert "re-raised SIGTERM" in findings[0]["message"]
+
+
+def test_a_task_that_kills_its_process_mid_work_leaks_nothing(tmp_path):
+    """A task (not the main coroutine) that sends the process SIGTERM ends it in the middle of
+    the work: the tasks in flight (the main task in its TaskGroup, the group's children) were
+    not left behind by a finished program. No finding, and death by the signal as without."""
+    script = tmp_path / "health_check.py"
+    script.write_text(textwrap.dedent("""
+        import asyncio, os, signal
+
+        async def health_check():
+            await asyncio.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGTERM)  # gives up: end the process now
+
+        async def work():
+            await asyncio.sleep(10)
+
+        async def main():
+            async with asyncio.TaskGroup() as group:
+                group.create_task(health_check())
+                for _ in range(2):
+                    group.create_task(work())
+
+        asyncio.run(main())
+    """))
+    report = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "taskwatch", "--json", str(report), str(script)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert json.loads(report.read_text())["findings"] == [], proc.stderr
