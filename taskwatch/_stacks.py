@@ -127,12 +127,12 @@ _OPAQUE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType
            types.FrameType, types.CoroutineType, types.GeneratorType, asyncio.Future)
 _WALK_DEPTH = 5
 _WALK_BUDGET = 500
-# Modules whose objects hold the task they time, to cancel it (asyncio's timeouts and task groups,
-# aiohttp's timer, anyio's cancel scopes, async-timeout): a reference from one of them that the
-# task's own stack holds is no one keeping the task. Any other object, a library's container
-# (a deque, a queue) included, may be the program's registry: it counts as keeping the task.
-_TIMER_MODULES = ("asyncio.timeouts", "asyncio.taskgroups", "aiohttp.helpers",
-                  "anyio._backends._asyncio", "async_timeout")
+# Modules whose objects hold the one task they time, to cancel it (asyncio.timeout, aiohttp's
+# timer, async-timeout): a reference from one of them that the task's own stack holds is no one
+# keeping the task. Any other object may be the program's registry and counts as keeping it: a
+# library's container (a deque, a queue), and also a task group or an anyio cancel scope, which
+# hold the tasks that belong to them (a worker handed its group is kept by that group).
+_TIMER_MODULES = ("asyncio.timeouts", "aiohttp.helpers", "async_timeout")
 _timer_classes: dict[type, bool] = {}
 
 
@@ -148,10 +148,10 @@ def _timer_class(cls: type) -> bool:
 def held_by_own_timers(task: Any) -> int:
     """References to ``task`` held, through its own suspended frames, by the timers it entered:
     a timeout keeps the task to cancel it later (``asyncio.timeout``'s ``Timeout``, aiohttp's
-    timer, an anyio cancel scope, the task's own task group). Such a reference says nothing about
-    anyone keeping the task. Only a path whose first object that is not a plain container is of
-    such a class counts: any other object the task holds (``self`` with a set of its tasks, a
-    queue of tasks) may be the program keeping it. A bounded walk; 0 when the task is running."""
+    timer, async-timeout's). Such a reference says nothing about anyone keeping the task. Only a
+    path whose first object that is not a plain container is of such a class counts: any other
+    object the task holds (``self`` with a set of its tasks, a queue of tasks, a task group) may
+    be the program keeping it. A bounded walk; 0 when the task is running."""
     # the coroutines of the chain: a coroutine's own traversal yields its frame's locals and
     # stack (its frame object's does not)
     coros = []
