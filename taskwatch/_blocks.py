@@ -100,7 +100,7 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         rec.name = block.task_name
         watch.probe.fill_names(rec)
     cpu_s = duration * (cpu_share or 0.0)
-    if starved(cpu_s, demand, watch.threshold):
+    if cpu_share is not None and starved(cpu_s, demand, watch.threshold):  # both measured
         watch.state.count_starved_block()
         return None
     busy = demand if demand is not None else cpu_share

@@ -51,3 +51,12 @@ def test_a_sleeping_step_is_a_block(watch):
     state = _state()
     finding = _blocks.blocked_loop(_Watch(state), None, 0.2, 0.0, 0.0, 0.0, 0.2)
     assert finding is not None and "waiting in a blocking call" in finding.message
+
+
+def test_a_block_whose_cpu_time_is_unknown_is_not_called_starved(watch):
+    """Without the thread's CPU clock (cpu_share None) a runnable step cannot be judged starved:
+    it stays a finding."""
+    watch(watchdog=False)
+    state = _state()
+    assert _blocks.blocked_loop(_Watch(state), None, 0.2, None, 0.9, 0.0, 0.2) is not None
+    assert state.stats()["starved_blocks"] == 0
