@@ -39,34 +39,40 @@ def await_chain(task: asyncio.Future | Any) -> tuple[list[Frame], str | None]:
     return _walk(task)
 
 
-def _walk(task: Any) -> tuple[list[Frame], str | None]:
-    """The await chain read from ``cr_await`` links (3.11-3.13, and futures 3.14 cannot graph)."""
-    frames: list[Frame] = []
-    try:
-        coro = task.get_coro()
-    except Exception:
-        return frames, None
-    awaiting: Any = None
-    obj = coro
+def _frame_of(obj: Any) -> Any:
+    return getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None) or getattr(
+        obj, "ag_frame", None)
+
+
+def _chain(task: Any) -> tuple[list[Any], Any]:
+    """The suspended coroutines (generators, async generators) of a task's await chain, outermost
+    first, and what the innermost awaits that is none of them (None: nothing, or it finished)."""
+    links: list[Any] = []
+    obj = task.get_coro()
     for _ in range(_MAX_DEPTH):
         if obj is None:
             break
-        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None) or getattr(
-            obj, "ag_frame", None)
-        if frame is None:
+        if _frame_of(obj) is None:
             if hasattr(obj, "cr_code") or hasattr(obj, "gi_code"):
                 break  # finished coroutine
-            awaiting = obj
-            break
-        frames.append(_frame(frame))
+            return links, obj
+        links.append(obj)
         nxt = getattr(obj, "cr_await", None)
         if nxt is None:
             nxt = getattr(obj, "gi_yieldfrom", None)
         if nxt is None:
             nxt = getattr(obj, "ag_await", None)
-        if nxt is None:
-            break
         obj = nxt
+    return links, None
+
+
+def _walk(task: Any) -> tuple[list[Frame], str | None]:
+    """The await chain read from ``cr_await`` links (3.11-3.13, and futures 3.14 cannot graph)."""
+    try:
+        links, awaiting = _chain(task)
+        frames = [_frame(_frame_of(link)) for link in links]
+    except Exception:  # the task moved on meanwhile (read from another thread)
+        return [], None
     if frames and not isinstance(awaiting, asyncio.Future):
         # ``await fut`` ends the chain at the future's iterator (or at nothing): the future the
         # task waits on is the one it names.
@@ -154,21 +160,13 @@ def held_by_own_timers(task: Any) -> int:
     be the program keeping it. A bounded walk; 0 when the task is running."""
     # the coroutines of the chain: a coroutine's own traversal yields its frame's locals and
     # stack (its frame object's does not)
-    coros = []
     try:
-        obj = task.get_coro()
-        for _ in range(_MAX_DEPTH):
-            if getattr(obj, "cr_frame", None) is None and getattr(obj, "gi_frame", None) is None:
-                break
-            if getattr(obj, "cr_running", False) or getattr(obj, "gi_running", False):
-                return 0  # running now: its stack is not settled
-            coros.append(obj)
-            nxt = getattr(obj, "cr_await", None)
-            obj = nxt if nxt is not None else getattr(obj, "gi_yieldfrom", None)
-            if obj is None:
-                break
+        coros = _chain(task)[0]
     except Exception:
         return 0
+    if any(getattr(c, "cr_running", False) or getattr(c, "gi_running", False)
+           or getattr(c, "ag_running", False) for c in coros):
+        return 0  # running now: its stack is not settled
     count, budget = 0, _WALK_BUDGET
     seen = {id(task)} | {id(c) for c in coros}
     # (object, whether the path to it went through a library object: None = not decided yet)
