@@ -35,6 +35,7 @@ from ._state import State
 
 _monotonic = time.monotonic
 _current_task = asyncio.current_task  # from another thread: the loop's running task
+_thread_time = time.thread_time
 _get_ident = threading.get_ident
 _MAX_FRAMES = 64
 _MAX_SAMPLES = 1000
@@ -202,8 +203,9 @@ class LoopWatch:
                 _guard.internal_error("watchdog (block)")
 
     def _pong(self, token: int) -> None:
-        """The ping: runs on the loop, only notes when."""
-        self.ping_ran = (token, _monotonic())
+        """The ping: runs on the loop, only notes when (and the loop thread's CPU time then, so
+        a later look can tell what that thread did after the ping from what the ping measured)."""
+        self.ping_ran = (token, _monotonic(), _thread_time())
 
     # -- watchdog thread ------------------------------------------------------------------------
     def _reading(self, now: float) -> tuple[float, float | None, tuple[float, float] | None, float]:
@@ -222,7 +224,9 @@ class LoopWatch:
         previous, self.last_reading = self.last_reading, self._reading(now)
         posted = self.ping_posted
         ran = self.ping_ran
+        measured = None  # (time, loop thread's CPU time) up to which the ping measured the loop
         if posted is not None and ran is not None and ran[0] == self.ping_token:
+            measured = (ran[1], ran[2])
             lag = max(0.0, ran[1] - posted)
             self.lags.append(lag)
             self.ping_posted = None
@@ -243,7 +247,7 @@ class LoopWatch:
         if frame is None:
             return
         if posted is None and previous is not None and self.block is None:
-            self._held_gil(previous, self.last_reading, frame)
+            self._held_gil(previous, self.last_reading, frame, measured)
         if posted is None:
             if self._idle(frame):
                 self.last_free = now
@@ -280,11 +284,20 @@ class LoopWatch:
                 block.busy_start = max(self.last_free, posted - busy)
         return block
 
-    def _held_gil(self, before: Any, after: Any, frame: Any) -> None:
+    def _held_gil(self, before: Any, after: Any, frame: Any,
+                  measured: tuple[float, float] | None = None) -> None:
         """taskwatch's thread could not run for longer than a block: some thread held the GIL
         (the garbage collector, or C code that does not release it). If the loop thread spent
         that time on a CPU (or waiting for one), that was a block of the loop, found after the
-        fact: no ping could be posted and no stack sampled while it lasted."""
+        fact: no ping could be posted and no stack sampled while it lasted.
+
+        ``measured``: a ping ran in this gap, at that (time, loop thread CPU time). Up to then
+        the ping measured the loop (a block there is already reported, from its lag): only the
+        rest of the gap, and the CPU the loop thread used in it, can hold another block."""
+        if measured is not None and measured[0] > before[0]:
+            if after[1] is None:
+                return  # the loop thread's CPU time after the ping is unknown: claim nothing
+            before = (measured[0], measured[1], None, before[3])
         gap = after[0] - before[0]
         if gap < self.threshold + self.dog.period:
             return

@@ -390,6 +390,48 @@ def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     assert _measured(monkeypatch, 1.0001, 1.0002, 10.125) == [0.115]
 
 
+def _starved_look(monkeypatch, ran, cpu_at_ran, cpu_now):
+    """The durations reported when taskwatch's thread, starved of the GIL, looks again only at
+    t=10.400: its last look was at 10.070 with a block in progress (ping posted at 10.020, loop
+    thread CPU time 1.0 s then), the ping ran at ``ran``; the loop thread's CPU times are given."""
+    watch_, found = _watch_with_readings(monkeypatch)
+
+    class Handle:
+        def cancel(self):
+            pass
+
+    type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
+    watch_.dog.run_codes = frozenset()
+    watch_.dog.own_wait = 0.0  # it waited for the GIL, not for a CPU
+    watch_.thread_id = 1
+    watch_.last_free = 10.0
+    watch_.free_reading = _reading(10.0, 1.0, 0.5)
+    watch_.posted_reading = _reading(10.020, 1.0, 0.5)
+    watch_.ping_token, watch_.ping_posted = 1, 10.020
+    watch_.block = block = watch_._ping_block(10.020, None, 10.070, 1)
+    block.t1, block.cpu1, block.sched1 = 10.070, 1.050, (1.050, 0.5)  # sampled, on a CPU
+    watch_.last_reading = _reading(10.070, 1.050, 0.5)
+    watch_.ping_ran = (1, ran, cpu_at_ran)
+    monkeypatch.setattr(watch_, "_reading", lambda now: _reading(now, cpu_now, 0.5))
+    watch_._look(10.400, {1: sys._getframe()})
+    return found
+
+
+def test_a_block_measured_by_the_ping_is_not_found_again_after_the_gap(watch, monkeypatch):
+    """One CPU-bound step seen in progress, then taskwatch's thread could not run until after its
+    ping ran (a loaded machine): the ping measures the block, and the long gap between the two
+    looks is not reported a second time as a GIL-held block (it was: two findings for one step)."""
+    watch(watchdog=False)
+    assert _starved_look(monkeypatch, 10.370, 1.350, 1.351) == [0.35]
+
+
+def test_a_gil_held_block_after_the_ping_is_still_found(watch, monkeypatch):
+    """The ping ran early in the gap, then C code held the GIL on the loop thread until the look:
+    both blocks are reported, the second only from the loop thread's CPU time after the ping."""
+    watch(watchdog=False)
+    assert _starved_look(monkeypatch, 10.150, 1.130, 1.380) == [0.13, 0.25]
+
+
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):
     """taskwatch's thread may still be turning a block into a finding when the loop's run ends
     (a test ends, a job returns; on a loaded machine that thread runs late): the run end waits
