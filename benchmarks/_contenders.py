@@ -13,7 +13,6 @@ import importlib.metadata
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -348,38 +347,29 @@ def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
     """Not an instrumentation but a lower bound for every one: what the OpenTelemetry SDK itself
     costs to export one span per task, with no hook, context, lineage or finding at all.
 
-    Churn's trivial coroutine is swapped for one that does only the SDK's share of a task span:
-    two ids from the provider's id generator, a SpanContext (built the cheap way taskwatch
-    builds it), a ``ReadableSpan`` with the three ``code.*`` attributes and the provider's span
-    processors' ``on_end`` (the same counting pipeline as the other OTel contenders). The
-    sampler is left out, so this bound is low. Its extra cost, as a share of
-    opentelemetry-instrumentation-asyncio's, is the part of the "spans=all costs ≤ ⅓" budget
-    that no tool exporting SDK spans per task can save.
+    Churn's trivial coroutine is swapped for one that does only the SDK's share of a task span,
+    through the public API as taskwatch does it: ``Tracer.start_span`` (sampler, ids, the
+    processors' ``on_start``), the three ``code.*`` attributes, ``end`` (the processors'
+    ``on_end``: the same counting pipeline as the other OTel contenders). Its extra cost is the
+    part of any per-task span exporter's cost that no tool can save.
     """
     from . import _workloads
 
     provider, counter = _otel_pipeline(versions)
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-    from opentelemetry.trace import SpanKind, TraceFlags
+    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanKind
 
-    from taskwatch._otel_spans import _span_context_maker
-
-    make, flags, gen = _span_context_maker(), TraceFlags(TraceFlags.SAMPLED), provider.id_generator
-    trace_id, span_id = gen.generate_trace_id, gen.generate_span_id
-    on_end, resource, time_ns = provider._active_span_processor.on_end, provider.resource, time.time_ns
-    scope = InstrumentationScope("benchmarks.otel-sdk-floor")
+    tracer = provider.get_tracer("benchmarks.otel-sdk-floor")
+    start_span, root, kind_internal = tracer.start_span, Context(), SpanKind.INTERNAL
     code = _workloads.trivial.__code__
     attributes = {"code.function.name": code.co_qualname, "code.file.path": code.co_filename,
                   "code.line.number": code.co_firstlineno}
     original = _workloads.trivial
 
     async def trivial() -> None:
-        start = time_ns()
-        on_end(ReadableSpan(name=code.co_qualname, context=make(trace_id(), span_id(), flags, None),
-                            parent=None, resource=resource, attributes=attributes.copy(),
-                            kind=SpanKind.INTERNAL, start_time=start, end_time=time_ns(),
-                            instrumentation_scope=scope))
+        span = start_span(code.co_qualname, context=root, kind=kind_internal)
+        span.set_attributes(attributes)
+        span.end()
 
     _workloads.trivial = trivial  # looked up by _churn at call time
     box = _LoopBox(_base_loop(kind, versions))

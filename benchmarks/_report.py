@@ -122,8 +122,8 @@ class Target:
 
 
 TARGETS = (
-    Target("taskwatch (default) ≤ 1.5× plain uvloop per task on churn",
-           "churn", "us_per_task", "taskwatch", UVLOOP, 1.5, "ratio<="),
+    Target("taskwatch (default) ≤ 1.4× plain uvloop per task on churn",
+           "churn", "us_per_task", "taskwatch", UVLOOP, 1.4, "ratio<="),
     Target("taskwatch (default) server throughput within 3% of plain uvloop",
            "server", "rps", "taskwatch", UVLOOP, 0.97, "ratio>="),
     Target("taskwatch (default) server CPU per request within 3% of plain uvloop "
@@ -137,10 +137,12 @@ TARGETS = (
            "server", "rps", "taskwatch", "taskwatch-nowatchdog", 0.99, "ratio>="),
     Target("watchdog ≤ 1%: server CPU per request, watchdog on vs off",
            "server", "cpu_us_per_req", "taskwatch", "taskwatch-nowatchdog", 1.01, "ratio<="),
-    Target("spans=all extra cost ≤ ⅓ of opentelemetry-instrumentation-asyncio's, churn",
-           "churn", "us_per_task", "taskwatch-spans-all", "otel-asyncio", 1 / 3, "cost<="),
-    Target("spans=all extra cost ≤ ⅓ of opentelemetry-instrumentation-asyncio's, fan-out",
-           "fanout", "us_per_task", "taskwatch-spans-all", "otel-asyncio", 1 / 3, "cost<="),
+    # On the public API a span per task costs what the SDK's start_span + end cost (otel-sdk-floor,
+    # below): about opentelemetry-instrumentation-asyncio's whole extra cost. ≤ 1.1× of it.
+    Target("spans=all extra cost ≤ 1.1× opentelemetry-instrumentation-asyncio's, churn",
+           "churn", "us_per_task", "taskwatch-spans-all", "otel-asyncio", 1.1, "cost<="),
+    Target("spans=all extra cost ≤ 1.1× opentelemetry-instrumentation-asyncio's, fan-out",
+           "fanout", "us_per_task", "taskwatch-spans-all", "otel-asyncio", 1.1, "cost<="),
     Target("default spans (interesting) ≤ 1.6× plain uvloop per task on churn",
            "churn", "us_per_task", "taskwatch-spans-interesting", UVLOOP, 1.6, "ratio<="),
     Target("default spans (interesting) server throughput within 5% of plain uvloop",
@@ -153,8 +155,9 @@ TARGETS = (
 #: Measured points that say what a target can reach; evaluated like targets, with no limit.
 REFERENCES = (
     Target("the OpenTelemetry SDK's own per-span work (otel-sdk-floor: no instrumentation, one "
-           "SDK span per task), as a share of opentelemetry-instrumentation-asyncio's extra "
-           "cost, churn: the part of the ⅓ budget no tool exporting SDK spans can save",
+           "span per task through start_span + end), as a share of "
+           "opentelemetry-instrumentation-asyncio's extra cost, churn: what no tool exporting a "
+           "span per task on the public API can save",
            "churn", "us_per_task", "otel-sdk-floor", "otel-asyncio", None, "cost<="),
 )
 

@@ -33,3 +33,9 @@ if os.environ.get("TASKWATCH_SPEEDUPS", "").strip().lower() not in {"0", "false"
             from . import _speedups as speedups
         except ImportError:
             speedups = None
+    if speedups is not None:
+        from ._flags import PRECISE, RELEASED
+
+        if (getattr(speedups, "FLAG_PRECISE", None), getattr(speedups, "FLAG_RELEASED", None)) != (
+                PRECISE, RELEASED):
+            speedups = None  # built from other sources (a stale build): the Python path

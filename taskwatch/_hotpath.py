@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from . import _sites
 from ._accel import speedups
 from ._guard import internal_error
-from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, TaskRecord
+from ._flags import FOREIGN, PRECISE, RELEASED
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, TaskRecord
 from ._task import _base_done
 from ._task import task_class as _task_class
 
@@ -34,8 +35,6 @@ LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("tas
 # id(code) -> (code, name of the local holding the user's coroutine), so names stay the user's.
 WRAPPERS: dict[int, tuple[Any, str]] = {}
 
-FOREIGN = 1  # TaskRecord.flags bit: built by another factory, cancel() is not observed
-PRECISE = 64  # TaskRecord.flags bit: a done callback closes the record at the moment the task ends
 
 _EAGER_FACTORY = getattr(asyncio, "eager_task_factory", None)
 _RUNNER_RUN = asyncio.runners.Runner.run.__code__

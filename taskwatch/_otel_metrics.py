@@ -63,6 +63,11 @@ class TaskMetrics:
         self.outcomes = {FINISHED: {OUTCOME: FINISHED}, FAILED: {OUTCOME: FAILED},
                          CANCELLED: {OUTCOME: CANCELLED}}
         self.record_duration = self.duration.record
+        # On the API's own provider (none set yet) the instruments record nothing until the
+        # program sets one: the task hot path then skips recording (see TaskSpans.set_metrics).
+        from ._otel_sdk import api_meter_provider
+
+        self.on_api_provider = api_meter_provider(meter_provider)
         self._kinds: dict[str, dict[str, str]] = {}
 
     # -- recorded ---------------------------------------------------------------------------------

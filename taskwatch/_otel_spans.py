@@ -25,51 +25,41 @@ its parent cheaply; set by the factory hook in ``interesting`` mode), a :class:`
 task's span is live, the span's ``SpanContext`` once it was exported (children and late findings
 still find it), or None. Span objects are dropped when their task ends.
 
-With the SDK's ``TracerProvider`` the span is handed to the provider's span processors as the SDK's
-own ``ReadableSpan`` (sampler, resource, id generator and processors are the provider's), which costs
-a fraction of ``Tracer.start_span`` + ``end``. Any other provider goes through the plain API.
+Everything goes through OpenTelemetry's API: ``Tracer.start_span`` (with the task's own start time),
+``set_attributes``, ``add_event``, ``set_status``, ``end`` (with its end time). The provider's sampler,
+id generator, resource, span limits and processors do their own work. A live task span is the API
+span itself, current in the task's context: what the program sets on it is recorded by the SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import linecache
 import os
-import random
 import sys
 import time
-import types
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
-from . import _probe, _sites
+from . import _sites
 from ._guard import internal_error
-from ._record import CANCELLED, FAILED, FINISHED, PENDING, RELEASED, WALL_OFFSET, TaskRecord
+from ._flags import RELEASED, REPORTED
+from ._record import CANCELLED, FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
 from ._version import VERSION
 
 if TYPE_CHECKING:
     from ._findings import Finding
     from ._state import State
 
-try:  # the key under which OpenTelemetry keeps the current span in a Context
-    from opentelemetry.trace.propagation import _SPAN_KEY
-except ImportError:  # pragma: no cover - present in every API release taskwatch supports
-    _SPAN_KEY = None
-
 SCOPE = "taskwatch"
 BLOCK_SPAN = "taskwatch blocked-loop"
-# TaskRecord.flags bits meaning "a finding was raised for this task" (REPORTED_SWALLOWED, ...)
-_FLAGGED = 0
-for _name in dir(_probe):
-    if _name.startswith("REPORTED_"):
-        _FLAGGED |= getattr(_probe, _name)
+_FLAGGED = REPORTED  # TaskRecord.flags bits meaning "a finding was raised for this task"
 _UNSET = Status(StatusCode.UNSET)
 _NO_OUTCOME: dict[str, str] = {}
 _KIND = SpanKind.INTERNAL
@@ -90,82 +80,14 @@ _RUN_CALLBACKS = frozenset({"_run_until_complete_cb", "run_until_complete.<local
 SAMPLED_OUT = "sampled-out"
 
 
-def _current_context_getter() -> Any:
-    """A zero-argument callable returning the current OpenTelemetry Context, as cheap as possible."""
-    try:
-        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+def _metrics_waiting() -> bool:
+    """True while no MeterProvider is set globally: the API's proxy instruments record nothing
+    until one is (then they do, with no new instrument needed)."""
+    from opentelemetry import metrics as metrics_api
 
-        runtime = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
-        if isinstance(runtime, ContextVarsRuntimeContext) and _SPAN_KEY is not None:
-            var = runtime._current_context  # type: ignore[attr-defined]
-            return var.get, var.set
-    except Exception:
-        pass
-    return otel_context.get_current, otel_context.attach
+    from ._otel_sdk import api_meter_provider
 
-
-_context_get, _context_set = _current_context_getter()
-
-
-def _unbound_proxy(histogram: Any) -> Any:
-    """The histogram if it is the metrics API's proxy still without a real instrument, else None."""
-    if getattr(histogram, "_real_instrument", True) is None:
-        return histogram
-    return None
-
-
-def _with_span(ctx: Any, span: Any) -> Context:
-    if _SPAN_KEY is None:  # pragma: no cover
-        return trace.set_span_in_context(span, ctx)
-    values = dict(ctx)
-    values[_SPAN_KEY] = span
-    return Context(values)
-
-
-def _fast_span_context_layout() -> bool:
-    """True when ``SpanContext`` is the tuple ``(trace_id, span_id, is_remote, trace_flags,
-    trace_state, is_valid)``, so the hot path can build it without the constructor's checks."""
-    try:
-        from opentelemetry.trace.span import DEFAULT_TRACE_STATE
-
-        flags = TraceFlags(1)
-        made = tuple.__new__(SpanContext, (1, 2, False, flags, DEFAULT_TRACE_STATE, True))
-        return bool(made == SpanContext(1, 2, False, flags, DEFAULT_TRACE_STATE) and made.is_valid
-                    and made.trace_id == 1 and made.span_id == 2 and made.trace_flags == flags)
-    except Exception:  # pragma: no cover
-        return False
-
-
-_FAST_SPAN_CONTEXT = _fast_span_context_layout()
-
-
-def _span_context_maker() -> Any:
-    """``SpanContext(trace_id, span_id, False, flags, trace_state)`` for ids known to be valid,
-    without the constructor's checks when the API's tuple layout is the one checked here."""
-    from opentelemetry.trace.span import DEFAULT_TRACE_STATE
-
-    new = tuple.__new__
-    flags = TraceFlags(1)
-    try:
-        if tuple(SpanContext(1, 2, False, flags, DEFAULT_TRACE_STATE)) == (
-                1, 2, False, flags, DEFAULT_TRACE_STATE, True):
-            def make(trace_id: int, span_id: int, flags: Any, trace_state: Any) -> SpanContext:
-                return new(SpanContext, (trace_id, span_id, False, flags,
-                                         trace_state if trace_state is not None else DEFAULT_TRACE_STATE,
-                                         True))
-            probe = make(1, 2, flags, None)
-            if probe == SpanContext(1, 2, False, flags, None) and probe.is_valid:
-                return make
-    except Exception:
-        pass
-
-    def slow(trace_id: int, span_id: int, flags: Any, trace_state: Any) -> SpanContext:
-        return SpanContext(trace_id, span_id, False, flags, trace_state)
-
-    return slow
-
-
-_new_span_context = _span_context_maker()
+    return api_meter_provider(metrics_api.get_meter_provider())
 
 
 def wall_ns(monotonic_time: float) -> int:
@@ -177,479 +99,71 @@ def epoch_ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-class TaskSpan(trace.Span):
-    """The span of one running task.
+class TaskSpan:
+    """taskwatch's side of one running task's span: the API span (``real``, current in the task's
+    context, so what the program sets on ``trace.get_current_span()`` goes straight to it) and what
+    taskwatch needs to end it with the task and to parent other spans to it."""
 
-    It is the current span in the task's context, so it is what ``trace.get_current_span()`` returns
-    inside the task: attributes, events, links and status the program sets on it are recorded and
-    exported with the task's own when the task ends. ``end()`` from the program is ignored: the span
-    ends with its task.
-    """
+    __slots__ = ("real", "_ctx", "_parent", "_start", "_name", "_ended", "attached", "creator",
+                 "claimed")
 
-    __slots__ = ("_ctx", "_parent", "_start", "_name", "_ended", "attached", "creator")
-    # Rarely set: class-level defaults, set per instance only when used.
-    _attrs: dict[str, Any] | None = None
-    _events: list[tuple[str, Any, int]] | None = None
-    _links: list[Any] | None = None
-    _status: Status | None = None
-    real: Any = None  # the API span, when the provider is not the SDK's
-    claimed = False  # opentelemetry-instrumentation-asyncio's span for this task was merged in
-    dropped_events = 0
-
-    def __init__(self, ctx: SpanContext, parent: SpanContext | None, start: int, name: str) -> None:
-        # The C span start (span_start in _speedups.c) sets these same slots without this call.
-        self._ctx = ctx
+    def __init__(self, real: Any, parent: SpanContext | None, start: int, name: str) -> None:
+        self.real = real
+        self._ctx: SpanContext = real.get_span_context()
         self._parent = parent
         self._start = start
         self._name = name
         self._ended = False
         self.attached = False  # current in the task's context
         self.creator: Any = None  # the span that was current where the task was created
-
-    # -- opentelemetry.trace.Span ----------------------------------------------------------------
-    def get_span_context(self) -> SpanContext:
-        return self._ctx
-
-    def is_recording(self) -> bool:
-        return not self._ended
-
-    def set_attributes(self, attributes: Any) -> None:
-        for key, value in (attributes or {}).items():
-            self.set_attribute(key, value)
-
-    def set_attribute(self, key: str, value: Any) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.set_attribute(key, value)
-            return
-        value = _clean(value)
-        if value is None or not isinstance(key, str) or not key:
-            return
-        attrs = self._attrs
-        if attrs is None:
-            attrs = self._attrs = {}
-        if len(attrs) < 128 or key in attrs:
-            attrs[key] = value
-
-    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.add_event(name, attributes, timestamp)
-            return
-        self.add_taskwatch_event(name, _clean_attrs(attributes),
-                                 timestamp if timestamp is not None else time.time_ns())
-
-    def add_taskwatch_event(self, name: str, attributes: Any, timestamp: int) -> bool:
-        events = self._events
-        if events is None:
-            events = self._events = []
-        if len(events) >= _MAX_EVENTS:
-            self.dropped_events += 1
-            return False
-        events.append((name, attributes, timestamp))
-        return True
-
-    def add_link(self, context: SpanContext, attributes: Any = None) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.add_link(context, attributes)
-            return
-        if context is None or not context.is_valid:
-            return
-        links = self._links
-        if links is None:
-            links = self._links = []
-        if len(links) < 32:
-            links.append(trace.Link(context, _clean_attrs(attributes)))
-
-    def update_name(self, name: str) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.update_name(name)
-        else:
-            self._name = name
-
-    def set_status(self, status: Any, description: str | None = None) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.set_status(status, description)
-            return
-        if self._status is not None and self._status.status_code is StatusCode.OK:
-            return  # OK is final, as in the SDK
-        if isinstance(status, Status):
-            self._status = status
-        elif isinstance(status, StatusCode):
-            self._status = Status(status, description)
-
-    def record_exception(self, exception: BaseException, attributes: Any = None,
-                         timestamp: int | None = None, escaped: bool = False) -> None:
-        if self._ended:
-            return
-        if self.real is not None:
-            self.real.record_exception(exception, attributes, timestamp, escaped)
-            return
-        attrs = exception_attributes(exception)
-        attrs.update(_clean_attrs(attributes) or {})
-        self.add_taskwatch_event("exception", attrs,
-                                 timestamp if timestamp is not None else time.time_ns())
-
-    def end(self, end_time: int | None = None) -> None:
-        """Ignored: a task's span ends when the task ends."""
-
-    # -- what span processors read in on_start -----------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def context(self) -> SpanContext:
-        return self._ctx
-
-    @property
-    def parent(self) -> SpanContext | None:
-        return self._parent
-
-    @property
-    def kind(self) -> SpanKind:
-        return _KIND
-
-    @property
-    def start_time(self) -> int:
-        return self._start
-
-    @property
-    def end_time(self) -> None:
-        return None
-
-    @property
-    def attributes(self) -> dict[str, Any]:
-        return dict(self._attrs or {})
-
-    @property
-    def status(self) -> Status:
-        return self._status or _UNSET
+        # opentelemetry-instrumentation-asyncio's span for this task was merged into this one
+        self.claimed = False
 
     def __repr__(self) -> str:
         return f"<taskwatch TaskSpan {self._name!r} {self._ctx.span_id:016x}>"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, (list, tuple)):
-        items = [v for v in value if isinstance(v, (str, bool, int, float))]
-        return tuple(items) if len(items) == len(value) else None
-    return None
-
-
-def _clean_attrs(attributes: Any) -> dict[str, Any] | None:
-    if not attributes:
-        return None
-    out = {}
-    for key, value in dict(attributes).items():
-        value = _clean(value)
-        if value is not None and isinstance(key, str):
-            out[key] = value
-    return out
-
-
-def exception_attributes(exc: BaseException) -> dict[str, Any]:
-    import traceback
-
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else (
-        f"{kind.__module__}.{kind.__qualname__}")
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<unprintable>"
-    return {"exception.type": name, "exception.message": message,
-            "exception.stacktrace": "".join(traceback.format_exception(exc))}
-
-
 # ---------------------------------------------------------------------------------------------
-# Backends: how a TaskSpan becomes an exported span
+# The tracer: spans through OpenTelemetry's API only
 
 
-_getrandbits = random.getrandbits
-_tuple_new = tuple.__new__
-
-
-def _random_span_id() -> int:  # RandomIdGenerator's, without two method calls
-    span_id = _getrandbits(64)
-    while not span_id:
-        span_id = _getrandbits(64)
-    return span_id
-
-
-def _random_trace_id() -> int:
-    trace_id = _getrandbits(128)
-    while not trace_id:
-        trace_id = _getrandbits(128)
-    return trace_id
-
-
-class _SdkBackend:
-    """The SDK's TracerProvider: sample with its sampler, hand its processors a ReadableSpan."""
-
-    kind = "sdk"
-
-    def __init__(self, provider: Any, tracer: Any) -> None:
-        from opentelemetry.sdk.trace import Event, ReadableSpan
-        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
-
-        self.provider = provider
-        self.processor = tracer.span_processor
-        self.sampler = tracer.sampler
-        self.resource = tracer.resource
-        self.ids = tracer.id_generator
-        self.info = getattr(tracer, "instrumentation_info", None)
-        self.scope = getattr(tracer, "_instrumentation_scope", None)
-        self.Event = Event
-        self.ReadableSpan = ReadableSpan
-        # the C end fills ReadableSpans itself only with a resource to give them (see below)
-        self.layout = _readable_layout(ReadableSpan) if self.resource is not None else None
-        self.Decision = Decision
-        s = self.sampler
-        # The default sampler (ParentBased(ALWAYS_ON)) follows the parent's sampled flag: decide
-        # that without building a Context; any other sampler is asked.
-        self.parent_based = (type(s) is ParentBased
-                             and getattr(s, "_remote_parent_sampled", None) is ALWAYS_ON
-                             and getattr(s, "_local_parent_sampled", None) is ALWAYS_ON
-                             and getattr(s, "_remote_parent_not_sampled", None) is ALWAYS_OFF
-                             and getattr(s, "_local_parent_not_sampled", None) is ALWAYS_OFF)
-        self.root_always = self.parent_based and getattr(s, "_root", None) is ALWAYS_ON
-        random_ids = getattr(self.ids, "is_trace_id_random", None)
-        self.random_roots = bool(random_ids()) if random_ids is not None else False
-        self.flags = {n: TraceFlags(n) for n in range(4)}
-        self.random_bit = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)
-        try:
-            from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-            plain_random = type(self.ids) is RandomIdGenerator
-        except ImportError:  # pragma: no cover
-            plain_random = False
-        self.span_id = _random_span_id if plain_random else self.ids.generate_span_id
-        self.trace_id = _random_trace_id if plain_random else self.ids.generate_trace_id
-        self.direct_on_end = _direct_on_end(self.processor)  # C rechecks it on each span
-        self.seen: Any = getattr(self.processor, "_span_processors", None)
-        self.starts = _needs_on_start(self.processor)  # rechecked when processors are added
-        # The default set-up (ParentBased(ALWAYS_ON), random ids, the API's SpanContext layout)
-        # lets the task factory build the span context inline.
-        self.fast = self.root_always and plain_random and _FAST_SPAN_CONTEXT
-        from opentelemetry.trace.span import DEFAULT_TRACE_STATE
-
-        self.trace_state = DEFAULT_TRACE_STATE
-        self.root_flags = self.flags[1 | (self.random_bit if self.random_roots else 0)]
-
-    def start(self, name: str, parent: SpanContext | None, ctx: Any, start: int) -> TaskSpan | None:
-        """A new TaskSpan under ``parent`` (None: a new trace), or None when sampled out."""
-        trace_state = None
-        attributes = None
-        if parent is None:
-            trace_id = self.trace_id()
-            rnd = self.random_roots
-            if self.root_always:
-                sampled = True
-            else:
-                sampled, attributes, trace_state = self._ask(None, trace_id, name)
-                if sampled is None:
-                    return None
-        else:
-            trace_id = parent.trace_id
-            rnd = getattr(parent.trace_flags, "random_trace_id", False)
-            if self.parent_based:
-                if not parent.trace_flags & 1:
-                    return None
-                sampled = True
-                trace_state = parent.trace_state
-            else:
-                if ctx is None:
-                    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
-                sampled, attributes, trace_state = self._ask(ctx, trace_id, name)
-                if sampled is None:
-                    return None
-        flags = self.flags[(1 if sampled else 0) | (self.random_bit if rnd else 0)]
-        span = TaskSpan(_new_span_context(trace_id, self.span_id(), flags, trace_state), parent,
-                        start, name)
-        if attributes:
-            span._attrs = dict(attributes)
-        return span
-
-    def _ask(self, ctx: Any, trace_id: int, name: str) -> tuple[Any, Any, Any]:
-        if ctx is None:
-            ctx = Context()  # a root: no parent span, whatever is current now
-        result = self.sampler.should_sample(ctx, trace_id, name, _KIND, None, None)
-        decision = result.decision
-        if not decision.is_recording():
-            return None, None, None
-        return decision.is_sampled(), result.attributes, result.trace_state
-
-    def on_start(self, span: TaskSpan, ctx: Any) -> None:
-        processors = getattr(self.processor, "_span_processors", None)
-        if processors is not self.seen:
-            self.seen = processors
-            self.starts = _needs_on_start(self.processor)
-        if self.starts:
-            self.processor.on_start(span, parent_context=ctx)
-
-    def end(self, span: TaskSpan, attrs: dict[str, Any], events: list[tuple[str, Any, int]],
-            status: Status, end: int) -> None:
-        Event = self.Event
-        links = span._links or ()
-        readable = self.ReadableSpan(
-            name=span._name, context=span._ctx, parent=span._parent, resource=self.resource,
-            attributes=attrs, events=[Event(n, a, t) for n, a, t in events] if events else (),
-            links=links, kind=_KIND, instrumentation_info=self.info, status=status,
-            start_time=span._start, end_time=end, instrumentation_scope=self.scope)
-        self.processor.on_end(readable)
-
-
-class _ApiBackend:
-    """Any other TracerProvider: the plain API (start_span with explicit times, then end)."""
-
-    kind = "api"
-    fast = False
-    starts = False  # the API span's own provider calls its processors
-    processor = seen = None
+class _Tracer:
+    """taskwatch's tracer on one TracerProvider. Spans are started with explicit start times under
+    an explicit parent (a Context: the sampler sees what it would see for any span), filled with the
+    API's setters and ended with explicit end times."""
 
     def __init__(self, provider: Any, tracer: Any) -> None:
         self.provider = provider
         self.tracer = tracer
 
-    def start(self, name: str, parent: SpanContext | None, ctx: Any, start: int) -> TaskSpan | None:
+    def start(self, name: str, parent: SpanContext | None, ctx: Any, start: int) -> Any:
+        """A started API span under ``ctx`` (a Context), else under ``parent`` (None: a new
+        trace); None when the sampler dropped it."""
         if ctx is None:
             ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else Context()
         real = self.tracer.start_span(name, context=ctx, kind=_KIND, start_time=start)
         if not real.is_recording():
             return None
-        span = TaskSpan(real.get_span_context(), parent, start, name)
-        span.real = real
-        return span
+        return real
 
-    def on_start(self, span: TaskSpan, ctx: Any) -> None:
-        pass
-
-    def end(self, span: TaskSpan, attrs: dict[str, Any], events: list[tuple[str, Any, int]],
-            status: Status, end: int) -> None:
-        real = span.real
+    @staticmethod
+    def end(real: Any, attrs: dict[str, Any], events: Any, status: Status | None, end: int) -> None:
+        if not real.is_recording():
+            return  # the program ended it itself: the SDK exported it then, as for any span
         real.set_attributes(attrs)
         for name, attributes, timestamp in events:
             real.add_event(name, attributes, timestamp)
-        if status.status_code is not StatusCode.UNSET:
+        if status is not None and status.status_code is not StatusCode.UNSET:
             real.set_status(status)
         real.end(end_time=end)
 
 
-#: ReadableSpan's parameters, in the order the C span end passes them.
-_READABLE_ARGS = ("name", "context", "parent", "resource", "attributes", "events", "links", "kind",
-                  "instrumentation_info", "status", "start_time", "end_time",
-                  "instrumentation_scope")
-
-
-def _readable_layout(readable_type: Any) -> tuple[Any, tuple[tuple[str, int], ...]] | None:
-    """How ``ReadableSpan.__init__`` stores its arguments: (that ``__init__``, ((attribute,
-    argument index), ...) in its own order) when it only stores each one as given; None otherwise.
-
-    Checked on the class's own plain function (not a wrapper), with the default metaclass call,
-    ``__new__`` and ``__setattr__``; on a probe object built from distinct marks, and again with
-    the empty values the C end may pass (None, the empty tuple), each stored as the very object
-    passed; and on the names its code uses (only the attributes it stores, plus the SDK's
-    ``Resource.create`` for a missing resource, which the C end never passes). The C end then
-    fills a new object the same way, in the same order, without the keyword call (a third of a
-    clean span's end), and falls back to the call when ``__init__`` is no longer that function."""
-    try:
-        init = vars(readable_type).get("__init__")
-        if (type(init) is not types.FunctionType
-                or type(readable_type).__call__ is not type.__call__
-                or readable_type.__new__ is not object.__new__
-                or readable_type.__setattr__ is not object.__setattr__
-                or "__slots__" in vars(readable_type)):
-            return None
-        marks = [object() for _ in _READABLE_ARGS]
-        stored = list(vars(readable_type(**dict(zip(_READABLE_ARGS, marks)))).items())
-        index = {id(m): i for i, m in enumerate(marks)}
-        layout = tuple((name, index[id(value)]) for name, value in stored
-                       if id(value) in index and value is marks[index[id(value)]])
-        names = {name for name, _ in layout}
-        if (len(layout) != len(stored) or sorted(i for _, i in layout) != list(range(len(marks)))
-                or not set(init.__code__.co_names) <= names | {"Resource", "create"}):
-            return None
-        empty = {"parent": None, "events": (), "links": (), "instrumentation_info": None,
-                 "instrumentation_scope": None}
-        values = [empty.get(arg, mark) for arg, mark in zip(_READABLE_ARGS, marks)]
-        again = vars(readable_type(**dict(zip(_READABLE_ARGS, values))))
-        if any(again.get(name, marks) is not values[i] for name, i in layout):
-            return None
-        return init, tuple((sys.intern(name), i) for name, i in layout)
-    except Exception:
-        return None
-
-
-def _direct_on_end(processor: Any) -> Any:
-    """The SDK's ``SynchronousMultiSpanProcessor.on_end`` when ``processor`` is that class's
-    instance and that function only calls each of its ``_span_processors`` in turn (checked on
-    the names its code uses): C then calls them itself, one Python frame less per span, for as
-    long as the processor's ``on_end`` is still that function (checked on each span, so a patch
-    on the instance or the class is honoured). None otherwise."""
-    try:
-        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
-
-        on_end = vars(SynchronousMultiSpanProcessor).get("on_end")
-        if (type(processor) is SynchronousMultiSpanProcessor
-                and type(on_end) is types.FunctionType
-                and set(on_end.__code__.co_names) == {"_span_processors", "on_end"}
-                and isinstance(processor._span_processors, tuple)):
-            return on_end
-    except Exception:
-        pass
-    return None
-
-
-def _needs_on_start(processor: Any) -> bool:
-    """False when every span processor's on_start is the SDK's no-op (batch, simple, base)."""
-    try:
-        from opentelemetry.sdk.trace import SpanProcessor
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-        noops = {SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start}
-    except ImportError:  # pragma: no cover
-        return True
-    processors = getattr(processor, "_span_processors", None)
-    if not isinstance(processors, tuple):
-        return True
-    for item in processors:
-        inner = getattr(item, "_span_processors", None)
-        if isinstance(inner, tuple):
-            if _needs_on_start(item):
-                return True
-        elif getattr(type(item), "on_start", None) not in noops:
-            return True
-    return False
-
-
-def make_backend(provider: Any) -> Any:
-    """The backend for a TracerProvider, or None when it records nothing."""
+def make_tracer(provider: Any) -> _Tracer | None:
+    """taskwatch's tracer on a TracerProvider, or None when it records nothing."""
     tracer = provider.get_tracer(SCOPE, VERSION)
-    if isinstance(tracer, (trace.NoOpTracer,)):
+    if isinstance(tracer, trace.NoOpTracer):
         return None
-    try:
-        from opentelemetry.sdk.trace import Tracer as SdkTracer
-
-        if isinstance(tracer, SdkTracer):
-            enabled = getattr(tracer, "_is_enabled", None)
-            if enabled is not None and not enabled():
-                return None
-            if all(hasattr(tracer, a) for a in ("span_processor", "sampler", "resource", "id_generator")):
-                return _SdkBackend(provider, tracer)
-    except ImportError:
-        pass
-    return _ApiBackend(provider, tracer)
+    return _Tracer(provider, tracer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,9 +180,9 @@ class TaskSpans:
         self.threshold = options.span_threshold
         self.providers = providers  # .tracer() -> (TracerProvider or None, final), .generation
         self.metrics: Any = None
-        # What the C hot path reads without calling Python (see c_gate): the duration histogram's
-        # record() or None, a proxy histogram still waiting for a real MeterProvider or None, the
-        # coroutine names opentelemetry-instrumentation-asyncio traces or None, and the
+        # What the C hot path reads (see c_gate): the duration histogram's record() or None;
+        # None, or a callable true while durations would go nowhere (no MeterProvider set yet);
+        # the coroutine names opentelemetry-instrumentation-asyncio traces or None; the
         # histogram's attributes by outcome.
         self.gate_state: list[Any] = [None, None, None, {}]
         self.outcomes: dict[str, dict[str, str]] = {}
@@ -693,10 +207,9 @@ class TaskSpans:
         self.exported = 0
         self.dropped_events = 0
         self.names: dict[int, tuple[Any, str, dict[str, Any]]] = {}
-        # spans="all": [final generation, providers, root flags, the 4 flags, trace state,
-        # processor, its processors seen, ReadableSpan, resource, instrumentation info and scope]
-        # while C may start and end spans itself; empty otherwise
-        self.fast_state: list[Any] = []
+        # id(API span) -> its TaskSpan, for the live task spans: tells taskwatch's spans from the
+        # program's when one is current (the API has no other public way to tell)
+        self.owned: dict[int, TaskSpan] = {}
         self.sites: dict[tuple[int, int], tuple[Any, tuple[str, int, str] | None]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
         self.closed = False
@@ -708,17 +221,16 @@ class TaskSpans:
         state[0] = state[1] = None
         if metrics is not None:
             self.outcomes = state[3] = metrics.outcomes
-            waiting = _unbound_proxy(metrics.duration)
-            if waiting is None:
+            if metrics.on_api_provider and _metrics_waiting():
+                state[1] = _metrics_waiting  # no MeterProvider yet: recording would do nothing
+            else:
                 state[0] = metrics.record_duration
-            else:  # the API's proxy with no MeterProvider yet: recording would do nothing
-                state[1] = waiting
 
     @property
     def record_duration(self) -> Any:
         """The task duration histogram's record(), or None when durations go nowhere."""
         state = self.gate_state
-        if state[0] is None and state[1] is not None and _unbound_proxy(state[1]) is None:
+        if state[0] is None and state[1] is not None and not state[1]():
             state[0], state[1] = self.metrics.record_duration, None  # a provider was set since
         return state[0]
 
@@ -745,7 +257,7 @@ class TaskSpans:
         backend = None
         if provider is not None:
             try:
-                backend = make_backend(provider)
+                backend = make_tracer(provider)
             except BaseException:
                 internal_error("OpenTelemetry tracer provider")
         self.bound = provider
@@ -758,9 +270,9 @@ class TaskSpans:
     def on_create_interesting(self, rec: TaskRecord, context: Any) -> None:
         """``spans="interesting"``: a span now only if a recording span is current (or
         opentelemetry-instrumentation-asyncio traces this coroutine); else remember the parent."""
-        ctx = _context_get()
-        span = ctx.get(_SPAN_KEY)
-        if span is None or not span.is_recording():
+        ctx = otel_context.get_current()
+        span = trace.get_current_span(ctx)
+        if span is INVALID_SPAN or not span.is_recording():
             names = self.asyncio_names
             if names is None or rec.coro is None or rec.coro.co_name not in names:
                 rec.span = rec.parent
@@ -769,60 +281,40 @@ class TaskSpans:
 
     def c_gate(self) -> tuple[Any, ...] | None:
         """For the C hot path (spans="interesting"): what on_create_interesting and on_end test,
-        so a task created under no span that ends quickly and cleanly costs no Python call. None
-        when the runtime context is not the contextvars one (then every task calls the hooks)."""
-        var = _runtime_context_var()
-        if self.all or self.none or _SPAN_KEY is None or var is None:
-            return None
-        return (self, var, _SPAN_KEY, TaskSpan, SAMPLED_OUT, float(self.threshold), _FLAGGED,
-                self.pending, self.deferred, self.gate_state)
+        so a task created under no span that ends quickly and cleanly costs no Python call:
 
-    def c_all(self) -> tuple[Any, ...] | None:
-        """For the C hot path (spans="all"): what it needs to do on_create_all's work, and
-        on_end's for a task that finished cleanly, itself in the common case (see fast_state);
-        None when the runtime context is not the contextvars one or the API's SpanContext layout
-        is not the one checked here."""
-        var = _runtime_context_var()
-        if not self.all or _SPAN_KEY is None or not _FAST_SPAN_CONTEXT or var is None:
-            return None
-        return (self, var, _SPAN_KEY, TaskSpan, SpanContext, Context, SAMPLED_OUT, self.names,
-                self.live, _MAX_LIVE, float(WALL_OFFSET), _getrandbits, self.fast_state,
-                self.bases, self.pending, self.deferred, self.gate_state, _FLAGGED, _KIND, _UNSET,
-                _NO_OUTCOME)
+        (this object, ``trace.get_current_span``, ``trace.INVALID_SPAN``, TaskSpan, SAMPLED_OUT,
+        span_threshold, the record flags that mean a finding, pending, deferred, gate_state).
 
-    def _refresh_fast_state(self) -> None:
-        """What lets C start spans without asking Python: the bound provider's generation when it
-        cannot change any more, and the default sampler's flags; emptied otherwise."""
-        backend = self.backend
-        state = self.fast_state
-        if (backend is not None and backend.fast and not backend.starts and self.final >= 0
-                and self.final == self.providers.generation):
-            state[:] = [self.final, self.providers, backend.root_flags,
-                        tuple(backend.flags[n] for n in range(4)), backend.trace_state,
-                        backend.processor, backend.seen, backend.ReadableSpan, backend.resource,
-                        backend.info, backend.scope, backend.layout, backend.direct_on_end]
-        else:
-            state.clear()
+        At creation C calls ``get_current_span()``: INVALID_SPAN (none current) and a coroutine
+        name not in ``gate_state[2]`` mean no span, else ``on_create``. At the end it skips
+        ``on_end`` for a task without a TaskSpan that finished within the threshold, with no
+        finding and nothing in ``pending``/``deferred`` for it, while durations go nowhere."""
+        if self.all or self.none:
+            return None
+        return (self, trace.get_current_span, INVALID_SPAN, TaskSpan, SAMPLED_OUT,
+                float(self.threshold), _FLAGGED, self.pending, self.deferred, self.gate_state)
 
     def on_create_all(self, rec: TaskRecord, context: Any) -> None:
         if _loop_own(rec):
             rec.span = rec.parent  # the loop's own housekeeping (shutdown_asyncgens...): no span
             return
-        ctx = _context_get()
-        self._start_eager(rec, context, ctx, ctx.get(_SPAN_KEY))
-        self._refresh_fast_state()
+        ctx = otel_context.get_current()
+        self._start_eager(rec, context, ctx, trace.get_current_span(ctx))
 
     def _start_eager(self, rec: TaskRecord, context: Any, ctx: Any, current: Any) -> None:
+        """The task's span, started now (its creation time) under the span current where it was
+        created, and made current in the task's own context."""
         backend = self.get_backend()
         if backend is None:
             rec.span = rec.parent
             return
         parent = None
-        if current is not None:
+        if current is not INVALID_SPAN:
             parent = current.get_span_context()
             if not parent.is_valid:
                 parent = None
-        sample_ctx = ctx
+        start_ctx = ctx
         owner = rec.parent
         if owner is not None and owner.__class__ is TaskRecord:
             # The parent task's span could not be made current (its context was the caller's, as
@@ -834,41 +326,31 @@ class TaskSpans:
             if (theirs.__class__ is TaskSpan and not theirs.attached and theirs.creator is current
                     and not theirs._ended):
                 parent = theirs._ctx
-                sample_ctx = None
+                start_ctx = trace.set_span_in_context(theirs.real, ctx)
         code = rec.coro
         entry = self.names.get(id(code))
         name = entry[1] if entry is not None and entry[0] is code else self._name(code)
         start = int((rec.created + WALL_OFFSET) * 1e9)
-        if backend.fast:  # what _SdkBackend.start does for the default sampler and id generator
-            span_id = _getrandbits(64) or _random_span_id()
-            if parent is None:
-                span = TaskSpan(_tuple_new(SpanContext, (
-                    _getrandbits(128) or _random_trace_id(), span_id, False, backend.root_flags,
-                    backend.trace_state, True)), None, start, name)
-            else:
-                flags = parent[3]
-                if not flags & 1:
-                    rec.span = SAMPLED_OUT
-                    return
-                span = TaskSpan(_tuple_new(SpanContext, (
-                    parent[0], span_id, False, backend.flags[flags & 3], parent[4], True)),
-                    parent, start, name)
-        else:
-            span = backend.start(name, parent, sample_ctx, start)
-            if span is None:
-                rec.span = SAMPLED_OUT
-                return
+        real = backend.start(name, parent, start_ctx, start)
+        if real is None:
+            rec.span = SAMPLED_OUT
+            return
+        span = TaskSpan(real, parent, start, name)
         span.creator = current
         rec.span = span
+        self.owned[id(real)] = span
         live = self.live
         live[rec.id] = rec
         if len(live) > _MAX_LIVE:
             live.popitem(last=False)
         if context is not None:
-            context.run(_context_set, _with_span(ctx, span if span.real is None else span.real))
+            context.run(otel_context.attach, trace.set_span_in_context(real, ctx))
             span.attached = True
-        if backend.starts or getattr(backend.processor, "_span_processors", None) is not backend.seen:
-            backend.on_start(span, ctx if sample_ctx is not None else None)
+
+    def owner_of(self, span: Any) -> TaskSpan | None:
+        """The live TaskSpan whose API span ``span`` is (None: not one of taskwatch's)."""
+        mine = self.owned.get(id(span))
+        return mine if mine is not None and mine.real is span else None
 
     # -- hot path: done callback ------------------------------------------------------------------
     def on_end(self, rec: TaskRecord, task: Any) -> None:
@@ -941,9 +423,12 @@ class TaskSpans:
         backend = self.get_backend()
         if backend is None:
             return None
-        span = backend.start(self._name(rec.coro), pctx, None, wall_ns(rec.created))
+        name = self._name(rec.coro)
+        start = wall_ns(rec.created)
+        real = backend.start(name, pctx, None, start)
         ctx = None
-        if span is not None:
+        if real is not None:
+            span = TaskSpan(real, pctx, start, name)
             self._finish(rec, span, wall_ns(rec.ended))
             ctx = span._ctx
         if self.deferred:
@@ -1173,34 +658,26 @@ class TaskSpans:
         return found
 
     def _finish(self, rec: TaskRecord, span: TaskSpan, end: int, outcome: str | None = None) -> None:
-        """Export the task's span with everything known about the task; forget the span object."""
+        """End the task's span with everything known about the task; forget the span object."""
         if span._ended:
             return
         span._ended = True
+        self.owned.pop(id(span.real), None)
         attrs = self._task_attributes(rec, outcome)
-        if span._attrs:
-            merged = dict(span._attrs)
-            merged.update(attrs)
-            attrs = merged
-        events: Any = span._events or ()  # most tasks: none, and no list is made
+        events: Any = ()  # most tasks: none, and no list is made
         if rec.cancels:
-            events = [*events, *map(self._cancel_event, rec.cancels)]
-        status = _UNSET
+            events = [*map(self._cancel_event, rec.cancels)]
+        status = None
         if rec.state is FAILED:
             attrs["error.type"] = rec.exc_type
             status = Status(StatusCode.ERROR, rec.exc_message or rec.exc_type)
             events = [*events, ("exception", _exception_event(rec), end)]
-        elif span._status is not None:
-            status = span._status
         if self.pending:
             waiting = self.pending.pop(rec.id, None)
             if waiting:
                 events = [*events, *waiting]
         if len(events) > 1:
             events = sorted(events, key=_event_time)
-        if span.dropped_events:
-            self.dropped_events += span.dropped_events
-        backend = self.backend
         rec.span = span._ctx
         self.live.pop(rec.id, None)
         if rec.state is not FINISHED or rec.flags & _FLAGGED or rec.live_children:
@@ -1210,9 +687,7 @@ class TaskSpans:
             ended[rec.id] = span._ctx
             if len(ended) > _MAX_ENDED:
                 ended.popitem(last=False)
-        if backend is None:
-            return
-        backend.end(span, attrs, events, status, end)
+        _Tracer.end(span.real, attrs, events, status, end)
         self.exported += 1
 
     def _name(self, code: Any) -> str:
@@ -1319,19 +794,18 @@ class TaskSpans:
         return attrs
 
     def emit(self, name: str, parent: SpanContext | None, start: int, end: int,
-             attrs: dict[str, Any], status: Status = _UNSET,
+             attrs: dict[str, Any], status: Status | None = None,
              events: list[tuple[str, Any, int]] | None = None) -> SpanContext | None:
         """A complete span (a loop block, a finding): start, end and everything known."""
         backend = self.get_backend()
         if backend is None:
             return None
-        span = backend.start(name, parent, None, start)
-        if span is None:
+        real = backend.start(name, parent, None, start)
+        if real is None:
             return None
-        span._ended = True
-        backend.end(span, attrs, events or [], status, max(end, start))
+        _Tracer.end(real, attrs, events or (), status, max(end, start))
         self.exported += 1
-        return span._ctx
+        return real.get_span_context()  # type: ignore[no-any-return]
 
     # -- cancellations ----------------------------------------------------------------------------
     def on_cancel(self, task: Any, rec: TaskRecord) -> None:
@@ -1353,8 +827,8 @@ class TaskSpans:
             span = get_context().run(trace.get_current_span)
         except RuntimeError:  # the task cancels itself: its context is the current one
             span = trace.get_current_span()
-        if span.__class__ is TaskSpan or not span.is_recording():
-            return
+        if not span.is_recording() or self.owner_of(span) is not None:
+            return  # none, or another task's span of taskwatch's (it records its own cancels)
         name, attrs, at = self._cancel_event(rec.cancels[-1])
         attrs["taskwatch.task.id"] = rec.id
         task_name = task.get_name()
@@ -1390,8 +864,7 @@ class TaskSpans:
         rec = self.live.get(task_id)
         span = getattr(rec, "span", None) if rec is not None else None
         if span.__class__ is TaskSpan and not span._ended:
-            if not span.add_taskwatch_event(*event):
-                self.dropped_events += 1
+            span.real.add_event(*event)
             if finding.kind == "destroyed-pending":  # the task will never end: end its span now
                 self._finish(rec, span, epoch_ns(finding.time), outcome="destroyed")
             return
@@ -1511,8 +984,8 @@ class TaskSpans:
                 self._release(parent_id, item)
             except BaseException:
                 internal_error("OpenTelemetry close")
-        self.fast_state.clear()
         self.live.clear()
+        self.owned.clear()
         self.pending.clear()
         self.deferred.clear()
         self.closed = True
@@ -1543,14 +1016,6 @@ def _add_task_attributes(attrs: dict[str, Any], task: dict[str, Any] | None, cor
         attrs["taskwatch.task.name"] = task["name"]
     if task.get("coro"):
         attrs[coro_key] = task["coro"]
-
-
-def _runtime_context_var() -> contextvars.ContextVar[Any] | None:
-    """OpenTelemetry's current-context variable, when its runtime context is the contextvars one
-    (what the C hot path reads directly); None otherwise."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
-    return var if var is not None and var.__class__ is contextvars.ContextVar else None
 
 
 def _loop_own(rec: TaskRecord) -> bool:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _findings, _handlers, _hotpath, _sites, _stacks
 from ._guard import internal_error
-from ._hotpath import FOREIGN, LINEAGE, WRAPPERS
+from ._hotpath import LINEAGE, WRAPPERS
+from ._flags import (FOREIGN, PRECISE, REPORTED_LEAK, REPORTED_LOST, REPORTED_ORPHAN, REPORTED_SLOW,
+                     REPORTED_SWALLOWED)
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, CancelRequest, TaskRecord, exception_brief
 
 if TYPE_CHECKING:
@@ -32,12 +34,6 @@ _get_running_loop = asyncio._get_running_loop
 _RUNNER_SHUTDOWN = asyncio.runners._cancel_all_tasks.__code__
 __all__ = ["Probe", "LINEAGE", "WRAPPERS", "FOREIGN", "is_awaited", "adopt"]
 
-# Flag bits of TaskRecord.flags (FOREIGN = 1 lives in _hotpath)
-REPORTED_SWALLOWED = 2
-REPORTED_SLOW = 4
-REPORTED_LEAK = 8
-REPORTED_ORPHAN = 16
-REPORTED_LOST = 32
 _EARLY = 0.002  # a slow-cancel deadline this close counts as reached (timers fire a little early)
 
 
@@ -67,7 +63,6 @@ class Probe:
         self._on_create: Any = None
         self._on_end: Any = None
         self._gate: Any = None
-        self._span_start: Any = None
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
         self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
@@ -95,14 +90,11 @@ class Probe:
     # What lets the C hot path skip on_create/on_end for tasks that cannot become spans
     # (TaskSpans.c_gate()), or None.
     gate = _Synced()
-    # What lets the C hot path start spans="all" spans itself (TaskSpans.c_all()), or None.
-    span_start = _Synced()
 
     def _sync(self) -> None:
         configure = getattr(self.factory, "configure", None)
         if configure is not None:
-            configure(self._inner is None, self._on_end, self._on_create, self._gate,
-                      self._span_start)
+            configure(self._inner is None, self._on_end, self._on_create, self._gate)
 
     # -- rare paths called from the hot path -----------------------------------------------------
     def call_on_create(self, rec: TaskRecord, context: Any) -> None:
@@ -122,8 +114,8 @@ class Probe:
     def watch_end(self, task: Any, rec: TaskRecord) -> None:
         """Close the record when the task ends (a done callback), not when it is freed or first
         seen done: for tasks whose end time or outcome matters as it happens."""
-        if not rec.flags & _hotpath.PRECISE:
-            rec.flags |= _hotpath.PRECISE
+        if not rec.flags & PRECISE:
+            rec.flags |= PRECISE
             task.add_done_callback(self.on_done, context=self.done_ctx)
 
     # -- cancellation ---------------------------------------------------------------------------

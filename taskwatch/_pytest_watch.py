@@ -29,7 +29,8 @@ from typing import Any
 
 from . import _findings, _hotpath, _record, _sites
 from ._findings import Finding
-from ._probe import REPORTED_LEAK, _where
+from ._probe import _where
+from ._flags import REPORTED_LEAK
 from ._record import TaskRecord
 from ._stacks import at_phrase
 

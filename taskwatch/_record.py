@@ -14,9 +14,9 @@ from typing import Any
 
 from . import _sites
 from ._accel import speedups
+from ._flags import RELEASED
 
 PENDING, FINISHED, FAILED, CANCELLED = "pending", "finished", "failed", "cancelled"
-RELEASED = 128  # TaskRecord.flags bit: closed when the task object was freed, not when it ended
 
 # Stable ids, never reused, shared by all loops and threads (both counters are atomic under the GIL).
 next_id = speedups.next_id if speedups is not None else itertools.count(1).__next__

@@ -35,8 +35,10 @@
 
 #define F_INTERNAL 1
 #define F_BOUNDARY 2
-#define PRECISE 64   /* TaskRecord.flags: a done callback closes the record */
-#define RELEASED 128 /* TaskRecord.flags: closed when the task object was freed */
+/* TaskRecord.flags bits C sets: the values of taskwatch._record.RecordFlag (the module exports them
+ * as FLAG_*; _record checks they match at import) */
+#define PRECISE 64   /* a done callback closes the record */
+#define RELEASED 128 /* closed when the task object was freed */
 #define MAX_DEPTH 64
 
 static PyObject *s_cr_code, *s_gi_code, *s_add_done_callback, *s_tw_rec, *s_on_failed, *s_cancel_settled,
@@ -440,9 +442,6 @@ code_flags(PyObject *code)
 /* ---------------------------------------------------------------------------------------------
  * Recorder: the hot path of one probe. Calling it is the task factory. */
 
-/* TaskSpan slots the C hot path reads or writes, in RecorderObject.ss_off order */
-enum { SO_CTX, SO_ATTACHED, SO_CREATOR, SO_ENDED, SO_PARENT, SO_START, SO_NAME, SO_SIZE };
-
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -465,19 +464,15 @@ typedef struct {
     PyObject *on_create;  /* None, or the probe's on_create(rec, context) hook (OpenTelemetry) */
     PyObject *c_on_done;  /* this recorder's done callback, as a C function object */
     /* The span gate (spans="interesting"): lets C skip on_create/on_end for tasks that cannot be
-     * spans, by the same tests as TaskSpans.on_create_interesting/on_end. NULL: no gate. */
-    PyObject *gate_spans, *gate_var, *gate_key, *gate_span_type, *gate_sampled_out;
+     * spans, by the same tests as TaskSpans.on_create_interesting/on_end, reading only what
+     * TaskSpans.c_gate() hands over (documented there). NULL: no gate. */
+    PyObject *gate_spans, *gate_current_span, *gate_invalid_span, *gate_span_type,
+             *gate_sampled_out;
     PyObject *gate_pending, *gate_deferred;
-    PyObject *gate_state; /* list: [record_duration or None, proxy histogram or None, names] */
+    PyObject *gate_state; /* list: [record_duration or None, waiting() or None, names, outcomes] */
     double gate_threshold;
     long gate_mask;
     int precise; /* every task gets a done callback: exact ends (spans) */
-    /* spans="all" with the SDK's default set-up: TaskSpans._start_eager in C (TaskSpans.c_all()),
-     * NULL when off; the TaskSpan slots it reads and writes, by offset. */
-    PyObject *ss;
-    Py_ssize_t ss_off[SO_SIZE], ss_max_live;
-    long ss_flagged; /* TaskRecord.flags bits that mean a finding (the Python end exports those) */
-    double ss_wall;
     PyObject *st_pending, *st_finished, *st_failed, *st_cancelled;
     Py_ssize_t maxlen, off_rec, off_release;
     int depth, fast;
@@ -824,333 +819,8 @@ own_context(RecorderObject *self, PyObject *rec)
     return ctx;
 }
 
-static PyObject *s_co_name, *s_real_instrument;
+static PyObject *s_co_name;
 
-enum { SS_SPANS, SS_VAR, SS_KEY, SS_SPAN_TYPE, SS_SC_TYPE, SS_CTX_TYPE, SS_SAMPLED_OUT, SS_NAMES,
-       SS_LIVE, SS_MAX_LIVE, SS_WALL, SS_RANDBITS, SS_STATE, SS_BASES, SS_PENDING, SS_DEFERRED,
-       SS_GATE_STATE, SS_FLAGGED, SS_KIND, SS_UNSET, SS_NO_OUTCOME, SS_SIZE };
-enum { FS_FINAL, FS_PROVIDERS, FS_ROOT_FLAGS, FS_FLAGS, FS_TRACE_STATE, FS_PROCESSOR, FS_SEEN,
-       FS_READABLE, FS_RESOURCE, FS_INFO, FS_SCOPE, FS_LAYOUT, FS_MULTI, FS_SIZE };
-static PyObject *s_generation, *s_span_processors, *s_popitem, *bits64, *bits128;
-/* TaskSpan attributes that are class-level defaults until the program (or taskwatch) sets them */
-static PyObject *s__attrs, *s__events, *s__links, *s__status, *s_real, *s_dropped_events;
-static PyObject *s_on_end, *s_exported, *s_dunder_init, *kw_readable;
-static PyObject *a_task_id, *a_task_name, *a_outcome, *a_parent_id,
-                *a_parent_coro, *a_internal, *a_closed, *v_released;
-
-static PyObject *
-random_id(PyObject *randbits, PyObject *bits)
-{
-    for (;;) {
-        PyObject *v = PyObject_CallOneArg(randbits, bits);
-        if (v == NULL) {
-            return NULL;
-        }
-        int nonzero = PyObject_IsTrue(v);
-        if (nonzero != 0) {
-            if (nonzero < 0) {
-                Py_CLEAR(v);
-            }
-            return v;
-        }
-        Py_DECREF(v);
-    }
-}
-
-/* spans="all": what TaskSpans.on_create_all/_start_eager do, in the common case only (the SDK's
- * default sampler and ids, a bound provider that cannot change, no processor with on_start, a
- * TaskSpan or nothing current). 1: done, 0: call the Python hook, -1: error. */
-static int span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
-                      PyObject *ctx);
-
-/* Strong references to the c_all() tuple and the fast state's items (its list has FS_SIZE): the
- * span start and end run Python code (the SDK, the histogram, a collection's finalizers) that may
- * replace the fast state or reconfigure the recorder. */
-static void
-hold_fast_state(PyObject *ss, PyObject **fs)
-{
-    Py_INCREF(ss);
-    PyObject *st = PyTuple_GET_ITEM(ss, SS_STATE);
-    for (int i = 0; i < FS_SIZE; i++) {
-        fs[i] = Py_NewRef(PyList_GET_ITEM(st, i));
-    }
-}
-
-static void
-release_fast_state(PyObject *ss, PyObject **fs)
-{
-    for (int i = 0; i < FS_SIZE; i++) {
-        Py_DECREF(fs[i]);
-    }
-    Py_DECREF(ss);
-}
-
-static int
-span_start_fast(RecorderObject *self, RecordObject *rec, PyObject *ctx)
-{
-    PyObject *ss = self->ss, *st = PyTuple_GET_ITEM(ss, SS_STATE);
-    if (ctx == NULL || rec->coro == NULL || rec->coro == Py_None || PyList_GET_SIZE(st) != FS_SIZE ||
-        !PyTuple_CheckExact(PyList_GET_ITEM(st, FS_FLAGS)) ||
-        PyTuple_GET_SIZE(PyList_GET_ITEM(st, FS_FLAGS)) != 4) {
-        return 0;
-    }
-    PyObject *fs[FS_SIZE];
-    hold_fast_state(ss, fs);
-    int result = span_start(self, ss, fs, rec, ctx);
-    release_fast_state(ss, fs);
-    return result;
-}
-
-/* 1 while the provider the fast state was made for cannot change any more, 0 if it may, -1. */
-static int
-provider_final(PyObject **fs)
-{
-    PyObject *gen = PyObject_GetAttr(fs[FS_PROVIDERS], s_generation);
-    if (gen == NULL) {
-        return -1;
-    }
-    int same = PyObject_RichCompareBool(gen, fs[FS_FINAL], Py_EQ);
-    Py_DECREF(gen);
-    return same;
-}
-
-/* A new instance of ``tp`` from its own __new__ called with no arguments (no __init__ call). */
-static PyObject *
-new_empty(PyTypeObject *tp)
-{
-    PyObject *no_args = PyTuple_New(0);
-    if (no_args == NULL) {
-        return NULL;
-    }
-    PyObject *made = tp->tp_new(tp, no_args, NULL);
-    Py_DECREF(no_args);
-    return made;
-}
-
-/* Context({**current, key: span}), as the API's set_value builds it. When the Context type keeps
- * dict's own __new__ and __init__ (it only forbids writes from Python), its instance is filled in
- * place, saving the intermediate dict; otherwise the type is called with one. */
-static PyObject *
-otel_context_with(PyObject *ctx_type, PyObject *current, PyObject *key, PyObject *span)
-{
-    PyTypeObject *tp = (PyTypeObject *)ctx_type;
-    if (PyType_Check(ctx_type) && PyType_IsSubtype(tp, &PyDict_Type) &&
-        tp->tp_new == PyDict_Type.tp_new && tp->tp_init == PyDict_Type.tp_init) {
-        PyObject *made = new_empty(tp); /* dict's __new__: an empty, initialized dict */
-        if (made != NULL && (PyDict_Merge(made, current, 1) < 0 ||
-                             PyDict_SetItem(made, key, span) < 0)) {
-            Py_CLEAR(made);
-        }
-        return made;
-    }
-    PyObject *values = PyDict_Copy(current);
-    if (values == NULL || PyDict_SetItem(values, key, span) < 0) {
-        Py_XDECREF(values);
-        return NULL;
-    }
-    PyObject *made = PyObject_CallOneArg(ctx_type, values);
-    Py_DECREF(values);
-    return made;
-}
-
-static int
-span_start(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *ctx)
-{
-    int same = provider_final(fs);
-    if (same <= 0) {
-        return same; /* the provider may change: Python asks for it */
-    }
-    PyObject *procs = PyObject_GetAttr(fs[FS_PROCESSOR], s_span_processors);
-    if (procs == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return -1;
-        }
-        PyErr_Clear();
-    }
-    Py_XDECREF(procs); /* only its identity is compared: the processor keeps it */
-    if ((procs != NULL ? procs : Py_None) != fs[FS_SEEN]) {
-        return 0; /* processors changed: Python checks their on_start */
-    }
-    int fl = code_flags(rec->coro);
-    if (fl < 0) {
-        return -1;
-    }
-    if (fl & F_INTERNAL) {
-        return 0; /* the loop's own coroutine: Python leaves it out */
-    }
-    PyObject *otel_ctx = NULL;
-    if (PyContextVar_Get(PyTuple_GET_ITEM(ss, SS_VAR), NULL, &otel_ctx) < 0) {
-        return -1;
-    }
-    if (otel_ctx == NULL) {
-        return 0;
-    }
-    int result = 0;
-    PyObject *span_type = PyTuple_GET_ITEM(ss, SS_SPAN_TYPE);
-    PyObject *parent = Py_None, *current = Py_None;
-    PyObject *id_key = NULL, *start = NULL, *span_id = NULL, *trace_id = NULL, *sc = NULL,
-             *span = NULL, *rec_id = NULL, *new_ctx = NULL, *name = NULL,
-             *flags = NULL, *trace_state = NULL;
-    if (!PyDict_Check(otel_ctx)) {
-        goto done;
-    }
-    PyObject *cur = PyDict_GetItemWithError(otel_ctx, PyTuple_GET_ITEM(ss, SS_KEY));
-    if (cur == NULL && PyErr_Occurred()) {
-        goto error;
-    }
-    if (cur != NULL && cur != Py_None) {
-        if (!Py_IS_TYPE(cur, (PyTypeObject *)span_type)) {
-            goto done; /* the program's own span: Python asks it for its context */
-        }
-        current = cur;
-        parent = *slot(cur, self->ss_off[SO_CTX]);
-        if (parent == NULL || !PyTuple_Check(parent) || PyTuple_GET_SIZE(parent) != 6 ||
-            PyTuple_GET_ITEM(parent, 5) != Py_True) {
-            goto done;
-        }
-    }
-    PyObject *owner = rec->parent;
-    if (owner != NULL && IS_RECORD(owner)) {
-        PyObject *theirs = ((RecordObject *)owner)->span;
-        if (theirs != NULL && Py_IS_TYPE(theirs, (PyTypeObject *)span_type)) {
-            PyObject *attached = *slot(theirs, self->ss_off[SO_ATTACHED]);
-            PyObject *creator = *slot(theirs, self->ss_off[SO_CREATOR]);
-            PyObject *ended = *slot(theirs, self->ss_off[SO_ENDED]);
-            if (attached == NULL || creator == NULL || ended == NULL ||
-                (attached != Py_True && creator == current && ended != Py_True)) {
-                goto done; /* the parent task's span may be the parent: Python decides */
-            }
-        }
-    }
-    id_key = PyLong_FromVoidPtr(rec->coro);
-    if (id_key == NULL) {
-        goto error;
-    }
-    PyObject *entry = PyDict_GetItemWithError(PyTuple_GET_ITEM(ss, SS_NAMES), id_key);
-    if (entry == NULL) {
-        if (PyErr_Occurred()) {
-            goto error;
-        }
-        goto done; /* not named yet: Python names it */
-    }
-    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) < 2 || PyTuple_GET_ITEM(entry, 0) != rec->coro) {
-        goto done;
-    }
-    name = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-    start = PyLong_FromDouble((rec->created + self->ss_wall) * 1e9);
-    if (start == NULL) {
-        goto error;
-    }
-    PyObject *randbits = PyTuple_GET_ITEM(ss, SS_RANDBITS);
-    if (parent == Py_None) {
-        flags = Py_NewRef(fs[FS_ROOT_FLAGS]);
-        trace_state = Py_NewRef(fs[FS_TRACE_STATE]);
-        span_id = random_id(randbits, bits64);
-        trace_id = span_id != NULL ? random_id(randbits, bits128) : NULL;
-    }
-    else {
-        long f = PyLong_AsLong(PyTuple_GET_ITEM(parent, 3));
-        if (f == -1 && PyErr_Occurred()) {
-            goto error;
-        }
-        if (!(f & 1)) { /* the parent is not sampled */
-            Py_INCREF(PyTuple_GET_ITEM(ss, SS_SAMPLED_OUT));
-            Py_XSETREF(rec->span, PyTuple_GET_ITEM(ss, SS_SAMPLED_OUT));
-            result = 1;
-            goto done;
-        }
-        flags = Py_NewRef(PyTuple_GET_ITEM(fs[FS_FLAGS], f & 3));
-        trace_state = Py_NewRef(PyTuple_GET_ITEM(parent, 4));
-        trace_id = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
-        span_id = random_id(randbits, bits64);
-    }
-    if (span_id == NULL || trace_id == NULL) {
-        goto error;
-    }
-    PyTypeObject *sc_type = (PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE);
-    sc = sc_type->tp_alloc(sc_type, 6); /* tuple.__new__(SpanContext, (...)) */
-    if (sc == NULL) {
-        goto error;
-    }
-    PyTuple_SET_ITEM(sc, 0, Py_NewRef(trace_id));
-    PyTuple_SET_ITEM(sc, 1, Py_NewRef(span_id));
-    PyTuple_SET_ITEM(sc, 2, Py_NewRef(Py_False));
-    PyTuple_SET_ITEM(sc, 3, Py_NewRef(flags));
-    PyTuple_SET_ITEM(sc, 4, Py_NewRef(trace_state));
-    PyTuple_SET_ITEM(sc, 5, Py_NewRef(Py_True));
-    /* TaskSpan(sc, parent, start, name): its __new__, then what its __init__ sets */
-    span = new_empty((PyTypeObject *)span_type);
-    if (span == NULL) {
-        goto error;
-    }
-    PyObject *init[SO_SIZE] = {[SO_CTX] = sc, [SO_ATTACHED] = Py_False, [SO_CREATOR] = current,
-                               [SO_ENDED] = Py_False, [SO_PARENT] = parent, [SO_START] = start,
-                               [SO_NAME] = name};
-    for (int i = 0; i < SO_SIZE; i++) {
-        Py_XSETREF(*slot(span, self->ss_off[i]), Py_NewRef(init[i]));
-    }
-    Py_INCREF(span);
-    Py_XSETREF(rec->span, span);
-    rec_id = PyLong_FromLongLong(rec->id);
-    if (rec_id == NULL) {
-        goto error;
-    }
-    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
-    if (PyObject_SetItem(live, rec_id, (PyObject *)rec) < 0) {
-        goto error;
-    }
-    Py_ssize_t n = PyObject_Length(live);
-    if (n < 0) {
-        goto error;
-    }
-    if (n > self->ss_max_live) {
-        PyObject *r = PyObject_CallMethodOneArg(live, s_popitem, Py_False);
-        if (r == NULL) {
-            goto error;
-        }
-        Py_DECREF(r);
-    }
-    new_ctx = otel_context_with(PyTuple_GET_ITEM(ss, SS_CTX_TYPE), otel_ctx,
-                                PyTuple_GET_ITEM(ss, SS_KEY), span);
-    if (new_ctx == NULL || PyContext_Enter(ctx) < 0) {
-        goto error;
-    }
-    PyObject *token = PyContextVar_Set(PyTuple_GET_ITEM(ss, SS_VAR), new_ctx);
-    if (PyContext_Exit(ctx) < 0 || token == NULL) {
-        Py_XDECREF(token);
-        goto error;
-    }
-    Py_DECREF(token);
-    Py_XSETREF(*slot(span, self->ss_off[SO_ATTACHED]), Py_NewRef(Py_True));
-    result = 1;
-    goto done;
-error:
-    result = -1;
-done:
-    Py_DECREF(otel_ctx);
-    Py_XDECREF(id_key);
-    Py_XDECREF(start);
-    Py_XDECREF(span_id);
-    Py_XDECREF(trace_id);
-    Py_XDECREF(sc);
-    Py_XDECREF(span);
-    Py_XDECREF(rec_id);
-    Py_XDECREF(new_ctx);
-    Py_XDECREF(name);
-    Py_XDECREF(flags);
-    Py_XDECREF(trace_state);
-    return result;
-}
-
-/* spans="all": what TaskSpans.on_end, _finish, _task_attributes and _SdkBackend.end do for a
- * task that finished cleanly: no cancel, error, finding or live child, nothing set on its span by
- * the program, nothing waiting for its end, and its attributes already cached by Python. 1: done,
- * 0: call the Python hook, -1: error. */
-static int span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec,
-                    PyObject *span);
-
-/* 1 when findings wait for this task's end (TaskSpans.pending or .deferred hold its id), 0 if
- * not, -1 on error. */
 static int
 awaited_by_findings(PyObject *pending, PyObject *deferred, RecordObject *rec)
 {
@@ -1170,388 +840,17 @@ awaited_by_findings(PyObject *pending, PyObject *deferred, RecordObject *rec)
 }
 
 static int
-span_end_fast(RecorderObject *self, RecordObject *rec)
-{
-    PyObject *ss = self->ss, *span = rec->span, *st = PyTuple_GET_ITEM(ss, SS_STATE);
-    if (span == NULL || !Py_IS_TYPE(span, (PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
-        rec->state != self->st_finished || (rec->cancels != NULL && rec->cancels != Py_None) ||
-        (rec->flags & self->ss_flagged) || rec->live_children != 0 || PyList_GET_SIZE(st) != FS_SIZE ||
-        !PyDict_Check(PyList_GET_ITEM(PyTuple_GET_ITEM(ss, SS_GATE_STATE), 3))) {
-        return 0;
-    }
-    int waited = awaited_by_findings(PyTuple_GET_ITEM(ss, SS_PENDING),
-                                     PyTuple_GET_ITEM(ss, SS_DEFERRED), rec);
-    if (waited != 0) {
-        return waited < 0 ? -1 : 0;
-    }
-    PyObject *fs[FS_SIZE];
-    hold_fast_state(ss, fs);
-    Py_INCREF(span);
-    int result = span_end(self, ss, fs, rec, span);
-    Py_DECREF(span);
-    release_fast_state(ss, fs);
-    return result;
-}
-
-/* 1 while ReadableSpan is still built the way _otel_spans._readable_layout checked: ``layout`` is
- * (its __init__ function, pairs), and the class still has that __init__, the default metaclass
- * call, object's __new__ and __setattr__. */
-static int
-layout_holds(PyObject *type, PyObject *layout)
-{
-    if (!PyTuple_CheckExact(layout) || PyTuple_GET_SIZE(layout) != 2 ||
-        !PyTuple_CheckExact(PyTuple_GET_ITEM(layout, 1)) || !PyType_Check(type)) {
-        return 0;
-    }
-    PyTypeObject *tp = (PyTypeObject *)type;
-    return Py_TYPE(tp)->tp_call == PyType_Type.tp_call && tp->tp_new == PyBaseObject_Type.tp_new &&
-           tp->tp_setattro == PyObject_GenericSetAttr &&
-           _PyType_Lookup(tp, s_dunder_init) == PyTuple_GET_ITEM(layout, 0);
-}
-
-/* ReadableSpan(*args) as its __init__ would fill it: _otel_spans._readable_layout checked that
- * __init__ only stores each argument under one attribute, and gives them in its order. */
-static PyObject *
-make_readable(PyObject *type, PyObject *layout, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyObject *obj = new_empty((PyTypeObject *)type); /* a type: layout_holds checked it */
-    for (Py_ssize_t i = 0; obj != NULL && i < PyTuple_GET_SIZE(layout); i++) {
-        PyObject *item = PyTuple_GET_ITEM(layout, i);
-        Py_ssize_t at = -1;
-        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
-            PyLong_CheckExact(PyTuple_GET_ITEM(item, 1))) {
-            at = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 1));
-        }
-        if (at < 0 || at >= nargs) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_ValueError, "bad ReadableSpan layout");
-            }
-            Py_CLEAR(obj);
-        }
-        else if (PyObject_SetAttr(obj, PyTuple_GET_ITEM(item, 0), args[at]) < 0) {
-            Py_CLEAR(obj);
-        }
-    }
-    return obj;
-}
-
-/* processor.on_end(span); while that is still the SDK's SynchronousMultiSpanProcessor.on_end
- * (``multi``, see _otel_spans._direct_on_end; None: never), what it does: each of its processors'
- * on_end in turn. */
-static int
-processors_on_end(PyObject *processor, PyObject *multi, PyObject *span)
-{
-    PyObject *bound = PyObject_GetAttr(processor, s_on_end), *each = NULL, *r;
-    if (bound == NULL) {
-        return -1;
-    }
-    if (multi != Py_None && PyMethod_Check(bound) && PyMethod_GET_FUNCTION(bound) == multi &&
-        PyMethod_GET_SELF(bound) == processor) {
-        each = PyObject_GetAttr(processor, s_span_processors);
-        if (each == NULL) {
-            Py_DECREF(bound);
-            return -1;
-        }
-    }
-    if (each == NULL || !PyTuple_CheckExact(each)) { /* another on_end, or not the SDK's list */
-        Py_XDECREF(each);
-        r = PyObject_CallOneArg(bound, span);
-        Py_DECREF(bound);
-        Py_XDECREF(r);
-        return r == NULL ? -1 : 0;
-    }
-    Py_DECREF(bound);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(each); i++) {
-        r = PyObject_CallMethodOneArg(PyTuple_GET_ITEM(each, i), s_on_end, span);
-        if (r == NULL) {
-            Py_DECREF(each);
-            return -1;
-        }
-        Py_DECREF(r);
-    }
-    Py_DECREF(each);
-    return 0;
-}
-
-/* 1 when attribute ``name`` of ``obj`` is ``expected`` (a class-level default), 0 if not, -1. */
-static int
-attr_is(PyObject *obj, PyObject *name, PyObject *expected)
-{
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL) {
-        return -1;
-    }
-    int same = v == expected;
-    Py_DECREF(v);
-    return same;
-}
-
-/* The entry cached for ``key`` in ``cache`` if it is a tuple whose first item is ``owner`` (and
- * second ``owner2`` unless NULL); NULL otherwise (with an exception only on error). */
-static PyObject *
-cached(PyObject *cache, PyObject *key, PyObject *owner, PyObject *owner2, Py_ssize_t size)
-{
-    PyObject *entry = PyDict_GetItemWithError(cache, key);
-    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != size ||
-        PyTuple_GET_ITEM(entry, 0) != owner || (owner2 != NULL && PyTuple_GET_ITEM(entry, 1) != owner2)) {
-        return NULL;
-    }
-    return entry;
-}
-
-static int
-span_end(RecorderObject *self, PyObject *ss, PyObject **fs, RecordObject *rec, PyObject *span)
-{
-    int result = 0;
-    PyObject *key = NULL, *line = NULL, *attrs = NULL, *rec_id = NULL, *pid = NULL, *end = NULL,
-             *readable = NULL, *dur = NULL, *record = NULL, *outcome = NULL, *where = Py_None,
-             *pcoro_name = NULL, *count = NULL;
-    if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
-        return 0;
-    }
-    int same = provider_final(fs);
-    if (same <= 0) {
-        return same; /* the provider may have changed: Python ends it with the bound one */
-    }
-    PyObject *const unset_names[5] = {s__attrs, s__events, s__links, s__status, s_real};
-    for (int i = 0; i < 5; i++) {
-        int unset = attr_is(span, unset_names[i], Py_None);
-        if (unset <= 0) {
-            return unset; /* the program set attributes, events, links or a status */
-        }
-    }
-    PyObject *dropped = PyObject_GetAttr(span, s_dropped_events);
-    if (dropped == NULL) {
-        return -1;
-    }
-    int none_dropped = PyLong_CheckExact(dropped) && PyLong_AsLong(dropped) == 0;
-    Py_DECREF(dropped);
-    if (!none_dropped) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    PyObject *gs = PyTuple_GET_ITEM(ss, SS_GATE_STATE);
-    PyObject *waiting = PyList_GET_ITEM(gs, 1);
-    if (waiting != Py_None) {
-        int still = attr_is(waiting, s_real_instrument, Py_None);
-        if (still <= 0) {
-            return still; /* a MeterProvider was set since: Python binds the histogram */
-        }
-    }
-    /* The task's cached base attributes (code and creation site), by TaskSpans.bases' key. */
-    PyObject *stack = rec->stack;
-    if (stack != NULL && stack != Py_None) {
-        if (!PyTuple_Check(stack)) {
-            return 0;
-        }
-        if (PyTuple_GET_SIZE(stack) >= 2) {
-            where = PyTuple_GET_ITEM(stack, 0);
-            line = Py_NewRef(PyTuple_GET_ITEM(stack, 1));
-        }
-        else if (PyTuple_GET_SIZE(stack) != 0) {
-            return 0;
-        }
-    }
-    else if (stack == NULL && Py_SIZE(rec) > 0) {
-        where = rec->items[0].code;
-        line = PyLong_FromLong(rec->items[0].lasti);
-        if (line == NULL) {
-            return -1;
-        }
-    }
-    PyObject *code = rec->coro != NULL ? rec->coro : Py_None;
-    key = Py_BuildValue("(NNN)", PyLong_FromVoidPtr(code), PyLong_FromVoidPtr(where),
-                        line != NULL ? Py_NewRef(line) : PyLong_FromLong(-1));
-    if (key == NULL) {
-        goto error;
-    }
-    PyObject *entry = cached(PyTuple_GET_ITEM(ss, SS_BASES), key, code, where, 3);
-    if (entry == NULL || !PyDict_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
-        if (PyErr_Occurred()) {
-            goto error;
-        }
-        goto done; /* not cached yet: Python builds and caches them */
-    }
-    attrs = PyDict_Copy(PyTuple_GET_ITEM(entry, 2));
-    rec_id = PyLong_FromLongLong(rec->id);
-    if (attrs == NULL || rec_id == NULL || PyDict_SetItem(attrs, a_task_id, rec_id) < 0 ||
-        (rec->name != NULL && rec->name != Py_None &&
-         PyDict_SetItem(attrs, a_task_name, rec->name) < 0) ||
-        PyDict_SetItem(attrs, a_outcome, rec->state) < 0) {
-        goto error;
-    }
-    PyObject *parent = rec->parent, *pcoro = NULL;
-    if (parent != NULL && IS_RECORD(parent)) {
-        RecordObject *p = (RecordObject *)parent;
-        pid = PyLong_FromLongLong(p->id);
-        if (pid == NULL) {
-            goto error;
-        }
-        pcoro = p->coro != NULL ? p->coro : Py_None;
-    }
-    else if (parent != NULL && PyTuple_CheckExact(parent) && PyTuple_GET_SIZE(parent) == 4) {
-        pid = Py_NewRef(PyTuple_GET_ITEM(parent, 0));
-        pcoro = PyTuple_GET_ITEM(parent, 2);
-    }
-    else if (parent != NULL && parent != Py_None) {
-        goto done;
-    }
-    if (pcoro != NULL) {
-        Py_DECREF(key);
-        key = PyLong_FromVoidPtr(pcoro);
-        if (key == NULL) {
-            goto error;
-        }
-        PyObject *named = cached(PyTuple_GET_ITEM(ss, SS_NAMES), key, pcoro, NULL, 3);
-        if (named == NULL) {
-            if (PyErr_Occurred()) {
-                goto error;
-            }
-            goto done; /* not named yet: Python names it */
-        }
-        pcoro_name = Py_NewRef(PyTuple_GET_ITEM(named, 1));
-        /* no parent name: a record learns it only when its task ends, so children ending
-         * before their parent would differ from those ending after */
-        int failed = PyDict_SetItem(attrs, a_parent_id, pid) < 0 ||
-                     PyDict_SetItem(attrs, a_parent_coro, pcoro_name) < 0;
-        if (failed) {
-            goto error;
-        }
-    }
-    if ((rec->internal && PyDict_SetItem(attrs, a_internal, Py_True) < 0) ||
-        ((rec->flags & RELEASED) && PyDict_SetItem(attrs, a_closed, v_released) < 0)) {
-        goto error;
-    }
-    for (int i = 0; i < SO_SIZE; i++) {
-        if (*slot(span, self->ss_off[i]) == NULL) {
-            goto done; /* a slot was deleted: Python reports it */
-        }
-    }
-    /* Everything is known: from here on this is the task's end, as on_end would do it. */
-    record = Py_NewRef(PyList_GET_ITEM(gs, 0));
-    if (record != Py_None) { /* the task duration histogram */
-        outcome = PyDict_GetItemWithError(PyList_GET_ITEM(gs, 3), rec->state);
-        if (outcome == NULL && PyErr_Occurred()) {
-            goto error;
-        }
-        int nonempty = outcome != NULL ? PyObject_IsTrue(outcome) : 0;
-        if (nonempty < 0) {
-            goto error;
-        }
-        if (!nonempty) {
-            outcome = PyTuple_GET_ITEM(ss, SS_NO_OUTCOME);
-        }
-        Py_INCREF(outcome);
-        dur = PyFloat_FromDouble(rec->ended - rec->created);
-        if (dur == NULL) {
-            goto error;
-        }
-        PyObject *args[2] = {dur, outcome};
-        PyObject *r = PyObject_Vectorcall(record, args, 2, NULL);
-        if (r == NULL) {
-            goto error;
-        }
-        Py_DECREF(r);
-        if (*slot(span, self->ss_off[SO_ENDED]) != Py_False) {
-            result = 1; /* ended meanwhile (by code the histogram ran) */
-            goto done;
-        }
-    }
-    PyObject *ctx = *slot(span, self->ss_off[SO_CTX]), *name = *slot(span, self->ss_off[SO_NAME]),
-             *sparent = *slot(span, self->ss_off[SO_PARENT]), *start = *slot(span, self->ss_off[SO_START]);
-    if (ctx == NULL || name == NULL || sparent == NULL || start == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "a TaskSpan slot was deleted");
-        goto error;
-    }
-    end = PyLong_FromDouble((rec->ended + self->ss_wall) * 1e9);
-    PyObject *empty = PyTuple_New(0);
-    if (end == NULL || empty == NULL) {
-        Py_XDECREF(empty);
-        goto error;
-    }
-    PyObject *args[13] = {name, ctx, sparent, fs[FS_RESOURCE], attrs, empty, empty,
-                          PyTuple_GET_ITEM(ss, SS_KIND), fs[FS_INFO], PyTuple_GET_ITEM(ss, SS_UNSET),
-                          start, end, fs[FS_SCOPE]};
-    for (int i = 0; i < 13; i++) { /* held before the record lets go of the span, and while */
-        Py_INCREF(args[i]);        /* Python code runs */
-    }
-    Py_DECREF(empty);
-    Py_XSETREF(*slot(span, self->ss_off[SO_ENDED]), Py_NewRef(Py_True));
-    Py_XSETREF(rec->span, Py_NewRef(ctx));
-    PyObject *live = PyTuple_GET_ITEM(ss, SS_LIVE);
-    int in = PyDict_Contains(live, rec_id); /* a read: safe on the OrderedDict */
-    if (in < 0 || (in && PyObject_DelItem(live, rec_id) < 0)) {
-        for (int i = 0; i < 13; i++) {
-            Py_DECREF(args[i]);
-        }
-        goto error;
-    }
-    readable = layout_holds(fs[FS_READABLE], fs[FS_LAYOUT])
-                   ? make_readable(fs[FS_READABLE], PyTuple_GET_ITEM(fs[FS_LAYOUT], 1), args, 13)
-                   : PyObject_Vectorcall(fs[FS_READABLE], args, 0, kw_readable);
-    for (int i = 0; i < 13; i++) {
-        Py_DECREF(args[i]);
-    }
-    if (readable == NULL || processors_on_end(fs[FS_PROCESSOR], fs[FS_MULTI], readable) < 0) {
-        goto error;
-    }
-    PyObject *spans = PyTuple_GET_ITEM(ss, SS_SPANS);
-    count = PyObject_GetAttr(spans, s_exported);
-    if (count == NULL) {
-        goto error;
-    }
-    long long exported = PyLong_AsLongLong(count);
-    if (exported == -1 && PyErr_Occurred()) {
-        goto error;
-    }
-    Py_SETREF(count, PyLong_FromLongLong(exported + 1));
-    if (count == NULL || PyObject_SetAttr(spans, s_exported, count) < 0) {
-        goto error;
-    }
-    result = 1;
-    goto done;
-error:
-    result = -1;
-done:
-    Py_XDECREF(key);
-    Py_XDECREF(line);
-    Py_XDECREF(attrs);
-    Py_XDECREF(rec_id);
-    Py_XDECREF(pid);
-    Py_XDECREF(end);
-    Py_XDECREF(readable);
-    Py_XDECREF(dur);
-    Py_XDECREF(record);
-    Py_XDECREF(outcome);
-    Py_XDECREF(pcoro_name);
-    Py_XDECREF(count);
-    return result;
-}
-
-/* At creation, spans="interesting": a task created under no current span (and not a coroutine
- * that opentelemetry-instrumentation-asyncio traces) only remembers its parent, exactly as
- * on_create_interesting does; anything else calls the hook. */
-static int
 gate_create(RecorderObject *self, RecordObject *rec, PyObject *ctx)
 {
     int slow = 0;
     if (self->gate_spans != NULL) {
-        PyObject *otel_ctx = NULL;
-        if (PyContextVar_Get(self->gate_var, NULL, &otel_ctx) < 0) {
+        /* trace.get_current_span(): anything but trace.INVALID_SPAN is for Python to judge */
+        PyObject *span = PyObject_CallNoArgs(self->gate_current_span);
+        if (span == NULL) {
             return -1;
         }
-        if (otel_ctx != NULL) {
-            if (PyDict_Check(otel_ctx)) {
-                PyObject *span = PyDict_GetItemWithError(otel_ctx, self->gate_key);
-                slow = span != NULL && span != Py_None;
-            }
-            else {
-                slow = 1;
-            }
-            Py_DECREF(otel_ctx);
-            if (PyErr_Occurred()) {
-                return -1;
-            }
-        }
+        slow = span != self->gate_invalid_span;
+        Py_DECREF(span);
         PyObject *names = PyList_GET_ITEM(self->gate_state, 2);
         if (!slow && names != Py_None && rec->coro != NULL && rec->coro != Py_None) {
             Py_INCREF(names);
@@ -1567,12 +866,6 @@ gate_create(RecorderObject *self, RecordObject *rec, PyObject *ctx)
             Py_XINCREF(rec->parent);
             Py_XSETREF(rec->span, rec->parent);
             return 0;
-        }
-    }
-    if (self->ss != NULL) {
-        int done = span_start_fast(self, rec, ctx);
-        if (done != 0) {
-            return done < 0 ? -1 : 0;
         }
     }
     PyObject *args[2] = {(PyObject *)rec, ctx != NULL ? ctx : Py_None};
@@ -1596,14 +889,14 @@ gate_end(RecorderObject *self, RecordObject *rec)
         return 0; /* the task duration histogram records every task */
     }
     PyObject *waiting = PyList_GET_ITEM(self->gate_state, 1);
-    if (waiting != Py_None) { /* a proxy histogram: does it record now (a provider was set)? */
-        PyObject *real = PyObject_GetAttr(waiting, s_real_instrument);
-        if (real == NULL) {
-            return -1;
-        }
-        Py_DECREF(real);
-        if (real != Py_None) {
-            return 0;
+    if (waiting != Py_None) { /* no MeterProvider yet: is there one now (durations recorded)? */
+        Py_INCREF(waiting);
+        PyObject *still = PyObject_CallNoArgs(waiting);
+        Py_DECREF(waiting);
+        int yes = still == NULL ? -1 : PyObject_IsTrue(still);
+        Py_XDECREF(still);
+        if (yes <= 0) {
+            return yes;
         }
     }
     PyObject *span = rec->span != NULL ? rec->span : rec->parent;
@@ -1909,13 +1202,6 @@ do_close(RecorderObject *self, PyObject *task, RecordObject *rec)
     Py_DECREF(r);
     if (self->on_end != Py_None) {
         int skip = gate_end(self, rec);
-        if (skip == 0 && self->ss != NULL) {
-            skip = span_end_fast(self, rec);
-            if (skip < 0) { /* as TaskSpans.on_end reports its own errors (the SDK's too) */
-                report_internal("OpenTelemetry task end");
-                skip = 1;
-            }
-        }
         if (skip < 0) {
             return -1;
         }
@@ -1969,96 +1255,39 @@ do_release(RecorderObject *self, PyObject *task)
 }
 
 /* Check TaskSpans.c_all()'s tuple; the offsets of TaskSpan's _ctx, attached, creator, _ended. */
-static int
-span_start_layout(PyObject *ss, Py_ssize_t *offsets, double *wall, Py_ssize_t *max_live)
-{
-    if (!PyTuple_Check(ss) || PyTuple_GET_SIZE(ss) != SS_SIZE ||
-        !PyContextVar_CheckExact(PyTuple_GET_ITEM(ss, SS_VAR)) ||
-        !PyType_Check(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE)) ||
-        !PyType_Check(PyTuple_GET_ITEM(ss, SS_SC_TYPE)) ||
-        !PyType_IsSubtype((PyTypeObject *)PyTuple_GET_ITEM(ss, SS_SC_TYPE), &PyTuple_Type) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_NAMES)) || !PyList_Check(PyTuple_GET_ITEM(ss, SS_STATE)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_BASES)) || !PyDict_Check(PyTuple_GET_ITEM(ss, SS_PENDING)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_LIVE)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(ss, SS_DEFERRED)) ||
-        !PyList_Check(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) ||
-        PyList_GET_SIZE(PyTuple_GET_ITEM(ss, SS_GATE_STATE)) != 4 ||
-        !PyLong_Check(PyTuple_GET_ITEM(ss, SS_FLAGGED))) {
-        PyErr_SetString(PyExc_TypeError, "span_start: TaskSpans.c_all()'s tuple is needed");
-        return -1;
-    }
-    static const char *names[SO_SIZE] = {"_ctx", "attached", "creator", "_ended", "_parent",
-                                         "_start", "_name"};
-    for (int i = 0; i < SO_SIZE; i++) {
-        PyObject *d = PyObject_GetAttrString(PyTuple_GET_ITEM(ss, SS_SPAN_TYPE), names[i]);
-        if (d == NULL) {
-            return -1;
-        }
-        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
-        if (ok) {
-            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-        }
-        Py_DECREF(d);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "span_start: TaskSpan.%s is not a slot", names[i]);
-            return -1;
-        }
-    }
-    *wall = PyFloat_AsDouble(PyTuple_GET_ITEM(ss, SS_WALL));
-    *max_live = PyLong_AsSsize_t(PyTuple_GET_ITEM(ss, SS_MAX_LIVE));
-    return PyErr_Occurred() ? -1 : 0;
-}
-
 static PyObject *
 recorder_configure(RecorderObject *self, PyObject *args)
 {
     int fast;
-    PyObject *on_end, *on_create, *gate, *ss = Py_None;
-    if (!PyArg_ParseTuple(args, "pOOO|O:configure", &fast, &on_end, &on_create, &gate, &ss)) {
+    PyObject *on_end, *on_create, *gate;
+    if (!PyArg_ParseTuple(args, "pOOO:configure", &fast, &on_end, &on_create, &gate)) {
         return NULL;
     }
-    Py_ssize_t offsets[SO_SIZE] = {0};
-    double wall = 0.0;
-    Py_ssize_t max_live = 0;
-    if (ss != Py_None && span_start_layout(ss, offsets, &wall, &max_live) < 0) {
-        return NULL;
-    }
-    PyObject *spans = NULL, *var = NULL, *key = NULL, *span_type = NULL, *sampled_out = NULL,
-             *pending = NULL, *deferred = NULL, *state = NULL;
+    PyObject *spans = NULL, *current_span = NULL, *invalid_span = NULL, *span_type = NULL,
+             *sampled_out = NULL, *pending = NULL, *deferred = NULL, *state = NULL;
     double threshold = 0.0;
     long mask = 0;
     if (gate != Py_None &&
-        !PyArg_ParseTuple(gate, "OOOOOdlO!O!O!:gate", &spans, &var, &key, &span_type,
-                          &sampled_out, &threshold, &mask, &PyDict_Type, &pending, &PyDict_Type,
-                          &deferred, &PyList_Type, &state)) {
+        !PyArg_ParseTuple(gate, "OOOOOdlO!O!O!:gate", &spans, &current_span, &invalid_span,
+                          &span_type, &sampled_out, &threshold, &mask, &PyDict_Type, &pending,
+                          &PyDict_Type, &deferred, &PyList_Type, &state)) {
         return NULL;
     }
     if (state != NULL && PyList_GET_SIZE(state) != 4) {
         PyErr_SetString(PyExc_TypeError, "gate: the state list has 4 items");
         return NULL;
     }
-    if (gate != Py_None && (!PyContextVar_CheckExact(var) || !PyType_Check(span_type))) {
-        PyErr_SetString(PyExc_TypeError, "gate: a ContextVar and a span type are needed");
+    if (gate != Py_None && (!PyCallable_Check(current_span) || !PyType_Check(span_type))) {
+        PyErr_SetString(PyExc_TypeError, "gate: get_current_span and a span type are needed");
         return NULL;
     }
     self->fast = 0; /* while the fields change */
 #define SETX(field, value) do { Py_XINCREF(value); Py_XSETREF(self->field, value); } while (0)
-    if (ss != Py_None) {
-        SETX(ss, ss);
-        memcpy(self->ss_off, offsets, sizeof(offsets));
-        self->ss_flagged = PyLong_AsLong(PyTuple_GET_ITEM(ss, SS_FLAGGED));
-        self->ss_wall = wall;
-        self->ss_max_live = max_live;
-    }
-    else {
-        Py_CLEAR(self->ss);
-    }
     SETX(on_end, on_end);
     SETX(on_create, on_create);
     SETX(gate_spans, spans);
-    SETX(gate_var, var);
-    SETX(gate_key, key);
+    SETX(gate_current_span, current_span);
+    SETX(gate_invalid_span, invalid_span);
     SETX(gate_span_type, span_type);
     SETX(gate_sampled_out, sampled_out);
     SETX(gate_pending, pending);
@@ -2251,14 +1480,13 @@ recorder_traverse(RecorderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->on_create);
     Py_VISIT(self->c_on_done);
     Py_VISIT(self->gate_spans);
-    Py_VISIT(self->gate_var);
-    Py_VISIT(self->gate_key);
+    Py_VISIT(self->gate_current_span);
+    Py_VISIT(self->gate_invalid_span);
     Py_VISIT(self->gate_span_type);
     Py_VISIT(self->gate_sampled_out);
     Py_VISIT(self->gate_pending);
     Py_VISIT(self->gate_deferred);
     Py_VISIT(self->gate_state);
-    Py_VISIT(self->ss);
     return 0;
 }
 
@@ -2286,14 +1514,13 @@ recorder_clear(RecorderObject *self)
     Py_CLEAR(self->on_create);
     Py_CLEAR(self->c_on_done);
     Py_CLEAR(self->gate_spans);
-    Py_CLEAR(self->gate_var);
-    Py_CLEAR(self->gate_key);
+    Py_CLEAR(self->gate_current_span);
+    Py_CLEAR(self->gate_invalid_span);
     Py_CLEAR(self->gate_span_type);
     Py_CLEAR(self->gate_sampled_out);
     Py_CLEAR(self->gate_pending);
     Py_CLEAR(self->gate_deferred);
     Py_CLEAR(self->gate_state);
-    Py_CLEAR(self->ss);
     Py_CLEAR(self->st_pending);
     Py_CLEAR(self->st_finished);
     Py_CLEAR(self->st_failed);
@@ -2664,50 +1891,11 @@ PyInit__speedups(void)
     INTERN(s_eager_start, "eager_start");
     INTERN(s_on_exception_read, "on_exception_read");
     INTERN(s_co_name, "co_name");
-    INTERN(s_real_instrument, "_real_instrument");
-    INTERN(s_generation, "generation");
-    INTERN(s_span_processors, "_span_processors");
-    INTERN(s_popitem, "popitem");
-    INTERN(s__attrs, "_attrs");
-    INTERN(s__events, "_events");
-    INTERN(s__links, "_links");
-    INTERN(s__status, "_status");
-    INTERN(s_real, "real");
-    INTERN(s_dropped_events, "dropped_events");
-    INTERN(s_on_end, "on_end");
-    INTERN(s_dunder_init, "__init__");
-    INTERN(s_exported, "exported");
-    INTERN(a_task_id, "taskwatch.task.id");
-    INTERN(a_task_name, "taskwatch.task.name");
-    INTERN(a_outcome, "taskwatch.task.outcome");
-    INTERN(a_parent_id, "taskwatch.parent_task.id");
-    INTERN(a_parent_coro, "taskwatch.parent_task.coroutine");
-    INTERN(a_internal, "taskwatch.task.internal");
-    INTERN(a_closed, "taskwatch.task.closed");
-    INTERN(v_released, "released");
-    bits64 = PyLong_FromLong(64);
-    bits128 = PyLong_FromLong(128);
-    if (bits64 == NULL || bits128 == NULL) {
-        return NULL;
-    }
 #undef INTERN
     kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
     kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
     kw_context = Py_BuildValue("(s)", "context");
-    static const char *readable_kw[13] = {
-        "name", "context", "parent", "resource", "attributes", "events", "links", "kind",
-        "instrumentation_info", "status", "start_time", "end_time", "instrumentation_scope"};
-    kw_readable = PyTuple_New(13);
-    for (int i = 0; kw_readable != NULL && i < 13; i++) {
-        PyObject *k = PyUnicode_InternFromString(readable_kw[i]);
-        if (k == NULL) {
-            Py_CLEAR(kw_readable);
-            break;
-        }
-        PyTuple_SET_ITEM(kw_readable, i, k);
-    }
-    if (kw_loop_context == NULL || kw_loop_name_context == NULL || kw_context == NULL ||
-        kw_readable == NULL) {
+    if (kw_loop_context == NULL || kw_loop_name_context == NULL || kw_context == NULL) {
         return NULL;
     }
 #if !defined(__linux__)
@@ -2738,6 +1926,11 @@ PyInit__speedups(void)
     Py_INCREF(&RecorderType);
     if (PyModule_AddObject(m, "Recorder", (PyObject *)&RecorderType) < 0) {
         Py_DECREF(&RecorderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "FLAG_PRECISE", PRECISE) < 0 ||
+        PyModule_AddIntConstant(m, "FLAG_RELEASED", RELEASED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics, trace
 
 from . import _guard, _otel_metrics, _otel_sdk, _sites, _task
-from ._otel_spans import TaskSpan, TaskSpans
+from ._otel_spans import TaskSpans
 
 if TYPE_CHECKING:
     from ._probe import Probe
     from ._state import State
 
-__all__ = ["TaskwatchInstrumentor", "set_providers", "TaskSpan"]
+__all__ = ["TaskwatchInstrumentor", "set_providers"]
 
 _SESSION_ENV = "TASKWATCH_SESSION"
 _lock = threading.RLock()
@@ -146,7 +146,6 @@ class _Enabled:
             _guard.internal_error("OpenTelemetry tracer provider")
         if not spans.none:
             probe.gate = spans.c_gate()
-            probe.span_start = spans.c_all()
             probe.on_create = spans.on_create_all if spans.all else spans.on_create_interesting
         probe.on_end = spans.on_end
         if not spans.none and sys.version_info >= (3, 12):  # Task.get_context()
@@ -169,8 +168,6 @@ class _Enabled:
         for probe in self.state.live_probes():
             if probe.gate is not None and probe.gate[0] is spans:
                 probe.gate = None
-            if probe.span_start is not None and probe.span_start[0] is spans:
-                probe.span_start = None
             if getattr(probe.on_end, "__self__", None) is spans:
                 probe.on_end = None
             if getattr(probe.on_create, "__self__", None) is spans:
@@ -273,16 +270,18 @@ class _DedupTracer:
     that runs as a task taskwatch already traces is merged into the task's span (which carries the
     user's coroutine name, creation site and outcome), so no task is traced twice."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, spans: TaskSpans) -> None:
         self._inner = inner
+        self._spans = spans
 
     def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Any:
         if name.startswith("asyncio coro-"):
             current = trace.get_current_span(context)
-            if (current.__class__ is TaskSpan and not current.claimed and not current._ended
-                    and current._name.rpartition(".")[2] == name[13:]):
-                current.claimed = True
-                return trace.NonRecordingSpan(current.get_span_context())
+            mine = self._spans.owner_of(current)
+            if (mine is not None and not mine.claimed and not mine._ended
+                    and mine._name.rpartition(".")[2] == name[13:]):
+                mine.claimed = True
+                return trace.NonRecordingSpan(mine._ctx)
         return self._inner.start_span(name, context, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -301,7 +300,7 @@ def _watch_asyncio_instrumentation(enabled: _Enabled) -> None:
         return
     tracer = instrumentor.__dict__.get("_tracer")
     if tracer is not None and tracer.__class__ is not _DedupTracer:
-        instrumentor._tracer = _DedupTracer(tracer)
+        instrumentor._tracer = _DedupTracer(tracer, enabled.spans)
         enabled.dedup.append((instrumentor, tracer))
     names = instrumentor.__dict__.get("_coros_name_to_trace")
     spans.asyncio_names = frozenset(names) if names else None

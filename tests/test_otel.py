@@ -23,15 +23,15 @@ from opentelemetry import context as otel_context  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import taskwatch  # noqa: E402
 import taskwatch.otel as tw_otel  # noqa: E402
-from taskwatch._hotpath import PRECISE  # noqa: E402
-from taskwatch._record import RELEASED, WALL_OFFSET  # noqa: E402
+from taskwatch._flags import PRECISE, RELEASED  # noqa: E402
+from taskwatch._record import WALL_OFFSET  # noqa: E402
 
 from .conftest import here, run  # noqa: E402
 
@@ -612,14 +612,16 @@ def test_eager_tasks(otel, loop_kind):
 
 
 def test_user_attributes_on_the_task_span(otel, loop_kind):
+    """The task's span is the SDK's own span, current in the task: what the program sets on it
+    goes through the SDK (its span limits apply), and taskwatch adds its own at the task's end."""
     otel.install(spans="all")
 
     async def handler():
         span = trace.get_current_span()
+        assert isinstance(span, ReadableSpan)  # the SDK's span, not a stand-in
         span.set_attribute("order.id", 42)
         span.add_event("validated", {"ok": True})
         span.set_status(StatusCode.OK)
-        span.end()  # ignored: the span ends with the task
         await asyncio.sleep(0)
 
     async def main():
@@ -631,6 +633,28 @@ def test_user_attributes_on_the_task_span(otel, loop_kind):
     assert span.attributes["taskwatch.task.outcome"] == "finished"
     assert [e.name for e in span.events] == ["validated"]
     assert span.status.status_code is StatusCode.OK
+
+
+def test_a_task_span_the_program_ended_is_left_alone(otel, loop_kind, caplog):
+    """The program ends the task's span itself (``get_current_span().end()``): the SDK exports
+    it then, as for any span; taskwatch does not write to the ended span (the SDK would warn
+    "Setting attribute on ended span" into the program's log) nor end it twice."""
+    otel.install(spans="all")
+
+    async def handler():
+        trace.get_current_span().set_attribute("order.id", 42)
+        trace.get_current_span().end()
+        await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.create_task(handler())
+
+    with caplog.at_level("WARNING", logger="opentelemetry"):
+        run(main(), loop_kind)
+    span = otel.one(".handler")
+    assert span.attributes["order.id"] == 42
+    assert "taskwatch.task.outcome" not in span.attributes
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
 
 
 def test_uninstall_exports_running_tasks(otel):
@@ -951,3 +975,40 @@ def test_file_paths_are_absolute_whatever_the_working_directory(otel, loop_kind,
     assert by_type["ValueError"]["code.file.path"] == expected
     assert by_type["ValueError"]["taskwatch.creation.file.path"] == expected
     assert by_type["KeyError"]["code.file.path"] == str(other / "twjobs_dotted.py")
+
+
+def test_the_providers_span_limits_apply_to_taskwatchs_spans(watch, loop_kind):
+    """taskwatch's spans are made by the provider (Tracer.start_span and the API's setters), so
+    the limits the user configured apply: a 5,000-character task name and exception message go
+    out cut to the attribute length limit, with no more attributes than allowed."""
+    from opentelemetry.sdk.trace import SpanLimits
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(span_limits=SpanLimits(max_span_attributes=5,
+                                                     max_attribute_length=32,
+                                                     max_event_attributes=3))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tw_otel.set_providers(provider, None)
+    try:
+        watch(otel=True, spans="interesting", watchdog=False)
+
+        async def fails():
+            raise ValueError("m" * 5000)
+
+        async def main():
+            task = asyncio.create_task(fails(), name="n" * 5000)
+            await asyncio.gather(task, return_exceptions=True)
+
+        run(main(), loop_kind)
+        taskwatch.uninstall()
+    finally:
+        tw_otel.set_providers(None, None)
+    (span,) = [s for s in exporter.get_finished_spans() if s.name.endswith(".fails")]
+    assert len(span.attributes) <= 5
+    assert span.dropped_attributes > 0
+    assert all(len(v) <= 32 for v in span.attributes.values() if isinstance(v, str))
+    assert span.status.status_code is StatusCode.ERROR
+    for event in span.events:
+        assert len(event.attributes) <= 3
+        assert all(len(v) <= 32 for v in event.attributes.values() if isinstance(v, str))
+    provider.shutdown()

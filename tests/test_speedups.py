@@ -241,213 +241,27 @@ def test_c_span_gate_exports_what_the_python_hooks_export(watch: Any, loop_kind:
 
 
 @pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
-def test_c_span_start_exports_what_the_python_hook_exports(watch: Any, loop_kind: str,
-                                                           monkeypatch: Any) -> None:
-    """spans="all": C starts the spans of the common case, and ends those of tasks that finished
-    cleanly with nothing set on their span; the exported spans are the same."""
+def test_c_and_python_paths_export_the_same_spans_for_every_task(watch: Any,
+                                                                 loop_kind: str) -> None:
+    """spans="all": the C hot path records, the Python spans code starts and ends every span
+    (C has no span code): the exported spans are the same with and without the accelerator."""
     pytest.importorskip("opentelemetry.sdk")
-    from taskwatch import _otel_spans
-
-    calls, ends = [], []
-    hook, end_hook = _otel_spans.TaskSpans.on_create_all, _otel_spans.TaskSpans.on_end
-
-    def counted(self: Any, rec: Any, context: Any) -> None:
-        calls.append(rec)
-        hook(self, rec, context)
-
-    def counted_end(self: Any, rec: Any, task: Any) -> None:
-        ends.append(rec)
-        end_hook(self, rec, task)
-
-    monkeypatch.setattr(_otel_spans.TaskSpans, "on_create_all", counted)
-    monkeypatch.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
     with_c = _exported(watch, loop_kind, True, "all")
-    in_python, ended_in_python = len(calls), len(ends)
     without = _exported(watch, loop_kind, False, "all")
     assert with_c == without
     assert len(with_c) >= 16
-    assert in_python < len(calls) - in_python  # C started most of them
-    # C ended the clean repeats (4 of the 5 "quick", 1 of the 2 under "request"), never a task
-    # whose span the program annotated, failed or was cancelled
-    assert len(ends) - 2 * ended_in_python >= 5
     annotated = [attrs for name, *_, attrs in with_c if name.endswith("annotated")]
     assert sorted(dict(a)["app.item"] for a in annotated) == [0, 1, 2, 3]
 
 
-def _run_with_all_spans(watch: Any, provider: Any, main: Any, loop_kind: str) -> None:
-    """Run ``main`` with taskwatch exporting every task's span to ``provider``."""
-    import taskwatch.otel as tw_otel
-
-    tw_otel.set_providers(provider, None)
-    try:
-        watch(otel=True, spans="all", watchdog=False)
-        run(main, loop_kind)
-        assert taskwatch.report()["stats"]["internal_errors"] == 0
-        taskwatch.uninstall()
-    finally:
-        tw_otel.set_providers(None, None)
-
-
-@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
-def test_c_span_end_hands_every_processor_a_complete_readable_span(watch: Any,
-                                                                   loop_kind: str) -> None:
-    """The C end fills the SDK's ReadableSpan itself and calls each processor of the provider's
-    SynchronousMultiSpanProcessor: the spans must be the SDK's, field by field, in every
-    processor (one added after install too)."""
-    pytest.importorskip("opentelemetry.sdk")
-    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    from taskwatch import _otel_spans
-
-    class Counting(SpanProcessor):  # the SDK's no-op on_start: C may start the spans
-        """Added after install: the C end must read the provider's current processors."""
-
-        def __init__(self) -> None:
-            self.ended: list[Any] = []
-
-        def on_end(self, span: Any) -> None:
-            self.ended.append(span)
-
-    exporter, late = InMemorySpanExporter(), Counting()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    contexts: list[Any] = []
-    ends: list[Any] = []
-    end_hook = _otel_spans.TaskSpans.on_end
-
-    async def quick() -> None:
-        from opentelemetry import trace
-
-        contexts.append(trace.get_current_span().get_span_context())
-
-    async def main() -> None:
-        provider.add_span_processor(late)
-        for _ in range(20):
-            await asyncio.create_task(quick())
-
-    def counted_end(self: Any, rec: Any, task: Any) -> None:
-        ends.append(rec)
-        end_hook(self, rec, task)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_otel_spans.TaskSpans, "on_end", counted_end)
-        _run_with_all_spans(watch, provider, main(), loop_kind)
-    spans = [s for s in exporter.get_finished_spans() if s.name.endswith("quick")]
-    assert len(spans) == 20 and len(ends) < 10  # C ended most of them
-    assert [s.context.span_id for s in late.ended if s.name.endswith("quick")] == [
-        s.context.span_id for s in spans]
-    (main_span,) = [s for s in exporter.get_finished_spans() if s.name.endswith("main")]
-    sdk_made = ReadableSpan(name="x", context=spans[0].context, resource=provider.resource)
-    for span in spans:
-        assert type(span) is ReadableSpan
-        assert list(vars(span)) == list(vars(sdk_made))  # the same fields, in the same order
-        assert span.resource is provider.resource
-        assert span.instrumentation_scope.name == "taskwatch"
-        assert span.kind.name == "INTERNAL" and span.status.status_code.name == "UNSET"
-        assert span.events == () and span.links == () and span.parent == main_span.context
-        assert 0 < span.start_time <= span.end_time
-        assert span.attributes["code.function.name"].endswith("quick")
-    assert [c.span_id for c in contexts] == [s.context.span_id for s in spans]
-    # the paths under test were the ones taken
-    assert _otel_spans._readable_layout(ReadableSpan) is not None
-    assert _otel_spans._direct_on_end(provider._active_span_processor) is not None
-    provider.shutdown()
-
-
-@pytest.mark.skipif(_accel.speedups is None, reason="the C accelerator is not built here")
-def test_c_span_end_honours_patches_made_after_install(watch: Any, loop_kind: str) -> None:
-    """A wrapper put on ReadableSpan.__init__, or on the processor's on_end, after install sees
-    every span the C end makes from then on."""
-    pytest.importorskip("opentelemetry.sdk")
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    multi = provider._active_span_processor
-    built: list[str] = []
-    handed: list[str] = []
-    init, on_end = ReadableSpan.__init__, multi.on_end
-
-    def wrapped_init(self: Any, *args: Any, **kw: Any) -> None:
-        init(self, *args, **kw)
-        built.append(self._name)
-
-    def wrapped_on_end(span: Any) -> None:
-        handed.append(span.name)
-        on_end(span)
-
-    async def quick() -> None:
-        pass
-
-    async def main() -> None:
-        for _ in range(5):  # C ends these
-            await asyncio.create_task(quick())
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(ReadableSpan, "__init__", wrapped_init)
-            mp.setattr(multi, "on_end", wrapped_on_end)
-            for _ in range(10):
-                await asyncio.create_task(quick())
-
-    _run_with_all_spans(watch, provider, main(), loop_kind)
-    assert len([n for n in built if n.endswith("quick")]) == 10
-    assert len([n for n in handed if n.endswith("quick")]) == 10
-    assert len([s for s in exporter.get_finished_spans() if s.name.endswith("quick")]) == 15
-    provider.shutdown()
-
-
-def test_readable_layout_only_for_an_init_that_just_stores() -> None:
-    pytest.importorskip("opentelemetry.sdk")
-    from opentelemetry.sdk.trace import ReadableSpan
-
-    from taskwatch._otel_spans import _READABLE_ARGS, _readable_layout
-
-    found = _readable_layout(ReadableSpan)
-    assert found is not None
-    init, layout = found
-    assert init is vars(ReadableSpan)["__init__"]
-    assert sorted(i for _, i in layout) == list(range(len(_READABLE_ARGS)))
-
-    class Copies(ReadableSpan):
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, **kw)
-            self._attributes = dict(self._attributes or {})
-
-    class Registers(ReadableSpan):
-        registry: list[Any] = []
-
-        def __init__(self, name: str, **kw: Any) -> None:
-            self._name = name
-            self.registry.append(self)
-
-    registry: list[Any] = []
-
-    class Extends(ReadableSpan):  # stores everything, then does more
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            super().__init__(*args, **kw)
-            registry.append(self)
-
-    class Defaults(ReadableSpan):  # stores everything, but replaces empty links
-        def __init__(self, name: Any, context: Any = None, parent: Any = None,
-                     resource: Any = None, attributes: Any = None, events: Any = (),
-                     links: Any = (), kind: Any = None, instrumentation_info: Any = None,
-                     status: Any = None, start_time: Any = None, end_time: Any = None,
-                     instrumentation_scope: Any = None) -> None:
-            (self._name, self._context, self._parent, self._resource, self._attributes,
-             self._events, self._links, self._kind, self._instrumentation_info, self._status,
-             self._start_time, self._end_time, self._instrumentation_scope) = (
-                name, context, parent, resource, attributes, events, links or [], kind,
-                instrumentation_info, status, start_time, end_time, instrumentation_scope)
-
-    class Inherits(ReadableSpan):  # no __init__ of its own: not the function that was checked
-        pass
-
-    for cls in (Copies, Registers, Extends, Defaults, Inherits):
-        assert _readable_layout(cls) is None, cls.__name__
+def test_the_accelerator_has_no_span_code() -> None:
+    """C keeps to the per-task record: OpenTelemetry is reached only through the Python spans
+    code, on the API. The gate reads what TaskSpans.c_gate() hands it, nothing of OpenTelemetry's
+    own."""
+    source = (Path(taskwatch.__file__).parent / "_speedups.c").read_text()
+    for word in ("ReadableSpan", "span_processor", "SpanContext", "opentelemetry", "_SPAN_KEY",
+                 "TracerProvider", "start_span"):
+        assert word not in source, word
 
 
 async def _named_leaf(i: int) -> int:
@@ -492,11 +306,13 @@ def test_hot_path_gives_back_every_reference_it_takes(watch: Any, loop_kind: str
         tracemalloc.start()
         try:
             await _churn(1000, name)  # tracemalloc's own first allocations settle
-            gc.collect()
-            start = tracemalloc.get_traced_memory()[0]
-            await _churn(4000, name)
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - start
+            grown = []
+            for _ in range(2):
+                gc.collect()
+                start = tracemalloc.get_traced_memory()[0]
+                await _churn(4000, name)
+                gc.collect()
+                grown.append(tracemalloc.get_traced_memory()[0] - start)
         finally:
             tracemalloc.stop()
         after = [sys.getrefcount(o) for o in (loop, code, name, me)]
@@ -504,5 +320,8 @@ def test_hot_path_gives_back_every_reference_it_takes(watch: Any, loop_kind: str
 
     before, after, grown = run(main(), loop_kind)
     assert after == before
-    assert grown < 16 * 1024, grown  # a leak of one small object per task would be 4,000 of them
+    # A leak of the smallest object (16 bytes) per task is 64 KB in each round of 4,000 tasks;
+    # what does not grow with the tasks (a loop queue resized on a loaded machine, 17 KB once)
+    # is not in both rounds.
+    assert min(grown) < 32 * 1024, grown
     assert taskwatch.report()["stats"]["internal_errors"] == 0
