@@ -80,14 +80,27 @@ _RUN_CALLBACKS = frozenset({"_run_until_complete_cb", "run_until_complete.<local
 SAMPLED_OUT = "sampled-out"
 
 
-def _metrics_waiting() -> bool:
+class _MetricsWaiting:
     """True while no MeterProvider is set globally: the API's proxy instruments record nothing
-    until one is (then they do, with no new instrument needed)."""
-    from opentelemetry import metrics as metrics_api
+    until one is (then they do, with no new instrument needed). Asked per task end, so it looks
+    at most once a second (a provider set later loses at most a second of task durations)."""
 
-    from ._otel_sdk import api_meter_provider
+    __slots__ = ("checked", "waiting")
 
-    return api_meter_provider(metrics_api.get_meter_provider())
+    def __init__(self) -> None:
+        self.checked = -1.0
+        self.waiting = True
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.checked >= 1.0:
+            from opentelemetry import metrics as metrics_api
+
+            from ._otel_sdk import api_meter_provider
+
+            self.checked = now
+            self.waiting = api_meter_provider(metrics_api.get_meter_provider())
+        return self.waiting
 
 
 def wall_ns(monotonic_time: float) -> int:
@@ -221,8 +234,9 @@ class TaskSpans:
         state[0] = state[1] = None
         if metrics is not None:
             self.outcomes = state[3] = metrics.outcomes
-            if metrics.on_api_provider and _metrics_waiting():
-                state[1] = _metrics_waiting  # no MeterProvider yet: recording would do nothing
+            waiting = _MetricsWaiting() if metrics.on_api_provider else None
+            if waiting is not None and waiting():
+                state[1] = waiting  # no MeterProvider yet: recording would do nothing
             else:
                 state[0] = metrics.record_duration
 

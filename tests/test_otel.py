@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import gc
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -1012,3 +1013,42 @@ def test_the_providers_span_limits_apply_to_taskwatchs_spans(watch, loop_kind):
         assert len(event.attributes) <= 3
         assert all(len(v) <= 32 for v in event.attributes.values() if isinstance(v, str))
     provider.shutdown()
+
+
+@pytest.mark.parametrize("speedups", [True, False], ids=["c", "py"])
+def test_durations_reach_a_meter_provider_the_program_sets_later(speedups):
+    """No MeterProvider at install (the API's proxy): task durations go nowhere and the hot path
+    skips them; once the program sets one, they are recorded (within a second)."""
+    script = textwrap.dedent(f"""
+        import asyncio, time
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        import taskwatch
+
+        taskwatch.install(otel=True, watchdog=False, speedups={speedups})
+
+        async def leaf():
+            pass
+
+        async def main():
+            await asyncio.gather(*[asyncio.create_task(leaf()) for _ in range(10)])
+
+        asyncio.run(main())
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        time.sleep(1.1)
+        asyncio.run(main())
+        count = 0
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name == "taskwatch.task.duration":
+                        count += sum(p.count for p in m.data.data_points)
+        print("durations", count)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count = int(proc.stdout.split()[-1])
+    # the second run: its main task, 10 leaves and asyncio.run's own shutdown tasks (2 at most)
+    assert 11 <= count <= 13, proc.stdout
