@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._watchdog import LoopWatch, _Block
 
 _SELECTORS = os.sep + "selectors.py"
+_THREADING = os.sep + "threading.py"
 _TOP_FRAMES = 8
 
 
@@ -53,12 +54,27 @@ def _one_call(block: _Block | None) -> bool:
     return len(keys) >= 2 and len(set(keys)) == 1
 
 
-def starved(cpu_s: float, demand: float | None, threshold: float) -> bool:
-    """A step the machine starved, not a block of the program's: the loop thread was runnable
-    (on a CPU or waiting for one) most of the time, yet its own CPU time stays under half the
-    threshold, so on a free machine it would not have been a block. Counted, not a finding: it
-    is no claim about the program's code (the loop lag still shows it)."""
-    return demand is not None and demand >= 0.5 and cpu_s < 0.5 * threshold
+def _starting_a_thread(samples: list[tuple[tuple[str, int, str], ...]]) -> bool:
+    """Every sample was inside ``threading.Thread.start``: the loop thread waited for a thread it
+    started to be scheduled (aiosqlite starts one per connection). That takes microseconds; a
+    block there is the machine's scheduling (or another thread holding the GIL), not the line."""
+    return bool(samples) and all(
+        any(f[2] == "Thread.start" and f[0].endswith(_THREADING) for f in sample)
+        for sample in samples)
+
+
+def starved(duration: float, cpu_share: float | None, demand: float | None,
+            threshold: float) -> bool:
+    """A step the machine starved, not a block of the program's: take away the time the loop
+    thread was runnable but waiting for a CPU (``demand - cpu_share`` of the block: other
+    processes had the CPUs) and what is left, the step's own time on a CPU or asleep in a call,
+    is under the threshold, so on a free machine it would not have been a block. Counted, not a
+    finding: it is no claim about the program's code (the loop lag still shows it). Needs both
+    shares measured."""
+    if demand is None or cpu_share is None:
+        return False
+    waiting = max(0.0, demand - cpu_share)
+    return duration * (1.0 - waiting) < threshold
 
 
 def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_share: float | None,
@@ -100,7 +116,7 @@ def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_sh
         rec.name = block.task_name
         watch.probe.fill_names(rec)
     cpu_s = duration * (cpu_share or 0.0)
-    if cpu_share is not None and starved(cpu_s, demand, watch.threshold):  # both measured
+    if starved(duration, cpu_share, demand, watch.threshold) or _starting_a_thread(samples):
         watch.state.count_starved_block()
         return None
     busy = demand if demand is not None else cpu_share

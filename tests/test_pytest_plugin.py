@@ -764,10 +764,10 @@ def test_gc_pauses_and_starved_blocks_do_not_fail_a_test() -> None:
     assert pytest_plugin._mostly_gc(block(0.4, 0.3, 0.4, 1.0))
     assert not pytest_plugin._mostly_gc(block(0.4, 0.1, 0.4, 1.0))
     # starved blocks are no findings at all (the watchdog's rule, for every sink alike)
-    assert starved(0.03, 0.9, 0.1)  # runnable, little CPU
-    assert not starved(0.35, 1.0, 0.1)  # the test computed
-    assert not starved(0.0, 0.0, 0.1)  # the test slept
-    assert not starved(0.01, None, 0.1)  # not measured
+    assert starved(0.3, 0.1, 0.9, 0.1)  # runnable, little CPU: 0.06 s of its own
+    assert not starved(0.35, 1.0, 1.0, 0.1)  # the test computed
+    assert not starved(0.3, 0.0, 0.0, 0.1)  # the test slept
+    assert not starved(0.3, 0.03, None, 0.1)  # not measured
 
 
 def test_a_blocking_sleep_while_another_thread_collects_fails(tw: pytest.Pytester) -> None:
