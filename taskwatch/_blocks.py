@@ -4,18 +4,52 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import _sites
 from ._findings import Finding
 from ._record import WALL_OFFSET
 
-if TYPE_CHECKING:
-    from ._watchdog import LoopWatch, _Block
-
 _SELECTORS = os.sep + "selectors.py"
 _THREADING = os.sep + "threading.py"
 _TOP_FRAMES = 8
+
+
+class Observer(Protocol):
+    """What a finding is made with, of the watchdog's view of one loop (its LoopWatch)."""
+
+    threshold: float
+    state: Any
+    probe: Any
+
+
+class Block:
+    """A block of the loop as the watchdog observed it (on its thread): when, the stack samples,
+    the task, and the loop thread's clocks at the first and last look."""
+
+    __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
+                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports", "late",
+                 "busy_start")
+
+    def __init__(self, start: float, detected: float) -> None:
+        self.start = start
+        self.detected = detected
+        self.samples: list[tuple[tuple[str, int, str], ...]] = []
+        self.keys: list[tuple[int, int]] = []  # (id(code), f_lasti) of each sample's innermost frame
+        self.task_rec: Any = None
+        self.task_name: str | None = None
+        self.internal = 0
+        self.cpu0 = self.cpu1 = None
+        self.sched0 = self.sched1 = None
+        self.t0 = self.t1 = detected
+        self.gc0 = 0.0
+        self.tid = 0
+        self.imports: collections.Counter[str] = collections.Counter()  # outermost import per sample
+        self.late = False  # found only after it ended (the GIL was held all along)
+        # When the loop thread began to want a CPU after its last free look (its on-CPU plus
+        # run-queue time since then, counted back from the ping): the start of a block that
+        # turns out CPU-bound, exact where the midpoint guess is off by up to half a look.
+        self.busy_start: float | None = None
 
 
 def _is_user(frame: tuple[str, int, str]) -> bool:
@@ -47,7 +81,7 @@ def _idle(sample: tuple[tuple[str, int, str], ...]) -> bool:
         "BaseEventLoop._run_once", "run")
 
 
-def _one_call(block: _Block | None) -> bool:
+def _one_call(block: Block | None) -> bool:
     """Every sample stopped at the same instruction of the same frame: one call (a C function or a
     blocking call) held the loop, rather than Python code running through many lines."""
     keys = block.keys if block is not None else []
@@ -77,7 +111,7 @@ def starved(duration: float, cpu_share: float | None, demand: float | None,
     return duration * (1.0 - waiting) < threshold
 
 
-def blocked_loop(watch: LoopWatch, block: _Block | None, duration: float, cpu_share: float | None,
+def blocked_loop(watch: Observer, block: Block | None, duration: float, cpu_share: float | None,
                  demand: float | None, started: float, ended: float,
                  gc_s: float = 0.0) -> Finding | None:
     """``cpu_share``: the loop thread's CPU time over the observed part of the block; ``demand``:

@@ -27,7 +27,7 @@ import runpy
 import sys
 from typing import Any, NoReturn
 
-from . import _integrations, _options, _session
+from . import _integrations, _options, _otel_sdk, _session
 
 FAIL_EXIT = 3
 _EPILOG = """\
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(status)
 
     _session.export_to_children(options, json_path)
+    _otel_sdk.set_session_program(*((args.module, True) if args.module is not None else
+                                    (args.program[0] if args.program else "", False)))
     _session.start(options, json_path, always_print=not args.quiet_summary)
     code, error, not_found = _run(args.module, args.program)
     if not_found is not None:  # python -m of a module that does not exist: python's message

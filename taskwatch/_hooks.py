@@ -426,7 +426,7 @@ def hook(state: State) -> None:
 
     if hasattr(warnings, "_warn_unawaited_coroutine"):
         _patch(warnings, "_warn_unawaited_coroutine",
-               _never_awaited.make_hook(warnings._warn_unawaited_coroutine))
+               _never_awaited.make_hook(warnings._warn_unawaited_coroutine, current))
     _task.on_cancel = _on_cancel
     _task.on_exception_read = _on_exception_read
     _task.seen_hooks = bool(state.precise_ends)

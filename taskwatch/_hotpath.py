@@ -14,7 +14,7 @@ import contextvars
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _sites
 from ._accel import speedups
@@ -23,9 +23,6 @@ from ._flags import FOREIGN, PRECISE, RELEASED
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, TaskRecord
 from ._task import _base_done
 from ._task import task_class as _task_class
-
-if TYPE_CHECKING:
-    from ._probe import Probe
 
 # The record of the task whose context is current: gives the parent of tasks created from plain
 # callbacks (call_soon, protocol callbacks), where no task is running.
@@ -98,10 +95,11 @@ def is_done(task: Any) -> bool:
         return False
 
 
-def build(probe: Probe) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], None],
+def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[[Any], None],
                                   Callable[[Any], None], Callable[[], dict[str, int]],
                                   Callable[[Callable[[TaskRecord], None]], None]]:
-    """Make (factory, create_task, on_done, on_release, stats, retarget) for one probe."""
+    """Make (factory, create_task, on_done, on_release, stats, retarget) for one probe (a
+    ``_probe.Probe``: the hot path sits under it and calls back into it on rare paths)."""
     depth = probe.depth
     history = probe.history
     append = history.append

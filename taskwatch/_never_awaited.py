@@ -18,10 +18,14 @@ from . import _guard, _sites
 from ._findings import never_awaited
 
 
-def make_hook(original: Callable[[Any], None]) -> Callable[[Any], None]:
+def make_hook(original: Callable[[Any], None],
+              current: Callable[[], Any]) -> Callable[[Any], None]:
+    """The interpreter's hook for a coroutine never awaited: report it to the installed state
+    (``current()``, None when none), then do what ``original`` does."""
+
     def _warn_unawaited_coroutine(coro: Any) -> None:
         try:
-            _report(coro)
+            _report(coro, current())
         except BaseException:
             _guard.internal_error("never-awaited hook")
         try:
@@ -53,13 +57,10 @@ def _warn(coro: Any) -> None:
     warnings.warn(text.rstrip("\n"), category=RuntimeWarning, stacklevel=3, source=coro)
 
 
-def _report(coro: Any) -> None:
+def _report(coro: Any, state: Any) -> None:
     """Judge by where the coroutine was created (origin tracking), not by whose coroutine it is:
     ``asyncio.sleep(1)`` without ``await`` in the program is the program's bug, while a coroutine
     asyncio made and dropped itself is not."""
-    from ._hooks import current
-
-    state = current()
     if state is None or "never-awaited" not in state.kinds:
         return
     code = getattr(coro, "cr_code", None)

@@ -36,27 +36,23 @@ def _disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
-_TASKWATCH_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+# The program a ``python -m taskwatch`` session runs, as its command line named it: (path or
+# module, is a module). Set by the session before it starts taskwatch (``sys.argv`` is still the
+# session's own then); None elsewhere: the program is ``sys.argv[0]``.
+_session_program: tuple[str, bool] | None = None
+
+
+def set_session_program(program: str, module: bool) -> None:
+    global _session_program
+    _session_program = (program, module)
 
 
 def _program() -> tuple[str, bool]:
-    """The program's path, or its ``-m`` module name (then True). At the session's start
-    ``sys.argv`` is still taskwatch's own command line (``python -m taskwatch [options] app.py``):
-    the program is read from it, as the session's command line parser reads it."""
+    """The program's path, or its ``-m`` module name (then True)."""
+    if _session_program is not None:
+        return _session_program
     argv = sys.argv
-    first = argv[0] if argv and argv[0] else ""
-    if first and (os.path.abspath(first) == _TASKWATCH_MAIN
-                  or os.path.basename(first) in ("taskwatch", "taskwatch.exe")):
-        try:
-            from . import _cli
-
-            args, _rest = _cli._parser().parse_known_args(argv[1:])
-        except (Exception, SystemExit):  # already parsed by the session: cannot fail there
-            return "", False
-        if args.module:
-            return str(args.module), True
-        return (str(args.program[0]) if args.program else ""), False
-    return first, False
+    return (argv[0] if argv and argv[0] else ""), False
 
 
 def _service_name() -> str:

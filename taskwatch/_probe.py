@@ -15,7 +15,7 @@ import sys
 import sysconfig
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _findings, _handlers, _hotpath, _sites, _stacks
 from ._guard import internal_error
@@ -23,9 +23,6 @@ from ._hotpath import LINEAGE, WRAPPERS
 from ._flags import (FOREIGN, PRECISE, REPORTED_LEAK, REPORTED_LOST, REPORTED_ORPHAN, REPORTED_SLOW,
                      REPORTED_SWALLOWED)
 from ._record import CANCELLED, FAILED, FINISHED, PENDING, CancelRequest, TaskRecord, exception_brief
-
-if TYPE_CHECKING:
-    from ._state import State
 
 _monotonic = time.monotonic
 _current_task = asyncio.current_task
@@ -54,7 +51,8 @@ class _Synced:
 class Probe:
     """taskwatch's state for one loop: factory, done callback, detectors, history."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, state: State, inner: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, state: Any, inner: Any) -> None:
+        """``state``: the installed ``_state.State`` (which makes the probes of its loops)."""
         self.loop_ref = weakref.ref(loop)
         self.state = state
         self.options = state.options

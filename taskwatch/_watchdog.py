@@ -30,7 +30,8 @@ import time
 import weakref
 from typing import Any
 
-from . import _guard, _hotpath, _sites
+from . import _blocks, _guard, _hotpath, _sites
+from ._blocks import Block
 from ._state import State
 
 _monotonic = time.monotonic
@@ -99,34 +100,6 @@ def _sched_times(native_id: int | None) -> tuple[float, float] | None:
         return None
 
 
-class _Block:
-    """A block in progress, observed by the watchdog thread."""
-
-    __slots__ = ("start", "detected", "samples", "keys", "task_rec", "task_name", "internal",
-                 "cpu0", "cpu1", "sched0", "sched1", "t0", "t1", "gc0", "tid", "imports", "late",
-                 "busy_start")
-
-    def __init__(self, start: float, detected: float) -> None:
-        self.start = start
-        self.detected = detected
-        self.samples: list[tuple[tuple[str, int, str], ...]] = []
-        self.keys: list[tuple[int, int]] = []  # (id(code), f_lasti) of each sample's innermost frame
-        self.task_rec: Any = None
-        self.task_name: str | None = None
-        self.internal = 0
-        self.cpu0 = self.cpu1 = None
-        self.sched0 = self.sched1 = None
-        self.t0 = self.t1 = detected
-        self.gc0 = 0.0
-        self.tid = 0
-        self.imports: collections.Counter[str] = collections.Counter()  # outermost import per sample
-        self.late = False  # found only after it ended (the GIL was held all along)
-        # When the loop thread began to want a CPU after its last free look (its on-CPU plus
-        # run-queue time since then, counted back from the ping): the start of a block that
-        # turns out CPU-bound, exact where the midpoint guess is off by up to half a look.
-        self.busy_start: float | None = None
-
-
 class LoopWatch:
     """One loop: whether it runs, on which thread, the ping in flight and the block seen."""
 
@@ -149,7 +122,7 @@ class LoopWatch:
         self.posted_reading: Any = None  # ... and when the ping in flight was posted
         self.free_reading: Any = None  # ... and at the last look that saw the loop free
         self.backdate: float | None = None  # a block seen after a gap began by this look
-        self.block: _Block | None = None
+        self.block: Block | None = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
         # Held by taskwatch's thread while it looks at this loop (and may be closing a block):
@@ -269,11 +242,11 @@ class LoopWatch:
                 self.block = block
         self._sample(block, frame, now)
 
-    def _ping_block(self, posted: float, backdate: float | None, now: float, tid: int) -> _Block:
+    def _ping_block(self, posted: float, backdate: float | None, now: float, tid: int) -> Block:
         """A block measured by the ping in flight: it began after the loop was last seen free,
         about half a look before the ping was posted (or at the look before a gap)."""
         start = posted - self.dog.period / 2 if backdate is None else backdate
-        block = _Block(max(self.last_free, start), now)
+        block = Block(max(self.last_free, start), now)
         posted_reading = self.posted_reading
         block.t0, block.cpu0, block.sched0, block.gc0 = posted_reading
         block.tid = tid
@@ -315,7 +288,7 @@ class LoopWatch:
             if not self._idle(frame):
                 self.backdate = before[0]
             return
-        block = _Block(after[0] - duration, after[0])
+        block = Block(after[0] - duration, after[0])
         block.t0, block.cpu0, block.sched0, block.gc0 = before
         block.t1, block.cpu1, block.sched1 = after[0], after[1], after[2]
         block.tid = self.thread_id or 0
@@ -350,7 +323,7 @@ class LoopWatch:
             self.ping_handle = self.ping_posted = None
             handle.cancel()
 
-    def _identify(self, block: _Block) -> None:
+    def _identify(self, block: Block) -> None:
         loop = self.loop_ref()
         if loop is None:
             return
@@ -365,7 +338,7 @@ class LoopWatch:
             except Exception:
                 pass
 
-    def _sample(self, block: _Block, frame: Any, now: float) -> None:
+    def _sample(self, block: Block, frame: Any, now: float) -> None:
         block.cpu1 = _cpu_time(self.clock)
         block.sched1 = _sched_times(self.native_id)
         block.t1 = now
@@ -400,7 +373,7 @@ class LoopWatch:
         block.samples.append(sample)
         block.keys.append(key)
 
-    def close(self, block: _Block, ended: float) -> None:
+    def close(self, block: Block, ended: float) -> None:
         """Turn an observed block into a finding (on the watchdog thread)."""
         if ended - min(block.start, block.busy_start or block.start) < self.threshold:
             return
@@ -427,9 +400,7 @@ class LoopWatch:
             return
         self.state.record_block(duration)
         gc_s = min(duration, max(0.0, _gc_seconds.get(block.tid, 0.0) - block.gc0))
-        from ._blocks import blocked_loop
-
-        finding = blocked_loop(self, block, duration, cpu_share, demand, block.start, ended, gc_s)
+        finding = _blocks.blocked_loop(self, block, duration, cpu_share, demand, block.start, ended, gc_s)
         if finding is not None:
             self.state.emit(finding)
 

@@ -92,7 +92,7 @@ def test_waiting_for_a_started_thread_to_run_is_the_machines_doing(watch):
     The same wait elsewhere (a plain blocking call) stays a block."""
     import threading as threading_module
 
-    from taskwatch._watchdog import _Block
+    from taskwatch._blocks import Block as _Block
 
     watch(watchdog=False)
     state = _state()
