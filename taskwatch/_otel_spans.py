@@ -185,7 +185,7 @@ def make_tracer(provider: Any) -> _Tracer | None:
 class TaskSpans:
     """Turns the records of one installed State into spans; the probe hooks and finding listener."""
 
-    def __init__(self, state: State, providers: Any, metrics: Any, drops: Any) -> None:
+    def __init__(self, state: State, providers: Any, metrics: Any) -> None:
         options = state.options
         self.state = state
         self.all = options.spans == "all"
@@ -200,7 +200,6 @@ class TaskSpans:
         self.gate_state: list[Any] = [None, None, None, {}]
         self.outcomes: dict[str, dict[str, str]] = {}
         self.set_metrics(metrics)
-        self.drops = drops
         self.bound: Any = False
         self.backend: Any = None
         self.final = -1  # the providers' generation when the bound provider cannot change any more
@@ -276,8 +275,6 @@ class TaskSpans:
                 internal_error("OpenTelemetry tracer provider")
         self.bound = provider
         self.backend = backend
-        if backend is not None and self.drops is not None:
-            self.drops.watch(provider)
         return backend
 
     # -- hot path: task factory -------------------------------------------------------------------
@@ -1006,10 +1003,7 @@ class TaskSpans:
 
     def stats(self, out: dict[str, Any]) -> None:
         out["spans_exported"] = self.exported
-        dropped = self.drops.dropped() if self.drops is not None else 0
-        out["spans_dropped"] = dropped
         out["span_events_dropped"] = self.dropped_events
-        out["dropped"] = out.get("dropped", 0) + dropped
 
 
 def _add_frame_attributes(attrs: dict[str, Any], prefix: str, frame: dict[str, Any] | None) -> None:

@@ -74,14 +74,6 @@ class _Providers:
             return (session.tracer_provider() if session is not None else None), False
         return provider, True
 
-    def existing_tracer(self) -> Any:
-        """The explicit or global TracerProvider, never creating the session's own."""
-        provider = self.tracer_provider
-        if provider is not None:
-            return provider
-        provider = trace.get_tracer_provider()
-        return None if isinstance(provider, self._proxy_tracer) else provider
-
     def meter(self) -> Any:
         provider = self.meter_provider
         if provider is not None:
@@ -123,8 +115,7 @@ class _Enabled:
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self.drops = _otel_sdk.Drops()
-        self.spans = TaskSpans(state, _providers, None, self.drops)
+        self.spans = TaskSpans(state, _providers, None)
         self.metrics: _otel_metrics.TaskMetrics | None = None
         self.meter_provider: Any = None
         self.dedup: list[tuple[Any, Any]] = []
@@ -136,11 +127,7 @@ class _Enabled:
             self.rebind_metrics()
         _watch_asyncio_instrumentation(self)
         try:
-            if spans.none:  # no spans of ours, but the program's dropped spans are still counted
-                provider = _providers.existing_tracer()
-                if provider is not None:
-                    self.drops.watch(provider)
-            else:
+            if not spans.none:
                 spans.get_backend()
         except BaseException:
             _guard.internal_error("OpenTelemetry tracer provider")
@@ -181,7 +168,6 @@ class _Enabled:
         self.dedup.clear()
         spans.set_metrics(None)
         _otel_metrics.detach(self.metrics, self.state)
-        self.drops.restore()
 
 
 class _cancel_hook:

@@ -1,6 +1,8 @@
 """Export never blocks the loop and never grows without bound: with an exporter that is stuck, the
-program runs on, the batch processor's queue drops what does not fit, and every dropped span is
-counted in ``report()['stats']``."""
+program runs on and the batch processor's bounded queue drops what does not fit (the SDK reports
+its drops itself: a warning, and from SDK 1.41 its own ``otel.sdk.processor.span.processed``
+metric). taskwatch does not hook the processor to count them: that took private SDK attributes,
+and on SDK 1.41-1.44 the hook's signature stopped span export altogether."""
 
 from __future__ import annotations
 
@@ -72,34 +74,36 @@ def test_a_stuck_exporter_never_blocks_the_loop(watch, loop_kind):
     assert elapsed < 30  # it would never finish if the loop waited for the exporter
     made = stats["spans_exported"]
     assert made >= 3000
-    dropped = stats["spans_dropped"]
-    assert dropped >= made - 64 - 16 * 4  # at most the queue and a few batches in flight got out
-    assert stats["dropped"] >= dropped
-    # every span either reached the exporter or was counted as dropped: nothing vanished
-    assert exporter.received + dropped >= made - 2  # the main task's span may end after the stats
+    assert "spans_dropped" not in stats  # the SDK's to report (see the top)
+    # the queue kept memory bounded: at most the queue and a few batches in flight got out
+    assert exporter.received <= 64 + 16 * 8
 
 
-def test_drops_of_the_programs_own_processor_are_counted(watch):
-    """The count covers the batch processors of whatever provider taskwatch exports to."""
+def test_the_programs_processors_are_left_as_they_are(watch):
+    """taskwatch hands spans to the provider and touches none of its processors: after install
+    and uninstall the program's batch processor is the very object, with the same attributes."""
     exporter = StuckExporter()
     processor = BatchSpanProcessor(exporter, max_queue_size=8, max_export_batch_size=8,
                                    schedule_delay_millis=10)
     provider = TracerProvider()
     provider.add_span_processor(processor)
+    before = {k: v for k, v in vars(processor).items()}
+    inner = getattr(processor, "_batch_processor", None)
+    inner_before = dict(vars(inner)) if inner is not None else None
     tw_otel.set_providers(provider)
-    tracer = provider.get_tracer("app")
     try:
-        watch(otel=True, spans="none", watchdog=False)
+        watch(otel=True, spans="all", watchdog=False)
 
         async def main():
-            for _ in range(100):
-                tracer.start_span("own").end()
+            await asyncio.gather(*[asyncio.create_task(asyncio.sleep(0)) for _ in range(20)])
 
         run(main())
-        assert taskwatch.report()["stats"]["spans_dropped"] >= 100 - 8 - 8
+        assert vars(processor).keys() == before.keys()
+        assert all(vars(processor)[k] is v for k, v in before.items())
+        if inner is not None:
+            assert all(vars(inner)[k] is v for k, v in inner_before.items())
     finally:
         taskwatch.uninstall()
         tw_otel.set_providers(None, None)
         exporter.release.set()
         provider.shutdown()
-    assert processor._batch_processor._metrics.__class__.__name__ != "_CountingMetrics"  # restored

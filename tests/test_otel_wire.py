@@ -323,9 +323,9 @@ def test_session_with_the_programs_own_provider(tmp_path, receiver):
     assert proc.stdout.strip().splitlines()[-1] == "['__main__.fails']"
 
 
-def test_unreachable_endpoint_drops_and_counts(tmp_path):
-    """Nothing listens: the program runs at its speed, memory stays bounded by the queue, and the
-    dropped spans are counted in the JSON report."""
+def test_unreachable_endpoint_never_slows_the_program(tmp_path):
+    """Nothing listens: the program runs at its speed and memory stays bounded by the queue (the
+    SDK drops what does not fit, and says so itself)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed when the block ends: connection refused
@@ -360,5 +360,3 @@ def test_unreachable_endpoint_drops_and_counts(tmp_path):
     assert elapsed < 10  # 2,000 failing tasks; exporting never waited on the endpoint
     stats = json.loads(report.read_text())["stats"]
     assert stats["spans_exported"] >= 2000
-    assert stats["spans_dropped"] >= 2000 - 64 - 16 - 16 * 8  # queue, batches in flight
-    assert stats["dropped"] >= stats["spans_dropped"]
