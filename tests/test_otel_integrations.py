@@ -64,7 +64,8 @@ def _fake_distribution(tmp_path):
     site = tmp_path / "site"
     dist = site / "taskwatch-0.1.0.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: taskwatch\nVersion: 0.1.0\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: taskwatch\nVersion: 0.1.0\n"
+                                   "Provides-Extra: instruments\n")  # as the real one declares
     (dist / "entry_points.txt").write_text(
         "[opentelemetry_instrumentor]\ntaskwatch = taskwatch.otel:TaskwatchInstrumentor\n")
     return str(site)
