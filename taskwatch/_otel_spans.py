@@ -117,8 +117,7 @@ class TaskSpan:
     context, so what the program sets on ``trace.get_current_span()`` goes straight to it) and what
     taskwatch needs to end it with the task and to parent other spans to it."""
 
-    __slots__ = ("real", "_ctx", "_parent", "_start", "_name", "_ended", "attached", "creator",
-                 "claimed")
+    __slots__ = ("real", "_ctx", "_parent", "_start", "_name", "_ended", "attached", "creator")
 
     def __init__(self, real: Any, parent: SpanContext | None, start: int, name: str) -> None:
         self.real = real
@@ -129,8 +128,6 @@ class TaskSpan:
         self._ended = False
         self.attached = False  # current in the task's context
         self.creator: Any = None  # the span that was current where the task was created
-        # opentelemetry-instrumentation-asyncio's span for this task was merged into this one
-        self.claimed = False
 
     def __repr__(self) -> str:
         return f"<taskwatch TaskSpan {self._name!r} {self._ctx.span_id:016x}>"
@@ -195,7 +192,7 @@ class TaskSpans:
         self.metrics: Any = None
         # What the C hot path reads (see c_gate): the duration histogram's record() or None;
         # None, or a callable true while durations would go nowhere (no MeterProvider set yet);
-        # the coroutine names opentelemetry-instrumentation-asyncio traces or None; the
+        # coroutine names whose tasks always get a span at creation (None: none, as today); the
         # histogram's attributes by outcome.
         self.gate_state: list[Any] = [None, None, None, {}]
         self.outcomes: dict[str, dict[str, str]] = {}
@@ -247,14 +244,6 @@ class TaskSpans:
             state[0], state[1] = self.metrics.record_duration, None  # a provider was set since
         return state[0]
 
-    @property
-    def asyncio_names(self) -> frozenset[str] | None:
-        return self.gate_state[2]  # type: ignore[no-any-return]
-
-    @asyncio_names.setter
-    def asyncio_names(self, names: frozenset[str] | None) -> None:
-        self.gate_state[2] = names
-
     # -- provider ---------------------------------------------------------------------------------
     def get_backend(self) -> Any:
         providers = self.providers
@@ -279,15 +268,13 @@ class TaskSpans:
 
     # -- hot path: task factory -------------------------------------------------------------------
     def on_create_interesting(self, rec: TaskRecord, context: Any) -> None:
-        """``spans="interesting"``: a span now only if a recording span is current (or
-        opentelemetry-instrumentation-asyncio traces this coroutine); else remember the parent."""
+        """``spans="interesting"``: a span now only if a recording span is current; else
+        remember the parent."""
         ctx = otel_context.get_current()
         span = trace.get_current_span(ctx)
         if span is INVALID_SPAN or not span.is_recording():
-            names = self.asyncio_names
-            if names is None or rec.coro is None or rec.coro.co_name not in names:
-                rec.span = rec.parent
-                return
+            rec.span = rec.parent
+            return
         self._start_eager(rec, context, ctx, span)
 
     def c_gate(self) -> tuple[Any, ...] | None:

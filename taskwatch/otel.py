@@ -118,14 +118,12 @@ class _Enabled:
         self.spans = TaskSpans(state, _providers, None)
         self.metrics: _otel_metrics.TaskMetrics | None = None
         self.meter_provider: Any = None
-        self.dedup: list[tuple[Any, Any]] = []
         self.state_stats = self.spans.stats
 
     def on_attach(self, probe: Probe, loop: Any) -> None:
         spans = self.spans
         if self.metrics is None:
             self.rebind_metrics()
-        _watch_asyncio_instrumentation(self)
         try:
             if not spans.none:
                 spans.get_backend()
@@ -162,10 +160,6 @@ class _Enabled:
             if getattr(vars(probe).get("on_cancel"), "spans", None) is spans:
                 del probe.on_cancel
         spans.close()
-        for instrumentor, tracer in self.dedup:
-            if getattr(instrumentor, "_tracer", None).__class__ is _DedupTracer:
-                instrumentor._tracer = tracer
-        self.dedup.clear()
         spans.set_metrics(None)
         _otel_metrics.detach(self.metrics, self.state)
 
@@ -245,51 +239,6 @@ def disable(state: State) -> None:
 
 def is_enabled() -> bool:
     return _active is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# opentelemetry-instrumentation-asyncio: one span per task, ours
-
-
-class _DedupTracer:
-    """Wraps opentelemetry-instrumentation-asyncio's tracer: the span it starts for a coroutine
-    that runs as a task taskwatch already traces is merged into the task's span (which carries the
-    user's coroutine name, creation site and outcome), so no task is traced twice."""
-
-    def __init__(self, inner: Any, spans: TaskSpans) -> None:
-        self._inner = inner
-        self._spans = spans
-
-    def start_span(self, name: str, context: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if name.startswith("asyncio coro-"):
-            current = trace.get_current_span(context)
-            mine = self._spans.owner_of(current)
-            if (mine is not None and not mine.claimed and not mine._ended
-                    and mine._name.rpartition(".")[2] == name[13:]):
-                mine.claimed = True
-                return trace.NonRecordingSpan(mine._ctx)
-        return self._inner.start_span(name, context, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _watch_asyncio_instrumentation(enabled: _Enabled) -> None:
-    module = sys.modules.get("opentelemetry.instrumentation.asyncio")
-    spans = enabled.spans
-    if module is None:
-        spans.asyncio_names = None
-        return
-    instrumentor = getattr(getattr(module, "AsyncioInstrumentor", None), "_instance", None)
-    if instrumentor is None or not getattr(instrumentor, "_is_instrumented_by_opentelemetry", False):
-        spans.asyncio_names = None
-        return
-    tracer = instrumentor.__dict__.get("_tracer")
-    if tracer is not None and tracer.__class__ is not _DedupTracer:
-        instrumentor._tracer = _DedupTracer(tracer, enabled.spans)
-        enabled.dedup.append((instrumentor, tracer))
-    names = instrumentor.__dict__.get("_coros_name_to_trace")
-    spans.asyncio_names = frozenset(names) if names else None
 
 
 # ---------------------------------------------------------------------------------------------
