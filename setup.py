@@ -1,4 +1,5 @@
-"""Builds the optional C accelerator (taskwatch/_speedups.c); all other metadata is in pyproject.toml.
+"""Builds the optional C accelerator (taskwatch/_speedups_src/, see speedups.h there); all other
+metadata is in pyproject.toml.
 
 ``optional=True``: where no compiler is available the build goes on and taskwatch runs its
 pure-Python hot path (same results, more cost per task). ``TASKWATCH_STRICT_BUILD=1`` (the test
@@ -15,5 +16,12 @@ if os.environ.get("TASKWATCH_STRICT_BUILD") == "1":
     args += ["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers",
              "-Werror"]
 
-setup(ext_modules=[Extension("taskwatch._speedups", ["taskwatch/_speedups.c"], optional=True,
+# Not taskwatch/_speedups/: a folder of that name would import as a namespace package wherever the
+# extension is not built. The headers are `depends`: a change to one rebuilds the extension, and
+# setuptools puts them in the sdist with the sources.
+src = "taskwatch/_speedups_src/"
+sources = [src + name for name in ("module.c", "record.c", "codes.c", "recorder.c", "task.c")]
+headers = [src + name for name in ("speedups.h", "interp.h")]
+
+setup(ext_modules=[Extension("taskwatch._speedups", sources, depends=headers, optional=True,
                              extra_compile_args=args)])

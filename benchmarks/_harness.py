@@ -151,7 +151,8 @@ def _progress(rnd: int, rounds: int, res: dict[str, Any], took: float) -> str:
 
 def source_digest() -> str | None:
     """Digest of taskwatch's source tree: a run whose code changed midway is flagged."""
-    files = sorted([*(REPO / "taskwatch").rglob("*.py"), *(REPO / "taskwatch").rglob("*.c")])
+    files = sorted([*(REPO / "taskwatch").rglob("*.py"), *(REPO / "taskwatch").rglob("*.c"),
+                    *(REPO / "taskwatch").rglob("*.h")])
     if not files:
         return None
     h = hashlib.sha1()

@@ -1,4 +1,4 @@
-"""The optional C accelerator (taskwatch/_speedups.c), or ``None`` when it is not built.
+"""The optional C accelerator (taskwatch/_speedups_src/), or ``None`` when it is not built.
 
 The per-task hot path costs about 500 bytecodes in Python; the C module does the same work for a
 fraction of that. taskwatch works the same without it (the pure-Python path in ``_hotpath`` is the

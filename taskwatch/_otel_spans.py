@@ -192,9 +192,8 @@ class TaskSpans:
         self.metrics: Any = None
         # What the C hot path reads (see c_gate): the duration histogram's record() or None;
         # None, or a callable true while durations would go nowhere (no MeterProvider set yet);
-        # coroutine names whose tasks always get a span at creation (None: none, as today); the
-        # histogram's attributes by outcome.
-        self.gate_state: list[Any] = [None, None, None, {}]
+        # the histogram's attributes by outcome.
+        self.gate_state: list[Any] = [None, None, {}]
         self.outcomes: dict[str, dict[str, str]] = {}
         self.set_metrics(metrics)
         self.bound: Any = False
@@ -229,7 +228,7 @@ class TaskSpans:
         state = self.gate_state
         state[0] = state[1] = None
         if metrics is not None:
-            self.outcomes = state[3] = metrics.outcomes
+            self.outcomes = state[2] = metrics.outcomes
             waiting = _MetricsWaiting() if metrics.on_api_provider else None
             if waiting is not None and waiting():
                 state[1] = waiting  # no MeterProvider yet: recording would do nothing
@@ -284,8 +283,8 @@ class TaskSpans:
         (this object, ``trace.get_current_span``, ``trace.INVALID_SPAN``, TaskSpan, SAMPLED_OUT,
         span_threshold, the record flags that mean a finding, pending, deferred, gate_state).
 
-        At creation C calls ``get_current_span()``: INVALID_SPAN (none current) and a coroutine
-        name not in ``gate_state[2]`` mean no span, else ``on_create``. At the end it skips
+        At creation C calls ``get_current_span()``: INVALID_SPAN (none current) means no span,
+        anything else calls ``on_create``. At the end it skips
         ``on_end`` for a task without a TaskSpan that finished within the threshold, with no
         finding and nothing in ``pending``/``deferred`` for it, while durations go nowhere."""
         if self.all or self.none:

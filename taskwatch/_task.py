@@ -133,9 +133,9 @@ class Task(asyncio.Task):  # type: ignore[misc]
 
 _LOOP_CREATE_TASK = asyncio.BaseEventLoop.create_task.__code__
 
-# The same class as a C type (taskwatch/_speedups.c) when the accelerator is built: its fields,
-# finalizer, exception(), done() and result() are C; cancel() (and set_name where overridden) are
-# the ones above.
+# The same class as a C type (taskwatch/_speedups_src/task.c) when the accelerator is built: its
+# fields, finalizer, exception(), done() and result() are C; cancel() (and set_name where
+# overridden) are the ones above.
 CTask: type[Task] | None = None
 if speedups is not None:
     CTask = speedups.task_type(asyncio.Task, globals())

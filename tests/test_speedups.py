@@ -1,4 +1,4 @@
-"""The C accelerator (taskwatch/_speedups.c) against the pure-Python hot path it replaces.
+"""The C accelerator (taskwatch/_speedups_src/) against the pure-Python hot path it replaces.
 
 The Python closures in ``_hotpath`` are the reference: with ``speedups=False`` a probe runs them, so
 the same workload under both paths must leave identical records. The suite as a whole also runs with
@@ -254,14 +254,22 @@ def test_c_and_python_paths_export_the_same_spans_for_every_task(watch: Any,
     assert sorted(dict(a)["app.item"] for a in annotated) == [0, 1, 2, 3]
 
 
+def _accelerator_sources() -> dict[str, str]:
+    """The C accelerator's sources, .c and .h (taskwatch/_speedups_src/): file name -> text."""
+    folder = Path(taskwatch.__file__).parent / "_speedups_src"
+    sources = {path.name: path.read_text() for path in sorted(folder.glob("*.[ch]"))}
+    assert {"speedups.h", "interp.h", "recorder.c"} <= set(sources), folder
+    return sources
+
+
 def test_the_accelerator_has_no_span_code() -> None:
     """C keeps to the per-task record: OpenTelemetry is reached only through the Python spans
     code, on the API. The gate reads what TaskSpans.c_gate() hands it, nothing of OpenTelemetry's
     own."""
-    source = (Path(taskwatch.__file__).parent / "_speedups.c").read_text()
-    for word in ("ReadableSpan", "span_processor", "SpanContext", "opentelemetry", "_SPAN_KEY",
-                 "TracerProvider", "start_span"):
-        assert word not in source, word
+    for name, source in _accelerator_sources().items():
+        for word in ("ReadableSpan", "span_processor", "SpanContext", "opentelemetry", "_SPAN_KEY",
+                     "TracerProvider", "start_span"):
+            assert word not in source, (name, word)
 
 
 async def _named_leaf(i: int) -> int:
@@ -325,3 +333,15 @@ def test_hot_path_gives_back_every_reference_it_takes(watch: Any, loop_kind: str
     # is not in both rounds.
     assert min(grown) < 32 * 1024, grown
     assert taskwatch.report()["stats"]["internal_errors"] == 0
+
+
+def test_only_interp_h_uses_interpreter_internals() -> None:
+    """CPython's interpreter internals (Py_BUILD_CORE, the internal/pycore_*.h headers, the
+    interpreter's frames) are used in one header of the accelerator, interp.h, where a new CPython
+    version is ported: every other file walks frames through interp.h's functions."""
+    internals = re.compile(r"Py_BUILD_CORE|#\s*include\s*[<\"](?:internal/|pycore_)"
+                           r"|_PyInterpreterFrame|_PyFrame_|\bTW_TOP_FRAME\b|\bTW_FRAME_CODE\b"
+                           r"|\bcframe\b|\bcurrent_frame\b")
+    used = {name: sorted(set(internals.findall(source)))
+            for name, source in _accelerator_sources().items()}
+    assert {name for name, found in used.items() if found} == {"interp.h"}, used

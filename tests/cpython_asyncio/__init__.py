@@ -108,9 +108,11 @@ def _git(source: Path, *args: str) -> str:
 
 
 def _build_speedups(python: str, pkg: Path) -> str:
-    src = pkg / "_speedups.c"
-    if not src.exists():
-        return "no _speedups.c"
+    # taskwatch/_speedups_src/*.c, or the single _speedups.c of revisions before the split (--rev)
+    srcs = sorted((pkg / "_speedups_src").glob("*.c")) or [
+        src for src in [pkg / "_speedups.c"] if src.exists()]
+    if not srcs:
+        return "no C accelerator sources"
     query = ("import sysconfig as s, json; print(json.dumps([s.get_config_var('CC'), "
              "s.get_paths()['include'], s.get_paths()['platinclude'], s.get_config_var('EXT_SUFFIX')]))")
     try:
@@ -122,7 +124,8 @@ def _build_speedups(python: str, pkg: Path) -> str:
     if shutil.which(compiler) is None:
         compiler = "cc"
     out = pkg / f"_speedups{suffix}"
-    cmd = [compiler, "-shared", "-fPIC", "-O2", f"-I{inc}", f"-I{platinc}", str(src), "-o", str(out)]
+    cmd = [compiler, "-shared", "-fPIC", "-O2", f"-I{inc}", f"-I{platinc}", *map(str, srcs), "-o",
+           str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return "not built (compile failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1] + ")"
