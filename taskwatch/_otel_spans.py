@@ -80,27 +80,14 @@ _RUN_CALLBACKS = frozenset({"_run_until_complete_cb", "run_until_complete.<local
 SAMPLED_OUT = "sampled-out"
 
 
-class _MetricsWaiting:
+def _no_meter_provider() -> bool:
     """True while no MeterProvider is set globally: the API's proxy instruments record nothing
-    until one is (then they do, with no new instrument needed). Asked per task end, so it looks
-    at most once a second (a provider set later loses at most a second of task durations)."""
+    until one is (then they do, with no new instrument needed)."""
+    from opentelemetry import metrics as metrics_api
 
-    __slots__ = ("checked", "waiting")
+    from ._otel_sdk import api_meter_provider
 
-    def __init__(self) -> None:
-        self.checked = -1.0
-        self.waiting = True
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.checked >= 1.0:
-            from opentelemetry import metrics as metrics_api
-
-            from ._otel_sdk import api_meter_provider
-
-            self.checked = now
-            self.waiting = api_meter_provider(metrics_api.get_meter_provider())
-        return self.waiting
+    return api_meter_provider(metrics_api.get_meter_provider())
 
 
 def wall_ns(monotonic_time: float) -> int:
@@ -190,10 +177,11 @@ class TaskSpans:
         self.threshold = options.span_threshold
         self.providers = providers  # .tracer() -> (TracerProvider or None, final), .generation
         self.metrics: Any = None
-        # What the C hot path reads (see c_gate): the duration histogram's record() or None;
-        # None, or a callable true while durations would go nowhere (no MeterProvider set yet);
-        # the histogram's attributes by outcome.
-        self.gate_state: list[Any] = [None, None, {}]
+        # What the C hot path reads (see c_gate): the duration histogram's record(), or None
+        # while durations go nowhere (no MeterProvider set yet: taskwatch's thread looks for one
+        # once a second, see set_metrics); the histogram's attributes by outcome.
+        self.gate_state: list[Any] = [None, {}]
+        self.closed = False
         self.outcomes: dict[str, dict[str, str]] = {}
         self.set_metrics(metrics)
         self.bound: Any = False
@@ -220,28 +208,40 @@ class TaskSpans:
         self.owned: dict[int, TaskSpan] = {}
         self.sites: dict[tuple[int, int], tuple[Any, tuple[str, int, str] | None]] = {}
         self.bases: dict[tuple[int, int, int], tuple[Any, Any, dict[str, Any]]] = {}
-        self.closed = False
         set_base_dir()
 
     def set_metrics(self, metrics: Any) -> None:
         self.metrics = metrics
         state = self.gate_state
-        state[0] = state[1] = None
-        if metrics is not None:
-            self.outcomes = state[2] = metrics.outcomes
-            waiting = _MetricsWaiting() if metrics.on_api_provider else None
-            if waiting is not None and waiting():
-                state[1] = waiting  # no MeterProvider yet: recording would do nothing
-            else:
-                state[0] = metrics.record_duration
+        state[0] = None
+        if metrics is None:
+            return
+        self.outcomes = state[1] = metrics.outcomes
+        if not (metrics.on_api_provider and _no_meter_provider()):
+            state[0] = metrics.record_duration
+            return
+        # No MeterProvider yet: recording would do nothing, and the hot path skips it. taskwatch's
+        # thread looks for one once a second (a provider set later loses at most a second).
+        me = weakref.ref(self)
+
+        def look() -> float | None:
+            spans = me()
+            if spans is None or spans.closed or spans.metrics is not metrics:
+                return None
+            try:
+                if _no_meter_provider():
+                    return time.monotonic() + 1.0
+                spans.gate_state[0] = metrics.record_duration
+            except BaseException:
+                internal_error("OpenTelemetry metrics")
+            return None
+
+        self.state.ticker.at(time.monotonic() + 1.0, look)
 
     @property
     def record_duration(self) -> Any:
         """The task duration histogram's record(), or None when durations go nowhere."""
-        state = self.gate_state
-        if state[0] is None and state[1] is not None and not state[1]():
-            state[0], state[1] = self.metrics.record_duration, None  # a provider was set since
-        return state[0]
+        return self.gate_state[0]
 
     # -- provider ---------------------------------------------------------------------------------
     def get_backend(self) -> Any:

@@ -395,17 +395,6 @@ gate_end(RecorderObject *self, RecordObject *rec)
     if (PyList_GET_ITEM(self->gate_state, 0) != Py_None) {
         return 0; /* the task duration histogram records every task */
     }
-    PyObject *waiting = PyList_GET_ITEM(self->gate_state, 1);
-    if (waiting != Py_None) { /* no MeterProvider yet: is there one now (durations recorded)? */
-        Py_INCREF(waiting);
-        PyObject *still = PyObject_CallNoArgs(waiting);
-        Py_DECREF(waiting);
-        int yes = still == NULL ? -1 : PyObject_IsTrue(still);
-        Py_XDECREF(still);
-        if (yes <= 0) {
-            return yes;
-        }
-    }
     PyObject *span = rec->span != NULL ? rec->span : rec->parent;
     if (span != NULL && Py_IS_TYPE(span, (PyTypeObject *)self->gate_span_type)) {
         return 0;
@@ -780,8 +769,8 @@ recorder_configure(RecorderObject *self, PyObject *args)
                           &PyDict_Type, &deferred, &PyList_Type, &state)) {
         return NULL;
     }
-    if (state != NULL && PyList_GET_SIZE(state) != 3) {
-        PyErr_SetString(PyExc_TypeError, "gate: the state list has 3 items");
+    if (state != NULL && PyList_GET_SIZE(state) != 2) {
+        PyErr_SetString(PyExc_TypeError, "gate: the state list has 2 items");
         return NULL;
     }
     if (gate != Py_None && (!PyCallable_Check(current_span) || !PyType_Check(span_type))) {

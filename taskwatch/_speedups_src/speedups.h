@@ -121,7 +121,7 @@ typedef struct {
     PyObject *gate_spans, *gate_current_span, *gate_invalid_span, *gate_span_type,
              *gate_sampled_out;
     PyObject *gate_pending, *gate_deferred;
-    PyObject *gate_state; /* list: [record_duration or None, waiting() or None, outcomes] */
+    PyObject *gate_state; /* list: [record_duration or None, outcomes] */
     double gate_threshold;
     long gate_mask;
     int precise; /* every task gets a done callback: exact ends (spans) */
