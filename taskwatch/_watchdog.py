@@ -282,12 +282,18 @@ class LoopWatch:
         if duration < self.threshold:
             return
         own = self.dog.own_wait
-        if own is not None and own >= 0.5 * gap:
-            # taskwatch's thread waited for a CPU, not for the GIL: the machine is busy. If the
-            # loop is busy too, the ping (posted next) measures it, from the last look on.
-            if not self._idle(frame):
-                self.backdate = before[0]
-            return
+        if own is not None:
+            # Between its looks taskwatch's thread sleeps for its period, then wants the GIL: the
+            # rest of the gap it was waiting for a CPU (own), on one, or asleep waiting for the
+            # GIL. Only that GIL wait says a thread held the GIL: if it is under the threshold,
+            # the gap is the machine's (the loop may have run many short steps meanwhile). If the
+            # loop is busy now, the ping (posted next) measures it, from the last look on.
+            gil_wait = gap - self.dog.period - own - (self.dog.own_cpu or 0.0)
+            if gil_wait < self.threshold:
+                if not self._idle(frame):
+                    self.backdate = before[0]
+                return
+            duration = min(duration, gil_wait + self.dog.period)
         block = Block(after[0] - duration, after[0])
         block.t0, block.cpu0, block.sched0, block.gc0 = before
         block.t1, block.cpu1, block.sched1 = after[0], after[1], after[2]
@@ -428,6 +434,7 @@ class _Watchdog:
         self.running = True
         self.own_sched: tuple[float, float] | None = None
         self.own_wait: float | None = None  # this thread's run-queue wait since its last look
+        self.own_cpu: float | None = None  # ... and its time on a CPU
 
     def add(self, watch: LoopWatch) -> None:
         with self.lock:
@@ -456,6 +463,8 @@ class _Watchdog:
         if watches:
             own = _sched_times(threading.get_native_id())
             previous, self.own_sched = self.own_sched, own
+            self.own_cpu = (own[0] - previous[0]) if own is not None and previous is not None \
+                else None
             self.own_wait = (own[1] - previous[1]) if own is not None and previous is not None \
                 else None
             now = _monotonic()

@@ -291,9 +291,9 @@ def test_block_by_c_code_holding_the_gil(watch, loop_kind):
     lines = {}
     n = 1
     while True:  # a C loop long enough to be a block on this machine, however fast it is
-        start = time.perf_counter()
+        start = time.thread_time()  # its CPU time: on a loaded machine the wall time is the load's
         sum(range(n))
-        if time.perf_counter() - start > 0.05:
+        if time.thread_time() - start > 0.05:
             break
         n *= 2
     n *= 8
@@ -402,7 +402,7 @@ def _starved_look(monkeypatch, ran, cpu_at_ran, cpu_now):
 
     type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
     watch_.dog.run_codes = frozenset()
-    watch_.dog.own_wait = 0.0  # it waited for the GIL, not for a CPU
+    watch_.dog.own_wait = watch_.dog.own_cpu = 0.0  # it waited for the GIL, not for a CPU
     watch_.thread_id = 1
     watch_.last_free = 10.0
     watch_.free_reading = _reading(10.0, 1.0, 0.5)
@@ -430,6 +430,45 @@ def test_a_gil_held_block_after_the_ping_is_still_found(watch, monkeypatch):
     both blocks are reported, the second only from the loop thread's CPU time after the ping."""
     watch(watchdog=False)
     assert _starved_look(monkeypatch, 10.150, 1.130, 1.380) == [0.13, 0.25]
+
+
+def _gap_look(monkeypatch, gap, own_wait, own_cpu, loop_cpu):
+    """The durations reported when taskwatch's thread looks again ``gap`` s after its last look
+    (the loop busy both times, no ping in flight), having waited ``own_wait`` s of that for a CPU
+    and run ``own_cpu`` s; the loop thread used ``loop_cpu`` s of CPU meanwhile."""
+    watch_, found = _watch_with_readings(monkeypatch)
+
+    class Handle:
+        def cancel(self):
+            pass
+
+    type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
+    watch_.dog.run_codes = frozenset()
+    watch_.dog.own_wait, watch_.dog.own_cpu = own_wait, own_cpu
+    watch_.thread_id = 1
+    watch_.last_free = 9.0
+    watch_.last_reading = _reading(10.0, 1.0, 0.5)
+    monkeypatch.setattr(watch_, "_reading", lambda now: _reading(now, 1.0 + loop_cpu, 0.5))
+    watch_._look(10.0 + gap, {1: sys._getframe()})
+    return found, watch_
+
+
+def test_a_gap_the_machine_made_is_no_block(watch, monkeypatch):
+    """taskwatch's thread looked 0.3 s late, 0.25 s of it waiting for a CPU: the machine's doing
+    (the loop may have run many short steps meanwhile); no block, the next ping measures on."""
+    watch(watchdog=False)
+    found, watch_ = _gap_look(monkeypatch, 0.3, 0.25, 0.01, 0.3)
+    assert found == []
+    assert watch_.backdate == 10.0 and watch_.ping_posted is not None
+
+
+def test_a_long_gil_hold_on_a_busy_machine_is_a_block(watch, monkeypatch):
+    """1 s late, 0.6 s of it waiting for a CPU (the machine is busy: each of its wake-ups to ask
+    for the GIL waited for one), but 0.37 s asleep waiting for the GIL the loop thread held: a
+    block of the loop (it was missed while the run-queue wait was over half the gap)."""
+    watch(watchdog=False)
+    found, _ = _gap_look(monkeypatch, 1.0, 0.6, 0.01, 0.5)
+    assert found == [0.39]
 
 
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):
