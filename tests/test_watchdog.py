@@ -390,10 +390,9 @@ def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     assert _measured(monkeypatch, 1.0001, 1.0002, 10.125) == [0.115]
 
 
-def _starved_look(monkeypatch, ran, cpu_at_ran, cpu_now):
-    """The durations reported when taskwatch's thread, starved of the GIL, looks again only at
-    t=10.400: its last look was at 10.070 with a block in progress (ping posted at 10.020, loop
-    thread CPU time 1.0 s then), the ping ran at ``ran``; the loop thread's CPU times are given."""
+def _looking_watch(monkeypatch, own_wait, own_cpu):
+    """A LoopWatch on made-up readings that looks at a busy loop (thread 1) and may post pings;
+    taskwatch's thread waited ``own_wait`` s for a CPU and ran ``own_cpu`` s since its last look."""
     watch_, found = _watch_with_readings(monkeypatch)
 
     class Handle:
@@ -402,8 +401,16 @@ def _starved_look(monkeypatch, ran, cpu_at_ran, cpu_now):
 
     type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
     watch_.dog.run_codes = frozenset()
-    watch_.dog.own_wait = watch_.dog.own_cpu = 0.0  # it waited for the GIL, not for a CPU
+    watch_.dog.own_wait, watch_.dog.own_cpu = own_wait, own_cpu
     watch_.thread_id = 1
+    return watch_, found
+
+
+def _starved_look(monkeypatch, ran, cpu_at_ran, cpu_now):
+    """The durations reported when taskwatch's thread, starved of the GIL, looks again only at
+    t=10.400: its last look was at 10.070 with a block in progress (ping posted at 10.020, loop
+    thread CPU time 1.0 s then), the ping ran at ``ran``; the loop thread's CPU times are given."""
+    watch_, found = _looking_watch(monkeypatch, 0.0, 0.0)  # it waited for the GIL, not a CPU
     watch_.last_free = 10.0
     watch_.free_reading = _reading(10.0, 1.0, 0.5)
     watch_.posted_reading = _reading(10.020, 1.0, 0.5)
@@ -436,16 +443,7 @@ def _gap_look(monkeypatch, gap, own_wait, own_cpu, loop_cpu):
     """The durations reported when taskwatch's thread looks again ``gap`` s after its last look
     (the loop busy both times, no ping in flight), having waited ``own_wait`` s of that for a CPU
     and run ``own_cpu`` s; the loop thread used ``loop_cpu`` s of CPU meanwhile."""
-    watch_, found = _watch_with_readings(monkeypatch)
-
-    class Handle:
-        def cancel(self):
-            pass
-
-    type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
-    watch_.dog.run_codes = frozenset()
-    watch_.dog.own_wait, watch_.dog.own_cpu = own_wait, own_cpu
-    watch_.thread_id = 1
+    watch_, found = _looking_watch(monkeypatch, own_wait, own_cpu)
     watch_.last_free = 9.0
     watch_.last_reading = _reading(10.0, 1.0, 0.5)
     monkeypatch.setattr(watch_, "_reading", lambda now: _reading(now, 1.0 + loop_cpu, 0.5))
