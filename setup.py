@@ -1,4 +1,4 @@
-"""Builds the optional C accelerator (taskwatch/_speedups_src/, see speedups.h there); all other
+"""Builds the optional C accelerator (taskwatch/_core/_speedups_src/, see speedups.h there); all other
 metadata is in pyproject.toml.
 
 ``optional=True``: where no compiler is available the build goes on and taskwatch runs its
@@ -19,9 +19,9 @@ if os.environ.get("TASKWATCH_STRICT_BUILD") == "1":
 # Not taskwatch/_speedups/: a folder of that name would import as a namespace package wherever the
 # extension is not built. The headers are `depends`: a change to one rebuilds the extension, and
 # setuptools puts them in the sdist with the sources.
-src = "taskwatch/_speedups_src/"
+src = "taskwatch/_core/_speedups_src/"
 sources = [src + name for name in ("module.c", "record.c", "codes.c", "recorder.c", "task.c")]
 headers = [src + name for name in ("speedups.h", "interp.h")]
 
-setup(ext_modules=[Extension("taskwatch._speedups", sources, depends=headers, optional=True,
+setup(ext_modules=[Extension("taskwatch._core._speedups", sources, depends=headers, optional=True,
                              extra_compile_args=args)])

@@ -192,7 +192,7 @@ def switch_on(mode: str) -> Any:
             opts["speedups"] = False
         taskwatch.install(**opts)
         if mode == "tw-nogc":
-            from taskwatch import _watchdog
+            from taskwatch._watchdog import _watch as _watchdog
 
             if _watchdog._gc_callback in gc.callbacks:
                 gc.callbacks.remove(_watchdog._gc_callback)

@@ -15,10 +15,12 @@ import sys
 import threading
 from typing import Any
 
-from . import _hooks, _options, _report, _version
-from ._findings import Finding
-from ._options import KINDS, Options
-from ._state import State
+from ._core import _hooks, _options
+from ._sinks import _report
+from . import _version
+from ._core._findings import Finding
+from ._core._options import KINDS, Options
+from ._core._state import State
 
 __version__ = _version.VERSION
 __all__ = ["install", "uninstall", "is_installed", "tasks", "findings", "report", "dump",
@@ -72,7 +74,8 @@ def uninstall() -> None:
 
 
 def _teardown(state: State) -> None:
-    from . import _guard, _integrations
+    from ._core import _guard
+    from . import _integrations
 
     _integrations.stop(state)
     _hooks.unhook()
@@ -127,6 +130,6 @@ def report() -> dict[str, Any]:
 
 def dump() -> str:
     """The live task tree as text: where each task waits now, identical tasks grouped."""
-    from . import _dump
+    from ._sinks import _dump
 
     return _dump.render(_state())

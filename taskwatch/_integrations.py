@@ -10,9 +10,9 @@ import signal
 import sys
 from typing import Any
 
-from . import _guard
-from ._options import Options
-from ._state import State
+from ._core import _guard
+from ._core._options import Options
+from ._core._state import State
 
 OTEL_EXTRA = "pip install 'taskwatch[otel]'"
 
@@ -21,7 +21,7 @@ def check(options: Options) -> None:
     """Before anything is installed: fail now for a part that cannot start (a missing extra)."""
     if options.otel:
         try:
-            from . import otel  # noqa: F401  (imports the OpenTelemetry API and SDK)
+            from .otel import _wiring as otel  # noqa: F401  (imports the OpenTelemetry API and SDK)
         except ImportError as exc:
             raise ImportError(
                 f"taskwatch: option 'otel' needs the OpenTelemetry SDK, which cannot be imported "
@@ -33,7 +33,8 @@ def start(state: State) -> None:
     options = state.options
     if options.watchdog and "blocked-loop" in state.kinds:
         try:
-            from . import _hooks, _watchdog
+            from ._core import _hooks
+            from ._watchdog import _watch as _watchdog
 
             _watchdog.enable(state, frozenset(_hooks.RUN_CODES))
         except BaseException:
@@ -41,7 +42,7 @@ def start(state: State) -> None:
     if options.dump_signal:
         _install_dump_signal(state, options.dump_signal)
     if options.otel:
-        from . import otel  # importable: check() ran first
+        from .otel import _wiring as otel  # importable: check() ran first
 
         otel.enable(state)
 
@@ -49,13 +50,13 @@ def start(state: State) -> None:
 def stop(state: State) -> None:
     if state.options.otel:
         try:
-            from . import otel
+            from .otel import _wiring as otel
 
             otel.disable(state)
         except BaseException:
             _guard.internal_error("stop OpenTelemetry")
     try:
-        from . import _watchdog
+        from ._watchdog import _watch as _watchdog
 
         _watchdog.disable(state)
     except BaseException:
@@ -74,7 +75,7 @@ def _install_dump_signal(state: State, name: str) -> None:
 
     def handler(_signum: int, _frame: Any) -> None:
         try:
-            from ._dump import render
+            from ._sinks._dump import render
 
             sys.stderr.write(render(state))
             sys.stderr.flush()

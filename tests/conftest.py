@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import taskwatch
-from taskwatch import _accel, _guard
+from taskwatch._core import _accel, _guard
 
 try:
     import uvloop

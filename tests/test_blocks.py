@@ -2,8 +2,8 @@
 
 import threading
 
-from taskwatch import _blocks
-from taskwatch._state import State
+from taskwatch._watchdog import _blocks
+from taskwatch._core._state import State
 
 
 class _Watch:
@@ -17,7 +17,7 @@ class _Watch:
 
 
 def _state():
-    from taskwatch._options import Options
+    from taskwatch._core._options import Options
 
     return State(Options())
 
@@ -92,7 +92,7 @@ def test_waiting_for_a_started_thread_to_run_is_the_machines_doing(watch):
     The same wait elsewhere (a plain blocking call) stays a block."""
     import threading as threading_module
 
-    from taskwatch._blocks import Block as _Block
+    from taskwatch._watchdog._blocks import Block as _Block
 
     watch(watchdog=False)
     state = _state()

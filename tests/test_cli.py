@@ -70,7 +70,7 @@ def test_sys_exit_and_crash_still_report(tmp_path):
     proc = _run(["-m", "taskwatch", "--json", str(report), str(crashing)], tmp_path)
     assert proc.returncode == plain.returncode == 1
     assert "RuntimeError: kaput" in proc.stderr
-    assert "runpy" not in proc.stderr and "taskwatch/_cli.py" not in proc.stderr
+    assert "runpy" not in proc.stderr and "taskwatch/_cli/" not in proc.stderr
     assert plain.stderr.strip().splitlines()[-1] in proc.stderr
     assert json.loads(report.read_text())["findings"][0]["kind"] == "leaked-task"
 

@@ -193,7 +193,7 @@ def test_cancelled_tasks_leave_the_slow_cancel_watch_when_they_end(watch, loop_k
 
 def test_one_failed_slow_cancel_report_does_not_stop_the_others(watch, loop_kind, monkeypatch):
     """An internal error while reporting one slow cancel costs that report only."""
-    from taskwatch import _probe
+    from taskwatch._core import _probe
 
     watch(watchdog=False, slow_cancel=0.2)
     chain, calls = _probe._await_chain, []
@@ -221,7 +221,7 @@ def test_one_failed_slow_cancel_report_does_not_stop_the_others(watch, loop_kind
 def test_slow_cancel_timer_fires_once_per_deadline(watch, loop_kind, monkeypatch):
     """Cancels spread over time re-arm the one timer per deadline; a timer that fires a little
     early (uvloop's may, by ~1 ms) must not spin."""
-    from taskwatch import _probe
+    from taskwatch._core import _probe
 
     watch(watchdog=False, slow_cancel=0.2)
     fired = []
@@ -814,7 +814,7 @@ def test_a_task_made_by_library_code_names_the_task_it_ran_in(watch):
     """No line of the program made the task (a library's callback did), but it ran in one of the
     program's tasks: say so, rather than 'created by the event loop or a library by task ...'."""
     watch(watchdog=False)
-    from taskwatch import _findings
+    from taskwatch._core import _findings
 
     class Rec:
         name, id, coro_name, created_at = "Task-9", 9, "lib.worker", None

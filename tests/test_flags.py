@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskwatch import _accel, _flags
-from taskwatch._flags import RecordFlag
+from taskwatch._core import _accel, _flags
+from taskwatch._core._flags import RecordFlag
 
 
 def test_each_bit_is_its_own_and_reported_is_every_finding_bit() -> None:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from taskwatch import _guard
+from taskwatch._core import _guard
 
 
 def test_an_internal_error_is_counted_not_raised(watch):
@@ -53,7 +53,7 @@ def test_ctrl_c_at_a_loop_runs_end_is_not_lost(tmp_path):
     script.write_text(textwrap.dedent("""
         import asyncio, os, signal, threading, time
         import taskwatch
-        from taskwatch import _watchdog
+        from taskwatch._watchdog import _watch as _watchdog
 
         taskwatch.install(log=False)
         look = _watchdog.LoopWatch._look

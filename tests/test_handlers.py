@@ -4,7 +4,7 @@ tables: through finally/with clean-ups and outward through the await chain."""
 import asyncio
 import contextlib
 
-from taskwatch import _handlers
+from taskwatch._core import _handlers
 
 from .conftest import here
 

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 import taskwatch
-from taskwatch import _hooks
+from taskwatch._core import _hooks
 
 from .conftest import uvloop
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 import taskwatch
-from taskwatch import _accel, _guard
+from taskwatch._core import _accel, _guard
 
 ROOT = Path(__file__).absolute().parents[1]
 EAGER = sys.version_info >= (3, 12)
@@ -560,8 +560,8 @@ def direct_checks() -> dict[str, Any]:
         seen: list[Any] = []
         try:
             loop = asyncio.new_event_loop()
-            probe = taskwatch._hooks.current().probes[loop]
-            from taskwatch._record import TaskRecord
+            probe = taskwatch._core._hooks.current().probes[loop]
+            from taskwatch._core._record import TaskRecord
 
             def make_done() -> dict[str, Any]:
                 fut = loop.create_future()
@@ -675,7 +675,7 @@ def test_free_threaded_build_keeps_the_accelerator_unloaded() -> None:
             "sysconfig.get_config_var = lambda name: 1 if name == 'Py_GIL_DISABLED' else real(name)\n"
             "if not hasattr(sys, '_is_gil_enabled'):\n"
             "    sys._is_gil_enabled = lambda: False\n"
-            "import taskwatch, taskwatch._accel as a\n"
+            "import taskwatch, taskwatch._core._accel as a\n"
             "assert a.speedups is None, a.speedups\n"
             "assert 'taskwatch._speedups' not in sys.modules\n"
             "taskwatch.install(log=False, watchdog=False)\n"

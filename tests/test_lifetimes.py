@@ -6,7 +6,7 @@ import gc
 import weakref
 
 import taskwatch
-from taskwatch import _hooks
+from taskwatch._core import _hooks
 
 from .conftest import run
 

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from taskwatch import _options
-from taskwatch._options import KINDS, resolve
+from taskwatch._core import _options
+from taskwatch._core._options import KINDS, resolve
 
 
 def test_defaults():

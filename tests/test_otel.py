@@ -31,8 +31,8 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
 import taskwatch  # noqa: E402
 import taskwatch.otel as tw_otel  # noqa: E402
-from taskwatch._flags import PRECISE, RELEASED  # noqa: E402
-from taskwatch._record import WALL_OFFSET  # noqa: E402
+from taskwatch._core._flags import PRECISE, RELEASED  # noqa: E402
+from taskwatch._core._record import WALL_OFFSET  # noqa: E402
 
 from .conftest import here, run  # noqa: E402
 

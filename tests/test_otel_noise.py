@@ -19,7 +19,7 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry.trace import StatusCode  # noqa: E402
 
 import taskwatch  # noqa: E402
-from taskwatch import _otel_spans  # noqa: E402
+from taskwatch.otel import _spans as _otel_spans  # noqa: E402
 
 from .conftest import run  # noqa: E402
 from .test_otel import assert_no_holes, otel  # noqa: E402,F401

@@ -752,9 +752,9 @@ def test_gc_pauses_and_starved_blocks_do_not_fail_a_test() -> None:
     one where a busy machine gave the runnable loop thread little CPU a property of the machine:
     neither fails a test (judged from the finding's measured figures)."""
 
-    from taskwatch import pytest_plugin
-    from taskwatch._blocks import starved
-    from taskwatch._findings import Finding
+    from taskwatch._pytest import _plugin as pytest_plugin
+    from taskwatch._watchdog._blocks import starved
+    from taskwatch._core._findings import Finding
 
     def block(duration, gc_s, cpu_s, runnable):
         return Finding(kind="blocked-loop", message="", task=None,
@@ -826,7 +826,7 @@ def test_full_collection_only_while_a_task_of_the_test_is_open(monkeypatch) -> N
     """A full collection costs tens of milliseconds a test on a loaded machine (a 1 s suite took
     25-40% longer): the young generations first, and the full one only if a task of the test is
     still neither ended nor freed after them. Counters are (created, closed, failed)."""
-    from taskwatch import _pytest_watch as watch_
+    from taskwatch._pytest import _watch as watch_
 
     calls = []
     monkeypatch.setattr(watch_.gc, "collect", lambda *generation: calls.append(generation) or 0)

@@ -143,7 +143,7 @@ def test_bootstrap_stays_valid_for_old_interpreters():
     """Any Python the program starts imports the bootstrap, even Python 2: no newer syntax."""
     import ast
 
-    from taskwatch import _session
+    from taskwatch._cli import _session
 
     source = open(os.path.join(_session.BOOTSTRAP_DIR, "sitecustomize.py")).read()
     for node in ast.walk(ast.parse(source)):

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 import taskwatch
-from taskwatch import _guard
+from taskwatch._core import _guard
 
 from .conftest import kinds, run
 

@@ -1,4 +1,4 @@
-"""The C accelerator (taskwatch/_speedups_src/) against the pure-Python hot path it replaces.
+"""The C accelerator (taskwatch/_core/_speedups_src/) against the pure-Python hot path it replaces.
 
 The Python closures in ``_hotpath`` are the reference: with ``speedups=False`` a probe runs them, so
 the same workload under both paths must leave identical records. The suite as a whole also runs with
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import taskwatch
-from taskwatch import _accel, _task
+from taskwatch._core import _accel, _task
 
 from .conftest import run
 
@@ -147,7 +147,7 @@ def test_core_suite_without_the_accelerator() -> None:
     env = dict(os.environ, TASKWATCH_SPEEDUPS="0")
     env.pop("TASKWATCH_REQUIRE_SPEEDUPS", None)
     probe = subprocess.run([sys.executable, "-c",
-                            "import taskwatch._accel as a, taskwatch._record as r;"
+                            "import taskwatch._core._accel as a, taskwatch._core._record as r;"
                             "assert a.speedups is None and r.TaskRecord is r._TaskRecord"],
                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr
@@ -255,8 +255,8 @@ def test_c_and_python_paths_export_the_same_spans_for_every_task(watch: Any,
 
 
 def _accelerator_sources() -> dict[str, str]:
-    """The C accelerator's sources, .c and .h (taskwatch/_speedups_src/): file name -> text."""
-    folder = Path(taskwatch.__file__).parent / "_speedups_src"
+    """The C accelerator's sources, .c and .h (taskwatch/_core/_speedups_src/): file name -> text."""
+    folder = Path(taskwatch.__file__).parent / "_core" / "_speedups_src"
     sources = {path.name: path.read_text() for path in sorted(folder.glob("*.[ch]"))}
     assert {"speedups.h", "interp.h", "recorder.c"} <= set(sources), folder
     return sources

@@ -3,7 +3,7 @@ as from the coroutine links, and the future a task waits on named as such."""
 
 import asyncio
 
-from taskwatch import _stacks
+from taskwatch._core import _stacks
 
 from .conftest import run
 

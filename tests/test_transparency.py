@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import taskwatch
-from taskwatch import _guard
+from taskwatch._core import _guard
 
 from .conftest import run, uvloop
 
@@ -242,7 +242,7 @@ def test_no_strong_references_after_the_end(watch, loop_kind):
 
 def test_internal_error_is_counted_logged_once_never_raised(watch, monkeypatch, caplog):
     watch()
-    from taskwatch import _sites
+    from taskwatch._core import _sites
 
     def broken(*args, **kwargs):
         raise RuntimeError("taskwatch bug")

@@ -233,7 +233,7 @@ def test_block_names_the_application_line_and_the_import(watch, loop_kind, tmp_p
     """A block inside a library (here: a slow import, as on httpx's first request) names the
     application's line that called into it and what the time went to; taskwatch's own frames
     never appear in the stack."""
-    from taskwatch import _sites
+    from taskwatch._core import _sites
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -325,7 +325,7 @@ def test_block_by_c_code_holding_the_gil(watch, loop_kind):
 
 def _watch_with_readings(monkeypatch, threshold=0.1, period=0.02):
     """A LoopWatch on made-up readings, its findings' durations collected (no thread, no loop)."""
-    from taskwatch import _blocks, _watchdog
+    from taskwatch._watchdog import _blocks, _watch as _watchdog
 
     class Loop:
         pass
@@ -473,7 +473,7 @@ def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monke
     """taskwatch's thread may still be turning a block into a finding when the loop's run ends
     (a test ends, a job returns; on a loaded machine that thread runs late): the run end waits
     for it, so the block is not reported after the program went on (against the next test)."""
-    from taskwatch import _blocks as blocks
+    from taskwatch._watchdog import _blocks as blocks
 
     watch(block_threshold=0.1)
     real = blocks.blocked_loop

@@ -108,8 +108,10 @@ def _git(source: Path, *args: str) -> str:
 
 
 def _build_speedups(python: str, pkg: Path) -> str:
-    # taskwatch/_speedups_src/*.c, or the single _speedups.c of revisions before the split (--rev)
-    srcs = sorted((pkg / "_speedups_src").glob("*.c")) or [
+    # taskwatch/_core/_speedups_src/*.c; for older revisions (--rev) taskwatch/_speedups_src/*.c or
+    # the single taskwatch/_speedups.c
+    home = pkg / "_core" if (pkg / "_core").is_dir() else pkg
+    srcs = sorted((home / "_speedups_src").glob("*.c")) or [
         src for src in [pkg / "_speedups.c"] if src.exists()]
     if not srcs:
         return "no C accelerator sources"
@@ -123,7 +125,7 @@ def _build_speedups(python: str, pkg: Path) -> str:
     compiler = (cc or "cc").split()[0]
     if shutil.which(compiler) is None:
         compiler = "cc"
-    out = pkg / f"_speedups{suffix}"
+    out = home / f"_speedups{suffix}"
     cmd = [compiler, "-shared", "-fPIC", "-O2", f"-I{inc}", f"-I{platinc}", *map(str, srcs), "-o",
            str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -139,7 +141,7 @@ def child_env(mode: str, tw_path: Path | None, tw_env: dict[str, str]) -> dict[s
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("TASKWATCH_") and k not in {"PYTEST_CURRENT_TEST", "COV_CORE_SOURCE"}}
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-             if p and not p.rstrip("/").endswith(os.path.join("taskwatch", "_bootstrap"))]
+             if p and not p.rstrip("/").endswith("_bootstrap")]
     if mode == "taskwatch":
         paths = [str(SITE)] + ([str(tw_path)] if tw_path is not None else []) + paths
         env.update(tw_env)

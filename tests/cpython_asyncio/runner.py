@@ -40,8 +40,8 @@ def _taskwatch_counters() -> tuple[int, dict[str, int]] | None:
     try:
         if not tw.is_installed():
             return None
-        guard = sys.modules["taskwatch._guard"]
-        state = sys.modules["taskwatch._hooks"].current()
+        guard = sys.modules["taskwatch._core._guard"]
+        state = sys.modules["taskwatch._core._hooks"].current()
         return guard.count, dict(state.counts)
     except Exception:
         return None
@@ -57,7 +57,7 @@ def _header(module: str) -> dict:
             "file": getattr(tw, "__file__", None),
             "installed": bool(tw.is_installed()),
             "options": repr(tw._hooks.current().options) if tw.is_installed() else None,
-            "speedups": getattr(sys.modules.get("taskwatch._accel"), "speedups", None) is not None,
+            "speedups": getattr(sys.modules.get("taskwatch._core._accel"), "speedups", None) is not None,
             "install_error": getattr(site, "install_error", None),
         }
     return info

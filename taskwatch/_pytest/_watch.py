@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _findings, _hotpath, _record, _sites
-from ._findings import Finding
-from ._probe import _where
-from ._flags import REPORTED_LEAK
-from ._record import TaskRecord
-from ._stacks import at_phrase
+from .._core import _findings, _hotpath, _record, _sites
+from .._core._findings import Finding
+from .._core._probe import _where
+from .._core._flags import REPORTED_LEAK
+from .._core._record import TaskRecord
+from .._core._stacks import at_phrase
 
 # Kinds found late (loop shutdown, timers): attributed by whose task it is, not by when it came.
 OWNED_KINDS = frozenset({"leaked-task", "orphaned-task", "slow-cancel"})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import _stacks
-from ._state import State
+from .._core import _stacks
+from .._core._state import State
 
 
 def render(state: State) -> str:

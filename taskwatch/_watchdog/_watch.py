@@ -30,9 +30,10 @@ import time
 import weakref
 from typing import Any
 
-from . import _blocks, _guard, _hotpath, _sites
+from . import _blocks
+from .._core import _guard, _hotpath, _sites
 from ._blocks import Block
-from ._state import State
+from .._core._state import State
 
 _monotonic = time.monotonic
 _current_task = asyncio.current_task  # from another thread: the loop's running task

@@ -42,8 +42,9 @@ from typing import Any
 
 import taskwatch
 
-from . import _options, _report
-from ._hooks import current
+from .._core import _options
+from .._sinks import _report
+from .._core._hooks import current
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
 SESSION_ENV = "TASKWATCH_SESSION"
@@ -191,7 +192,7 @@ def report() -> dict[str, Any] | None:
             _write(data, path)
         return data
     except BaseException:
-        from . import _guard
+        from .._core import _guard
 
         _guard.internal_error("session report")
         return None
@@ -301,7 +302,7 @@ def _leak_check(signum: int) -> None:
             probe.report_leaks(f"the program re-raised {name} to end itself after its own shutdown",
                                "the process ended with it still pending", unawaited_only=True)
         except BaseException:
-            from . import _guard
+            from .._core import _guard
 
             _guard.internal_error("leak check at a stop signal")
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 try:
-    from taskwatch._session import bootstrap_child
+    from taskwatch._cli._session import bootstrap_child
 except Exception:  # not installed for this interpreter, or not loadable here: run without it
     bootstrap_child = None
 if bootstrap_child is not None:

@@ -47,15 +47,15 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode
 
-from . import _sites
-from ._guard import internal_error
-from ._flags import RELEASED, REPORTED
-from ._record import CANCELLED, FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
-from ._version import VERSION
+from .._core import _sites
+from .._core._guard import internal_error
+from .._core._flags import RELEASED, REPORTED
+from .._core._record import CANCELLED, FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
+from .._version import VERSION
 
 if TYPE_CHECKING:
-    from ._findings import Finding
-    from ._state import State
+    from .._core._findings import Finding
+    from .._core._state import State
 
 SCOPE = "taskwatch"
 BLOCK_SPAN = "taskwatch blocked-loop"
@@ -85,7 +85,7 @@ def _no_meter_provider() -> bool:
     until one is (then they do, with no new instrument needed)."""
     from opentelemetry import metrics as metrics_api
 
-    from ._otel_sdk import api_meter_provider
+    from ._sdk import api_meter_provider
 
     return api_meter_provider(metrics_api.get_meter_provider())
 
@@ -1153,7 +1153,7 @@ def _run_codes() -> Any:
                     codes.add(code)
                 func = getattr(func, "__wrapped__", None)
         _main_codes.append(frozenset(codes))
-    from . import _hooks
+    from .._core import _hooks
 
     return _main_codes[0], _hooks.RUN_CODES
 

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ._accel import speedups
 
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
-_TASKWATCH_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TASKWATCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # the package
 # Libraries whose frames sit between the user's line and the loop: creation and cancel sites skip
 # them so that the site is the user's own line, never a frame inside asyncio or taskwatch.
 _INTERNAL_PARTS = (

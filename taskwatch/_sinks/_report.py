@@ -8,9 +8,9 @@ import platform
 import time
 from typing import Any
 
-from ._findings import Finding
-from ._state import State
-from ._version import VERSION
+from .._core._findings import Finding
+from .._core._state import State
+from .._version import VERSION
 
 
 def build(state: State) -> dict[str, Any]:

@@ -6,7 +6,7 @@ the program itself succeeded). Everything taskwatch is given is checked before a
 installed or run: options, ``TASKWATCH_*`` variables, ``--json PATH``, the ``otel`` extra, and the
 script or module itself (a missing one fails with python's own message and status).
 
-How the program ends decides how the session ends (see taskwatch._session for signals):
+How the program ends decides how the session ends (see taskwatch._cli._session for signals):
 
 - it returns or calls ``sys.exit()``: report, then exit with its status;
 - an exception escapes it (KeyboardInterrupt included): the exception is raised again from here,
@@ -15,7 +15,7 @@ How the program ends decides how the session ends (see taskwatch._session for si
   KeyboardInterrupt after the usual cleanup); the report follows the traceback;
 - it is killed by SIGTERM/SIGHUP: report, then death by that signal.
 
-A child made with ``os.fork()`` that comes back here reports as a child (see taskwatch._session)
+A child made with ``os.fork()`` that comes back here reports as a child (see taskwatch._cli._session)
 and keeps its own exit status: ``--fail-on`` is the session's, not the child's.
 """
 
@@ -27,7 +27,10 @@ import runpy
 import sys
 from typing import Any, NoReturn
 
-from . import _integrations, _options, _otel_sdk, _session
+from .. import _integrations
+from .._core import _options
+from ..otel import _sdk as _otel_sdk
+from . import _session
 
 FAIL_EXIT = 3
 _EPILOG = """\
@@ -270,7 +273,7 @@ def _program_traceback(tb: Any) -> Any:
     return head
 
 
-_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # the package
 
 
 def _is_taskwatch_frame(filename: str) -> bool:

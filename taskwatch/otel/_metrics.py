@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from ._record import CANCELLED, FAILED, FINISHED
-from ._version import VERSION
+from .._core._record import CANCELLED, FAILED, FINISHED
+from .._version import VERSION
 
 if TYPE_CHECKING:
-    from ._findings import Finding
-    from ._state import State
+    from .._core._findings import Finding
+    from .._core._state import State
 
 OUTCOME = "taskwatch.task.outcome"
 KIND = "taskwatch.finding.kind"
@@ -65,7 +65,7 @@ class TaskMetrics:
         self.record_duration = self.duration.record
         # On the API's own provider (none set yet) the instruments record nothing until the
         # program sets one: the task hot path then skips recording (see TaskSpans.set_metrics).
-        from ._otel_sdk import api_meter_provider
+        from ._sdk import api_meter_provider
 
         self.on_api_provider = api_meter_provider(meter_provider)
         self._kinds: dict[str, dict[str, str]] = {}

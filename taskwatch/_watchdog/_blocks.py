@@ -6,9 +6,9 @@ import collections
 import os
 from typing import Any, Protocol
 
-from . import _sites
-from ._findings import Finding
-from ._record import WALL_OFFSET
+from .._core import _sites
+from .._core._findings import Finding
+from .._core._record import WALL_OFFSET
 
 _SELECTORS = os.sep + "selectors.py"
 _THREADING = os.sep + "threading.py"

@@ -1,44 +1,21 @@
-"""OpenTelemetry for taskwatch: tasks, cancellations, errors and blocked loops in your traces.
-
-    import taskwatch
-    taskwatch.install(otel=True)                  # the global TracerProvider / MeterProvider
-
-or ``python -m taskwatch --otel app.py`` (when the program has no provider of its own at the
-session's start, sets up the global TracerProvider / MeterProvider from the ``OTEL_*`` variables,
-as ``opentelemetry-instrument`` does, so the program's own spans are exported too), or ``opentelemetry-instrument python app.py`` (the
-``taskwatch`` instrumentor; ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=taskwatch`` turns it off).
-
-Each exported task is an INTERNAL span named after its coroutine, child of the span that was
-current where the task was created (a request's span, or the creating task's), and current inside
-the task, so the spans you open there nest under it. Failures set status ERROR with an
-``exception`` event; cancellations add a ``taskwatch.cancel`` event naming the canceller, its line
-and message; findings are ``taskwatch.finding`` events (or a short child span once the task's span
-has ended); a blocked loop is a ``taskwatch blocked-loop`` span with the block's exact start and
-end, under the task that blocked. ``spans="interesting"`` (the default) exports the tasks that
-failed, were cancelled, blocked the loop, ran longer than ``span_threshold``, had a finding, or
-were created under a recording span; ``"all"`` exports every task; ``"none"`` only metrics.
-Metrics: ``taskwatch.task.created``, ``.active``, ``.finished`` (by ``taskwatch.task.outcome``),
-``taskwatch.task.duration``, ``taskwatch.loop.block.duration``, ``taskwatch.findings`` (by kind).
-
-See integrations/otel/README.md for the attribute list, Jaeger and the Collector.
-"""
+"""Switching OpenTelemetry on and off for an installed taskwatch, and the providers it exports to."""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, trace
 
-from . import _guard, _otel_metrics, _otel_sdk, _sites, _task
-from ._otel_spans import TaskSpans
+from .._core import _guard, _sites, _task
+from . import _metrics as _otel_metrics, _sdk as _otel_sdk
+from ._spans import TaskSpans
 
 if TYPE_CHECKING:
-    from ._probe import Probe
-    from ._state import State
+    from .._core._probe import Probe
+    from .._core._state import State
 
 __all__ = ["TaskwatchInstrumentor", "set_providers"]
 
@@ -243,85 +220,3 @@ def is_enabled() -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # opentelemetry-instrument: the `taskwatch` instrumentor entry point
-
-try:
-    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-except ImportError:  # opentelemetry-instrumentation is not installed: same shape, no extras
-
-    class BaseInstrumentor:  # type: ignore[no-redef]
-        _instance: Any = None
-        _is_instrumented_by_opentelemetry = False
-
-        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            if cls._instance is None:
-                cls._instance = object.__new__(cls)
-            return cls._instance
-
-        @property
-        def is_instrumented_by_opentelemetry(self) -> bool:
-            return self._is_instrumented_by_opentelemetry
-
-        def instrument(self, **kwargs: Any) -> Any:
-            if self._is_instrumented_by_opentelemetry:
-                return None
-            kwargs.pop("skip_dep_check", None)
-            kwargs.pop("raise_exception_on_conflict", None)
-            result = self._instrument(**kwargs)  # type: ignore[attr-defined]
-            self._is_instrumented_by_opentelemetry = True
-            return result
-
-        def uninstrument(self, **kwargs: Any) -> Any:
-            if self._is_instrumented_by_opentelemetry:
-                result = self._uninstrument(**kwargs)  # type: ignore[attr-defined]
-                self._is_instrumented_by_opentelemetry = False
-                return result
-            return None
-
-
-class TaskwatchInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Turns taskwatch on with OpenTelemetry export, the way every instrumentation is turned on.
-
-        TaskwatchInstrumentor().instrument()                      # or opentelemetry-instrument
-        TaskwatchInstrumentor().instrument(spans="all", tracer_provider=provider)
-
-    Keyword arguments other than ``tracer_provider`` / ``meter_provider`` are taskwatch options
-    (``TASKWATCH_*`` variables apply too). If taskwatch is already installed, OpenTelemetry is
-    switched on for it.
-    """
-
-    _installed_by_us = False
-
-    def instrumentation_dependencies(self) -> Collection[str]:
-        return ()  # asyncio is in the standard library; uvloop is optional
-
-    def _instrument(self, **kwargs: Any) -> None:
-        import taskwatch
-
-        from . import _hooks
-
-        tracer_provider = kwargs.pop("tracer_provider", None)
-        meter_provider = kwargs.pop("meter_provider", None)
-        if tracer_provider is not None or meter_provider is not None:
-            set_providers(tracer_provider, meter_provider)
-        state = _hooks.current()
-        if state is not None:
-            enable(state)
-            self._installed_by_us = False
-            return
-        options = dict(kwargs)
-        options["otel"] = True
-        taskwatch.install(**options)
-        self._installed_by_us = taskwatch.is_installed()
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        import taskwatch
-
-        from . import _hooks
-
-        if self._installed_by_us:
-            taskwatch.uninstall()
-            self._installed_by_us = False
-            return
-        state = _hooks.current()
-        if state is not None:
-            disable(state)

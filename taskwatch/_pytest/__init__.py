@@ -1,0 +1,1 @@
+"""The pytest plugin (loaded as taskwatch.pytest_plugin)."""

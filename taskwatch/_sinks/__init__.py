@@ -1,0 +1,1 @@
+"""Where findings go besides OpenTelemetry and pytest: logging, the JSON report, the task dump."""
