@@ -1,7 +1,7 @@
-"""Optional parts started by install(): the watchdog, the dump signal, OpenTelemetry.
+"""The wings install() starts around the core: logging, the watchdog, the dump signal, OpenTelemetry.
 
 Each is independent and guarded: one failing to start is an internal error, never an exception
-in the user's program.
+in the user's program. All but the dump signal listen as instruments on the state.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def check(options: Options) -> None:
 
 def start(state: State) -> None:
     options = state.options
+    if options.log:
+        from ._sinks._log import LogSink
+
+        state.instruments.add(LogSink())  # first: a finding is logged before it is exported
     if options.watchdog and "blocked-loop" in state.kinds:
         try:
             from ._core import _hooks

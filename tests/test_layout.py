@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle among taskwatch's modules, and OpenTelemetry reached only
-through its public names (a private name breaks with any OpenTelemetry release)."""
+"""The package's shape: the core imports none of the wings, no import cycle among taskwatch's
+modules, and OpenTelemetry reached only through its public names (a private name breaks with any
+OpenTelemetry release)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,26 @@ def test_opentelemetry_only_through_public_names() -> None:
                 bad += [f"{name}: from {node.module} import {a.name}" for a in node.names
                         if any(p.startswith("_") for p in parts)]
     assert not bad, bad
+
+
+WINGS = ("taskwatch._watchdog", "taskwatch._sinks", "taskwatch.otel", "taskwatch._pytest",
+         "taskwatch._cli", "taskwatch._integrations", "taskwatch.pytest_plugin")
+
+
+def test_the_core_imports_none_of_the_wings() -> None:
+    """The wings attach to the core through the state's instruments, never the other way round."""
+    modules = _modules()
+    known = set(modules)
+    assert any(name.startswith("taskwatch._core.") for name in known)
+    assert all(any(name == wing or name.startswith(wing + ".") for name in known) for wing in WINGS)
+    bad = {name: sorted(m for m in _imports(name, tree, known)
+                        if any(m == wing or m.startswith(wing + ".") for wing in WINGS))
+           for name, tree in modules.items() if name.startswith("taskwatch._core")}
+    assert not any(bad.values()), bad
+
+
+def test_modules_are_grouped_in_wings() -> None:
+    """At the package's root only the public API, its entry points and the wiring of the wings."""
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert root == ["__init__.py", "__main__.py", "_integrations.py", "_version.py",
+                    "pytest_plugin.py"], root

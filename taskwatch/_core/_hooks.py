@@ -399,9 +399,7 @@ def _after_fork_in_child() -> None:
     if state is not None:
         try:
             state.lock = threading.RLock()
-            from .._watchdog import _watch as _watchdog
-
-            _watchdog.after_fork()
+            state.instruments.call("after_fork")
             state.ticker.after_fork()
         except BaseException:
             _guard.internal_error("after fork")

@@ -71,23 +71,24 @@ class Probe:
         self.watchdog: Any = None
         self.run_thread: int | None = None  # the thread running the loop, while it runs
         self.closed = False
-        # Extension points (OpenTelemetry): on_create(rec, context) runs before the task is built,
-        # with the context taskwatch made for it (None when the caller or a foreign factory supplies
-        # one); on_end(rec, task) runs at the end of the done callback.
         # OpenTelemetry sets this before loops attach: spans need each task's exact end.
         self.precise = bool(getattr(state, "precise_ends", False))
         (self.factory, self.create_task, self.on_done, self.on_release,
          self._stats, self.retarget) = _hotpath.build(self)
         self.factory.probe = self  # lets the loop hook find us
-        self._sync()
+        self.set_task_hooks(*state.instruments.task_hooks())
 
     # The C hot path copies these; setting one tells it (see _Synced).
     inner = _Synced()  # the program's own task factory, called behind ours
+    # The instruments' per-task hooks (task_created, task_ended, task_gate: see _instruments), set
+    # by the state whenever its instruments change.
     on_create = _Synced()
     on_end = _Synced()
-    # What lets the C hot path skip on_create/on_end for tasks that cannot become spans
-    # (TaskSpans.c_gate()), or None.
     gate = _Synced()
+
+    def set_task_hooks(self, on_create: Any, on_end: Any, gate: Any) -> None:
+        self._on_create, self._on_end, self._gate = on_create, on_end, gate
+        self._sync()
 
     def _sync(self) -> None:
         configure = getattr(self.factory, "configure", None)
@@ -133,13 +134,19 @@ class Probe:
             req.shutdown = req.managed = True
         if "swallowed-cancel" in self.state.kinds and not req.managed:
             req.waiting = _handlers.await_keys(task)
+        kept = True  # the first eight requests are kept
         if rec.cancels is None:
             rec.cancels = [req]
             self.watch_end(task, rec)  # its end decides swallowed-cancel
         elif len(rec.cancels) < 8:
             rec.cancels.append(req)
+        else:
+            kept = False
         if "slow-cancel" in self.state.kinds and rec not in self._cancelling:
             self._watch_cancel(rec, weakref.ref(task), req)
+        instruments = self.state.instruments
+        if kept and instruments.has("task_cancelled"):
+            instruments.call("task_cancelled", task, rec)
 
     def _watch_cancel(self, rec: TaskRecord, ref: Any, req: CancelRequest) -> None:
         """Watch a cancelled task until it ends, from taskwatch's thread: one job per probe serves

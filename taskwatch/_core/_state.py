@@ -1,4 +1,4 @@
-"""The installed state: options, one probe per loop, the findings store and their sinks.
+"""The installed state: options, one probe per loop, the findings store and the instruments.
 
 There is at most one State, created by ``install()`` and dropped by ``uninstall()``; nothing else in
 taskwatch is global and mutable (architecture principle 3).
@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from . import _guard, _sites
 from ._findings import Finding
+from ._instruments import Instruments
 from ._options import Options
 from ._probe import Probe
 from ._record import CANCELLED, FAILED, TaskRecord
 from ._ticker import Ticker
-
-logger = logging.getLogger("taskwatch")
-_LOG_PER_SITE = 10  # log records per (kind, site); the rest are counted in the report
 
 
 def _gather_callback_code() -> Any:
@@ -48,15 +44,11 @@ class State:
         self.late_counts: collections.Counter[str] = collections.Counter()
         self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
         self.counts: collections.Counter[str] = collections.Counter()
-        self.per_site: collections.Counter[tuple[str, Any]] = collections.Counter()
         self.dropped_findings = 0
         self.silenced = 0
-        self.listeners: list[Callable[[Finding], None]] = []
-        # Called with (probe, loop) when a loop gets its probe: the watchdog and OpenTelemetry plug in.
-        self.attach_listeners: list[Callable[[Probe, Any], None]] = []
-        # Called with stats()'s dict to add their counts (OpenTelemetry: spans exported, dropped).
-        self.stats_hooks: list[Callable[[dict[str, Any]], None]] = []
         self.lock = threading.RLock()
+        # The wings (logging, watchdog, OpenTelemetry, pytest) listen here; see _instruments.
+        self.instruments = Instruments(self._sync_task_hooks)
         # taskwatch's own thread for deadlines (slow-cancel, orphans, the watchdog): never a timer
         # on the program's loop.
         self.ticker = Ticker()
@@ -82,11 +74,16 @@ class State:
         return probe
 
     def on_attach(self, probe: Probe, loop: Any) -> None:
-        for listener in list(self.attach_listeners):
-            try:
-                listener(probe, loop)
-            except BaseException:
-                _guard.internal_error(f"attach listener {getattr(listener, '__qualname__', listener)}")
+        self.instruments.call("loop_attached", probe, loop)
+
+    def _sync_task_hooks(self) -> None:
+        """The instruments changed: give every live loop's hot path their per-task hooks."""
+        with self.lock:
+            probes = list(self.probes.values())
+        hooks = self.instruments.task_hooks()
+        for probe in probes:
+            if not probe.closed:
+                probe.set_task_hooks(*hooks)
 
     def retire(self, probe: Probe) -> None:
         """Fold a closed or collected loop's counters and history into the totals."""
@@ -145,7 +142,8 @@ class State:
 
     # -- findings -------------------------------------------------------------------------------
     def emit(self, finding: Finding) -> None:
-        """Store, log and forward one finding, unless its kind is off or its site is silenced."""
+        """Store one finding and hand it to the instruments, unless its kind is off or its site
+        is silenced."""
         try:
             if finding.kind not in self.kinds:
                 return
@@ -153,26 +151,12 @@ class State:
                 with self.lock:
                     self.silenced += 1
                 return
-            key = (finding.kind, finding.site)
             with self.lock:
                 if len(self.findings) == self.findings.maxlen:
                     self.dropped_findings += 1
                 self.findings.append(finding)
                 self.counts[finding.kind] += 1
-                self.per_site[key] += 1
-                repeat = self.per_site[key]
-                listeners = list(self.listeners)
-            if self.options.log and repeat <= _LOG_PER_SITE:
-                level = logging.ERROR if finding.severity == "error" else logging.WARNING
-                suffix = " (further findings of this kind at this site are only counted)" if (
-                    repeat == _LOG_PER_SITE) else ""
-                logger.log(level, "[%s] %s%s", finding.kind, finding.message, suffix,
-                           extra={"taskwatch": finding.as_dict(), "taskwatch_kind": finding.kind})
-            for listener in listeners:
-                try:
-                    listener(finding)
-                except BaseException:
-                    _guard.internal_error(f"finding listener {getattr(listener, '__qualname__', listener)}")
+            self.instruments.call("finding", finding)
         except BaseException:
             _guard.internal_error("emit")
 
@@ -224,11 +208,7 @@ class State:
                 "silenced": self.silenced,
                 "findings_by_kind": dict(sorted(self.counts.items())),
             }
-        for hook in list(self.stats_hooks):
-            try:
-                hook(out)
-            except BaseException:
-                _guard.internal_error("stats hook")
+        self.instruments.call("stats", out)
         return out
 
     def record_block(self, duration: float) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import types
 import warnings
 from collections import Counter
 from typing import Any
@@ -233,6 +234,8 @@ class TaskwatchSession:
         self.grace = grace
         self.state: Any = None
         self.installed_here = False
+        # the state's instrument: findings come to _on_finding (see taskwatch._core._instruments)
+        self.sink = types.SimpleNamespace(finding=self._on_finding)
         self.saved_internal: Any = None
         self.current: watch.Window | None = None
         self.wide_ranges: list[tuple[int, int]] = []
@@ -312,7 +315,7 @@ class TaskwatchSession:
         self.saved_internal = _sites._INTERNAL_PARTS
         for part in watch._PYTEST_PARTS:
             _sites.add_internal_path(part)
-        self.state.listeners.append(self._on_finding)
+        self.state.instruments.add(self.sink)
 
     def _uninstall(self) -> None:
         state, self.state = self.state, None
@@ -325,10 +328,7 @@ class TaskwatchSession:
                 self.starved = stats["starved_blocks"]
             except Exception:
                 _guard.internal_error("pytest plugin (session end)")
-            try:
-                state.listeners.remove(self._on_finding)
-            except ValueError:
-                pass
+            state.instruments.remove(self.sink)
             if self.installed_here:
                 taskwatch.uninstall()
                 self.installed_here = False

@@ -437,6 +437,13 @@ class _Watchdog:
         self.own_wait: float | None = None  # this thread's run-queue wait since its last look
         self.own_cpu: float | None = None  # ... and its time on a CPU
 
+    # -- the state's instrument (see taskwatch._core._instruments) ------------------------------
+    def loop_attached(self, probe: Any, loop: Any) -> None:
+        _on_attach(probe, loop)
+
+    def after_fork(self) -> None:
+        after_fork()
+
     def add(self, watch: LoopWatch) -> None:
         with self.lock:
             self.watches.append(watch)
@@ -514,7 +521,7 @@ def enable(state: State, run_codes: frozenset[Any] = frozenset()) -> None:
     """Watch every loop that gets a probe from now on (called by install())."""
     global _dog
     _dog = _Watchdog(state, run_codes)
-    state.attach_listeners.append(_on_attach)
+    state.instruments.add(_dog)
     if _gc_callback not in gc.callbacks:
         gc.callbacks.append(_gc_callback)
     for probe in state.live_probes():
@@ -576,7 +583,6 @@ def disable(state: State) -> None:
     if dog is None:
         return
     dog.stop()
-    if _on_attach in state.attach_listeners:
-        state.attach_listeners.remove(_on_attach)
+    state.instruments.remove(dog)
     for probe in state.live_probes():
         probe.watchdog = None

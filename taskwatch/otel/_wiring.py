@@ -88,16 +88,25 @@ def set_providers(tracer_provider: Any = None, meter_provider: Any = None) -> No
 
 
 class _Enabled:
-    """OpenTelemetry switched on for one installed State."""
+    """OpenTelemetry switched on for one installed State: the state's instrument (see
+    taskwatch._core._instruments). Its hooks never raise: an error is counted and the next task,
+    loop or finding is exported again."""
 
     def __init__(self, state: State) -> None:
         self.state = state
-        self.spans = TaskSpans(state, _providers, None)
+        spans = self.spans = TaskSpans(state, _providers, None)
         self.metrics: _otel_metrics.TaskMetrics | None = None
         self.meter_provider: Any = None
-        self.state_stats = self.spans.stats
+        self.finding = spans.on_finding
+        self.stats = spans.stats
+        self.task_ended = spans.on_end  # metrics count every task's end, spans or not
+        if not spans.none:
+            self.task_created = spans.on_create_all if spans.all else spans.on_create_interesting
+            self.task_gate = spans.c_gate
+            if sys.version_info >= (3, 12):  # Task.get_context(): the span current in the task
+                self.task_cancelled = self._task_cancelled
 
-    def on_attach(self, probe: Probe, loop: Any) -> None:
+    def loop_attached(self, probe: Probe, loop: Any) -> None:
         spans = self.spans
         if self.metrics is None:
             self.rebind_metrics()
@@ -106,12 +115,13 @@ class _Enabled:
                 spans.get_backend()
         except BaseException:
             _guard.internal_error("OpenTelemetry tracer provider")
-        if not spans.none:
-            probe.gate = spans.c_gate()
-            probe.on_create = spans.on_create_all if spans.all else spans.on_create_interesting
-        probe.on_end = spans.on_end
-        if not spans.none and sys.version_info >= (3, 12):  # Task.get_context()
-            probe.on_cancel = _cancel_hook(probe, spans)
+
+    def _task_cancelled(self, task: Any, rec: Any) -> None:
+        """A ``taskwatch.cancel`` event on the span current in the cancelled task."""
+        try:
+            self.spans.on_cancel(task, rec)
+        except BaseException:
+            _guard.internal_error("OpenTelemetry cancel")
 
     def rebind_metrics(self) -> None:
         try:
@@ -127,41 +137,9 @@ class _Enabled:
 
     def stop(self) -> None:
         spans = self.spans
-        for probe in self.state.live_probes():
-            if probe.gate is not None and probe.gate[0] is spans:
-                probe.gate = None
-            if getattr(probe.on_end, "__self__", None) is spans:
-                probe.on_end = None
-            if getattr(probe.on_create, "__self__", None) is spans:
-                probe.on_create = None
-            if getattr(vars(probe).get("on_cancel"), "spans", None) is spans:
-                del probe.on_cancel
         spans.close()
         spans.set_metrics(None)
         _otel_metrics.detach(self.metrics, self.state)
-
-
-class _cancel_hook:
-    """Stands in for ``Probe.on_cancel`` on one probe (an instance attribute, removed by
-    ``_Enabled.stop``): records the cancel() as before, then lets the task spans put a
-    ``taskwatch.cancel`` event on the span current in the cancelled task."""
-
-    __slots__ = ("probe", "spans")
-
-    def __init__(self, probe: Probe, spans: TaskSpans) -> None:
-        self.probe = probe
-        self.spans = spans
-
-    def __call__(self, task: Any, msg: Any, frame: Any, via: int | None) -> None:
-        probe = self.probe
-        rec = getattr(task, "_tw_rec", None)
-        before = len(rec.cancels or ()) if rec is not None else 0
-        type(probe).on_cancel(probe, task, msg, frame, via)
-        if rec is not None and len(rec.cancels or ()) > before:
-            try:
-                self.spans.on_cancel(task, rec)
-            except BaseException:
-                _guard.internal_error("OpenTelemetry cancel")
 
 
 def enable(state: State) -> None:
@@ -181,18 +159,11 @@ def enable(state: State) -> None:
         _task.seen_hooks = True  # ... or when first seen done (the pure-Python Task's methods)
         enabled = _Enabled(state)
         _active = enabled
-        state.listeners.append(enabled.spans.on_finding)
-        state.attach_listeners.append(enabled.on_attach)
-        hooks = getattr(state, "stats_hooks", None)
-        if hooks is not None:
-            hooks.append(enabled.state_stats)
+        state.instruments.add(enabled)  # the live loops' hot paths get its per-task hooks
         for probe in state.live_probes():
             loop = probe.loop_ref()
             if loop is not None:
-                try:
-                    enabled.on_attach(probe, loop)
-                except BaseException:
-                    _guard.internal_error("OpenTelemetry attach")
+                enabled.loop_attached(probe, loop)
 
 
 def disable(state: State) -> None:
@@ -203,11 +174,7 @@ def disable(state: State) -> None:
         if enabled is None or enabled.state is not state:
             return
         _active = None
-        for listeners, item in ((state.listeners, enabled.spans.on_finding),
-                                (state.attach_listeners, enabled.on_attach),
-                                (getattr(state, "stats_hooks", None), enabled.state_stats)):
-            if listeners is not None and item in listeners:
-                listeners.remove(item)
+        state.instruments.remove(enabled)  # and the loops' hot paths drop its per-task hooks
         try:
             enabled.stop()
         except BaseException:
