@@ -1,5 +1,8 @@
 """Findings: plain data describing one problem, with a message a person can act on.
 
+The one place that writes finding text: every kind's builder is here, whichever part of taskwatch
+detected it (the watchdog's blocked-loop included).
+
 Builders here run off the hot path (a finding is rare), so they resolve code keys into file:line text
 immediately and keep only dicts and strings: a stored finding pins no task, frame or exception.
 """
@@ -228,3 +231,45 @@ def _cancel_dict(req: CancelRequest | None, rec: TaskRecord) -> dict[str, Any]:
     out["count"] = len(rec.cancels or ())
     return out
 
+
+
+def blocked_loop(rec: TaskRecord | None, duration: float, cpu_s: float, *, computing: bool,
+                 cpu_taken: bool, gc_s: float, by_callback: bool, where: _sites.Frame | None,
+                 importing: str | None, callee: str | None, share: float, samples: int,
+                 data: dict[str, Any]) -> Finding:
+    """The watchdog's analysis of one block (taskwatch._watchdog._blocks) in words."""
+    if computing:
+        what = f"CPU {cpu_s:.2f} s: computing"
+        if cpu_taken:
+            what += " (the machine's other work took the rest of the CPU)"
+    else:
+        what = f"CPU {cpu_s:.2f} s: waiting in a blocking call"
+    if gc_s >= 0.01:
+        what += f"; {gc_s:.2f} s of it in Python's garbage collector"
+    if rec is not None:
+        who = f" by {rec.describe()}"
+    elif by_callback:
+        who = " by a callback (no task was running)"
+    else:
+        who = ""
+    if where is not None:
+        at = f", at {where.short()}"
+        if importing:
+            at += f" (importing module {importing!r})"
+        elif callee:
+            at += f" (in {callee})"
+        if samples > 1:
+            at += f" ({share:.0%} of {samples} samples)"
+    else:
+        at = (", where taskwatch could not sample the loop thread: C code or the garbage collector "
+              "held the GIL until the block ended")
+    advice = ("Move CPU work off the loop (await asyncio.to_thread(...) or a process pool) and "
+              "replace blocking calls (time.sleep, synchronous clients) with their async versions.")
+    if gc_s >= 0.5 * duration:
+        advice = ("Most of it was a garbage-collection pause, not this code: reduce reference "
+                  "cycles among long-lived objects, or tune gc (gc.freeze() after startup, "
+                  "gc.set_threshold()).")
+    message = (f"The event loop was blocked for {duration:.3f} s ({what}){who}{at}. Every other task, "
+               f"timer and I/O callback waited that long. {advice}")
+    return Finding(kind="blocked-loop", message=message, task=rec.as_dict() if rec is not None else None,
+                   data=data, site=where)

@@ -207,7 +207,7 @@ class Probe:
         if rec.flags & REPORTED_SLOW:
             return
         frames, waits = _await_chain(task)
-        if _library_affair(rec, req) and not any(_is_app(f.file) for f in frames):
+        if _library_affair(rec, req) and not any(_sites.is_app_file(f.file) for f in frames):
             return  # a library's own task, cancelled by it, and no line of the program waiting
         rec.flags |= REPORTED_SLOW
         rec.name = _hotpath.name_of(task)
@@ -228,7 +228,7 @@ class Probe:
                 caught = _handlers.except_site(request.waiting)
                 break
         if all(_library_affair(rec, r) for r in requests) and (
-                caught is None or not _is_app(caught.file)):
+                caught is None or not _sites.is_app_file(caught.file)):
             return  # a library's own task, cancelled and caught by library code
         rec.flags |= REPORTED_SWALLOWED
         self.fill_names(rec)
@@ -431,21 +431,12 @@ _ORPHAN_CHECK_REFS = 5 if sys.version_info < (3, 14) else 4
 _REFCOUNTS_EXACT = not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
-def _is_app(filename: str) -> bool:
-    return not _sites.is_library_file(filename)
-
-
 def _library_affair(rec: TaskRecord, req: Any) -> bool:
     """A library cancelling a task of its own (aiohttp's run_app shutting down its server task):
     the task runs library code and cancel() was called from library code, so no line of the
     program is involved and a slow or swallowed cancel is not the program's finding."""
-    code = rec.coro
-    if code is None or not _sites.is_library_file(code.co_filename):
-        return False
     stack = req.stack if req is not None else None
-    if not stack:
-        return False
-    return _sites.is_library_file(stack[0].co_filename)
+    return bool(stack) and _sites.library_affair(rec.coro, stack[0])
 
 
 def _kept_by_program(task: Any) -> bool:

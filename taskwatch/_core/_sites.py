@@ -3,6 +3,15 @@
 A site is a ``(code object, instruction offset)`` pair read off a live frame. Keeping the pair costs a
 tuple slot and keeps no frame, locals or traceback alive; turning it into ``file:line function`` text
 happens only when a finding or a report needs it (architecture principle 1).
+
+It is also the one home of the rule for whose code a frame is, in three nested circles:
+
+* internal (``is_internal``, ``is_internal_file``): asyncio, taskwatch and the loop libraries, the
+  machinery between the program and the loop; a site skips it to reach the line that asked;
+* library (``is_library_file``): the internal files plus the standard library, installed packages
+  and frozen modules; ``code_base`` names which one;
+* the application's own (``is_app_file``): everything else. A finding names these lines, and
+  ``library_affair`` says when none of the program's lines is involved at all.
 """
 
 from __future__ import annotations
@@ -177,12 +186,37 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 _LIBRARY_DIRS = _library_dirs()
+_LIBRARY_DIRS_LONGEST_FIRST = tuple(sorted(_LIBRARY_DIRS, key=len, reverse=True))
 
 
 def is_library_file(filename: str) -> bool:
     """True for the standard library, installed packages and frozen modules: code that is not the
     application's own (a finding names the application's line that called into it)."""
     return filename.startswith(_LIBRARY_DIRS) or filename.startswith("<") or _classify(filename)
+
+
+def is_app_file(filename: str) -> bool:
+    """True for the application's own code: neither the standard library nor an installed package
+    nor taskwatch's machinery."""
+    return not is_library_file(filename)
+
+
+def code_base(filename: str) -> str | None:
+    """The installed package or standard-library module a file belongs to (its folder or file
+    under the library folder); None for the application's own code."""
+    for prefix in _LIBRARY_DIRS_LONGEST_FIRST:  # site-packages inside a stdlib tree wins
+        if filename.startswith(prefix):
+            return prefix + filename[len(prefix):].split(os.sep, 1)[0]
+    return None
+
+
+def library_affair(code: CodeType | None, *callers: CodeType | None) -> bool:
+    """A library's own task handled by library code: ``code`` (the task's coroutine) and each of
+    ``callers`` that is known (where it was created, where it was cancelled) are library code.
+    No line of the program is involved, so it is not the program's finding."""
+    if code is None or not is_library_file(code.co_filename):
+        return False
+    return all(caller is None or is_library_file(caller.co_filename) for caller in callers)
 
 
 def _classify(filename: str) -> bool:

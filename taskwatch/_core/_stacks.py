@@ -101,17 +101,17 @@ def describe_awaitable(obj: Any) -> str:
 
 def user_frames(frames: list[Frame]) -> list[Frame]:
     """Drop frames inside asyncio/taskwatch/loop libraries (their code is not the user's)."""
-    from ._sites import _classify
+    from ._sites import is_internal_file
 
-    kept = [f for f in frames if not _classify(f.file)]
+    kept = [f for f in frames if not is_internal_file(f.file)]
     return kept or frames
 
 
 def waiting_on(frames: list[Frame], awaiting: str | None) -> str | None:
     """Name what the innermost library frame waits in (sleep, Event.wait, Queue.get...)."""
-    from ._sites import _classify
+    from ._sites import is_internal_file
 
-    if frames and _classify(frames[-1].file):
+    if frames and is_internal_file(frames[-1].file):
         return frames[-1].function
     return awaiting
 

@@ -22,7 +22,6 @@ import fnmatch
 import gc
 import os
 import sys
-import sysconfig
 import time
 from collections.abc import Callable
 from typing import Any
@@ -363,27 +362,15 @@ def _user(frames: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
             and not any(part in f["file"] for part in _PYTEST_PARTS)]
 
 
-_LIB_DIRS = tuple(sorted({os.path.join(p, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")
-                          if (p := sysconfig.get_paths().get(key))}, key=len, reverse=True))
-
-
-def _lib_root(file: str) -> str | None:
-    """The installed package or stdlib module a file belongs to; None for the project's own code."""
-    for prefix in _LIB_DIRS:  # longest first: site-packages inside a stdlib tree wins
-        if file.startswith(prefix):
-            return prefix + file[len(prefix):].split(os.sep, 1)[0]
-    return None
-
-
 def _same_code(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """From the innermost frame outward, the frames of the same code base (the project, or one
     installed package): a chain of the user's own calls, without the framework's around it."""
     if not frames:
         return []
-    root = _lib_root(frames[-1]["file"])
+    root = _sites.code_base(frames[-1]["file"])
     out = [frames[-1]]
     for frame in reversed(frames[:-1]):
-        if _lib_root(frame["file"]) != root:
+        if _sites.code_base(frame["file"]) != root:
             break
         out.append(frame)
     out.reverse()

@@ -6,7 +6,7 @@ import collections
 import os
 from typing import Any, Protocol
 
-from .._core import _sites
+from .._core import _findings, _sites
 from .._core._findings import Finding
 from .._core._record import WALL_OFFSET
 
@@ -158,43 +158,11 @@ def blocked_loop(watch: Observer, block: Block | None, duration: float, cpu_shar
         computing = busy >= 0.5
     else:  # not measured: Python code moving through lines is computing
         computing = bool(samples) and not _one_call(block)
-    if computing:
-        what = f"CPU {cpu_s:.2f} s: computing"
-        if demand is not None and cpu_share is not None and cpu_share < 0.5 <= demand:
-            what += " (the machine's other work took the rest of the CPU)"
-    else:
-        what = f"CPU {cpu_s:.2f} s: waiting in a blocking call"
-    if gc_s >= 0.01:
-        what += f"; {gc_s:.2f} s of it in Python's garbage collector"
-    if rec is not None:
-        who = f" by {rec.describe()}"
-    elif block is not None and samples and not block.late:
-        who = " by a callback (no task was running)"
-    else:
-        who = ""
-    if where is not None:
-        at = f", at {where.short()}"
-        if importing:
-            at += f" (importing module {importing!r})"
-        elif callee:
-            at += f" (in {callee})"
-        if len(samples) > 1:
-            at += f" ({share:.0%} of {len(samples)} samples)"
-    else:
-        at = (", where taskwatch could not sample the loop thread: C code or the garbage collector "
-              "held the GIL until the block ended")
-    advice = ("Move CPU work off the loop (await asyncio.to_thread(...) or a process pool) and "
-              "replace blocking calls (time.sleep, synchronous clients) with their async versions.")
-    if gc_s >= 0.5 * duration:
-        advice = ("Most of it was a garbage-collection pause, not this code: reduce reference "
-                  "cycles among long-lived objects, or tune gc (gc.freeze() after startup, "
-                  "gc.set_threshold()).")
-    message = (f"The event loop was blocked for {duration:.3f} s ({what}){who}{at}. Every other task, "
-               f"timer and I/O callback waited that long. {advice}")
-    return Finding(
-        kind="blocked-loop",
-        message=message,
-        task=rec.as_dict() if rec is not None else None,
+    return _findings.blocked_loop(
+        rec, duration, cpu_s, computing=computing,
+        cpu_taken=demand is not None and cpu_share is not None and cpu_share < 0.5 <= demand,
+        gc_s=gc_s, by_callback=rec is None and block is not None and bool(samples) and not block.late,
+        where=where, importing=importing, callee=callee, share=share, samples=len(samples),
         data={
             "duration_s": round(duration, 6),
             "cpu_s": round(cpu_s, 6),
@@ -208,9 +176,7 @@ def blocked_loop(watch: Observer, block: Block | None, duration: float, cpu_shar
             "ended_at": ended + WALL_OFFSET,
             "blocked_at": where.as_dict() if where is not None else None,
             "importing": importing,
-        },
-        site=where,
-    )
+        })
 
 
 def _depth(stack: tuple[Any, ...], frame: Any) -> int:

@@ -1017,7 +1017,7 @@ def _loop_own(rec: TaskRecord) -> bool:
     code = rec.coro
     if code is None:
         return False
-    return _sites.is_internal(code) or code.co_filename.startswith("uvloop/")  # uvloop's .pyx
+    return _sites.is_internal(code)
 
 
 def _event_time(event: tuple[str, Any, int]) -> int:
@@ -1195,14 +1195,6 @@ def _library_cancelled(rec: TaskRecord) -> bool:
     code, or none did and it ended cancelled because a future of the library's it awaited was
     (aiohttp's connection handler when its connection closes). No line of the program is
     involved (as for taskwatch's findings, see ``_probe._library_affair``)."""
-    code = rec.coro
-    if code is None or not _sites.is_library_file(code.co_filename):
-        return False
     stack = rec.stack
-    if stack and not _sites.is_library_file(stack[0].co_filename):
-        return False
-    for req in rec.cancels or ():
-        where = req.stack
-        if where and not _sites.is_library_file(where[0].co_filename):
-            return False
-    return True
+    cancels = [req.stack[0] for req in rec.cancels or () if req.stack]
+    return _sites.library_affair(rec.coro, stack[0] if stack else None, *cancels)

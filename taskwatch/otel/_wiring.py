@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from .._core._probe import Probe
     from .._core._state import State
 
-__all__ = ["TaskwatchInstrumentor", "set_providers"]
 
 _SESSION_ENV = "TASKWATCH_SESSION"
 _lock = threading.RLock()
