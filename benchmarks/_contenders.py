@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import itertools
 import logging
 import os
 import re
@@ -32,10 +33,12 @@ CONTENDERS = (
     "aiomonitor",
     "otel-asyncio",
     "otel-sdk-floor",
+    "otel-sdk-floor-11",
     "otel-sdk-idle",
 )
 #: Contenders that only make sense for some workloads (the harness runs them nowhere else).
-ONLY: dict[str, tuple[str, ...]] = {"otel-sdk-floor": ("churn",), "otel-sdk-idle": ("server",)}
+ONLY: dict[str, tuple[str, ...]] = {"otel-sdk-floor": ("churn",), "otel-sdk-floor-11": ("churn",),
+                                    "otel-sdk-idle": ("server",)}
 #: Contenders that report blocked-loop durations (scored by the watchdog workload).
 DETECTORS = ("taskwatch", "taskwatch-spans-interesting", "taskwatch-spans-all", "debug-mode")
 #: Python modules each contender needs; the harness skips a contender whose module is missing.
@@ -49,6 +52,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "aiomonitor": ("aiomonitor",),
     "otel-asyncio": ("opentelemetry.instrumentation.asyncio", "opentelemetry.sdk"),
     "otel-sdk-floor": ("opentelemetry.sdk",),
+    "otel-sdk-floor-11": ("opentelemetry.sdk",),
     "otel-sdk-idle": ("opentelemetry.sdk",),
 }
 
@@ -343,7 +347,7 @@ def _otel_asyncio(kind: str, versions: dict[str, str]) -> Setup:
     return Setup(box, proof, teardown, versions=versions)
 
 
-def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
+def _sdk_floor(kind: str, versions: dict[str, str], task_attributes: bool = False) -> Setup:
     """Not an instrumentation but a lower bound for every one: what the OpenTelemetry SDK itself
     costs to export one span per task, with no hook, context, lineage or finding at all.
 
@@ -352,6 +356,10 @@ def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
     processors' ``on_start``), the three ``code.*`` attributes, ``end`` (the processors'
     ``on_end``: the same counting pipeline as the other OTel contenders). Its extra cost is the
     part of any per-task span exporter's cost that no tool can save.
+
+    ``task_attributes`` (otel-sdk-floor-11): the same, with the 11 attributes a taskwatch task span
+    carries on churn (code.*, taskwatch.creation.*, the task's id, name and outcome, its parent's
+    id and coroutine), values of the same types: the SDK's share of a taskwatch span.
     """
     from . import _workloads
 
@@ -365,11 +373,29 @@ def _sdk_floor(kind: str, versions: dict[str, str]) -> Setup:
     attributes = {"code.function.name": code.co_qualname, "code.file.path": code.co_filename,
                   "code.line.number": code.co_firstlineno}
     original = _workloads.trivial
+    ids = itertools.count(1)
 
     async def trivial() -> None:
         span = start_span(code.co_qualname, context=root, kind=kind_internal)
         span.set_attributes(attributes)
         span.end()
+
+    if task_attributes:
+        attributes.update({"taskwatch.creation.file.path": code.co_filename,
+                           "taskwatch.creation.line.number": code.co_firstlineno + 7,
+                           "taskwatch.creation.function.name": "benchmarks._workloads._churn",
+                           "taskwatch.parent_task.coroutine": "benchmarks._worker.main"})
+
+        async def trivial() -> None:  # noqa: F811
+            span = start_span(code.co_qualname, context=root, kind=kind_internal)
+            task_id = next(ids)
+            attrs = attributes.copy()
+            attrs["taskwatch.task.id"] = task_id
+            attrs["taskwatch.task.name"] = f"Task-{task_id}"
+            attrs["taskwatch.task.outcome"] = "finished"
+            attrs["taskwatch.parent_task.id"] = 1
+            span.set_attributes(attrs)
+            span.end()
 
     _workloads.trivial = trivial  # looked up by _churn at call time
     box = _LoopBox(_base_loop(kind, versions))
@@ -418,6 +444,8 @@ def setup(name: str, loop_kind: str, params: dict[str, Any]) -> Setup:
         return _otel_asyncio(loop_kind, versions)
     if name == "otel-sdk-floor":
         return _sdk_floor(loop_kind, versions)
+    if name == "otel-sdk-floor-11":
+        return _sdk_floor(loop_kind, versions, task_attributes=True)
     if name == "otel-sdk-idle":
         return _sdk_idle(loop_kind, versions)
     raise ValueError(f"unknown contender {name!r}; known: {', '.join(CONTENDERS)}")
