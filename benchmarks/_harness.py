@@ -166,8 +166,7 @@ def _speedups_built() -> bool:
     import importlib.machinery
 
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return any(f.name.startswith("_speedups.") and f.name.endswith(suffixes)
-               for f in (REPO / "taskwatch").iterdir())
+    return any(f.name.endswith(suffixes) for f in (REPO / "taskwatch").rglob("_speedups.*"))
 
 
 def machine() -> dict[str, Any]:
