@@ -11,6 +11,9 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
+
+import pytest
 
 import taskwatch
 
@@ -490,3 +493,118 @@ def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monke
 
     run(main(), loop_kind)
     assert len(_blocks()) == 1
+
+
+# -- the scheduler readings (/proc/self/task/TID/schedstat, opened once) ------------------------
+def _schedstat(native_id):
+    with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
+        on_cpu, waiting = f.read().split()[:2]
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+needs_schedstat = pytest.mark.skipif(not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/schedstat"),
+                                     reason="no /proc schedstat here")
+
+
+@needs_schedstat
+def test_sched_readings_reuse_one_fd_per_thread_and_read_fresh_values():
+    from taskwatch._watchdog._watch import _SchedStats
+
+    stats = _SchedStats()
+    me = threading.get_native_id()
+    first = stats.read(me)
+    fd = stats.fds[me][0]
+    sum(range(300_000))  # some CPU time
+    second = stats.read(me)
+    assert stats.fds[me][0] == fd  # the same fd, read again
+    assert second[0] > first[0]
+    assert abs(second[0] - _schedstat(me)[0]) < 0.05
+    stats.close_all()
+    assert stats.fds == {}
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert stats.read(None) is None
+
+
+@needs_schedstat
+def test_an_fd_the_program_closed_and_reused_is_never_read_or_closed_by_taskwatch(tmp_path):
+    from taskwatch._watchdog._watch import _SchedStats
+
+    stats = _SchedStats()
+    me = threading.get_native_id()
+    stats.read(me)
+    fd = stats.fds[me][0]
+    os.close(fd)  # the program closes every fd it did not open (a daemon's closerange)...
+    path = tmp_path / "program.txt"
+    path.write_bytes(b"the program's data")
+    mine = os.open(path, os.O_RDONLY)  # ... and gets the same number for its own file
+    try:
+        assert mine == fd
+        assert stats.read(me) is not None  # a fresh fd for the schedstat
+        assert stats.fds[me][0] != mine
+        stats.close_all()
+        assert os.pread(mine, 100, 0) == b"the program's data"  # still open, offset untouched
+        assert os.lseek(mine, 0, os.SEEK_CUR) == 0
+    finally:
+        os.close(mine)
+
+
+@needs_schedstat
+def test_a_thread_that_ended_reads_as_none_and_its_fd_is_closed():
+    from taskwatch._watchdog._watch import _SchedStats
+
+    stats = _SchedStats()
+    ids = []
+    worker = threading.Thread(target=lambda: ids.append(threading.get_native_id()))
+    worker.start()
+    worker.join()
+    assert stats.read(ids[0]) is None or ids[0] in stats.fds  # the id may already be reused
+    ready, done = threading.Event(), threading.Event()
+
+    def live():
+        ids.append(threading.get_native_id())
+        ready.set()
+        done.wait(10)
+
+    worker = threading.Thread(target=live)
+    worker.start()
+    ready.wait(10)
+    assert stats.read(ids[1]) is not None
+    fd = stats.fds[ids[1]][0]
+    done.set()
+    worker.join()
+    for _ in range(100):  # /proc drops the thread's entry once it is reaped
+        if stats.read(ids[1]) is None:
+            break
+        time.sleep(0.01)
+    assert ids[1] not in stats.fds or stats.fds[ids[1]][0] != fd
+    stats.close_all()
+
+
+@needs_schedstat
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_drops_the_parents_sched_fds(watch):
+    """In a child the fds would read the parent's threads: the watchdog forgets them."""
+    watch(block_threshold=0.1)
+    from taskwatch._watchdog import _watch
+
+    async def main():
+        await asyncio.sleep(0.1)  # the watchdog has looked at this loop
+
+    run(main())
+    _watch._sched.read(threading.get_native_id())
+    assert _watch._sched.fds
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # taskwatch's thread: a test's fork
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        os.write(w, b"%d" % len(_watch._sched.fds))
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 10)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b"0"
+    assert _watch._sched.fds  # the parent keeps its own

@@ -89,16 +89,93 @@ def _busy(before: Any, after: Any) -> float | None:
     return None
 
 
-def _sched_times(native_id: int | None) -> tuple[float, float] | None:
-    """(seconds on a CPU, seconds runnable but waiting for one) of a thread, from /proc."""
-    if native_id is None:
+class _SchedStats:
+    """Each watched thread's ``/proc/self/task/TID/schedstat``, opened once and re-read with
+    ``pread``: every look reads two (the loop thread's, taskwatch's own), and an open costs ten
+    times a read (about 40 us against 2 here), most of an idle process's watchdog CPU.
+
+    An fd is checked against the file it was opened on before each read (fstat), so one the
+    program closed, or whose number it reused, is forgotten and never read or closed by
+    taskwatch; a thread that ended reads as an error and is reopened (its id may be reused).
+    """
+
+    _MAX = 64  # threads remembered; the oldest is closed past that
+
+    def __init__(self) -> None:
+        self.fds: dict[int, tuple[int, int, int]] = {}  # native id -> (fd, st_dev, st_ino)
+        self.lock = threading.Lock()
+
+    def read(self, native_id: int | None) -> tuple[float, float] | None:
+        """(seconds on a CPU, seconds runnable but waiting for one) of a thread."""
+        if native_id is None:
+            return None
+        for _ in range(2):
+            entry = self.fds.get(native_id)
+            if entry is None:
+                entry = self._open(native_id)
+                if entry is None:
+                    return None
+            fd = entry[0]
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != entry[1:]:
+                    self._forget(native_id, entry, close=False)  # not ours any more
+                    continue
+                on_cpu, waiting = os.pread(fd, 128, 0).split()[:2]
+                return int(on_cpu) / 1e9, int(waiting) / 1e9
+            except (OSError, ValueError):
+                self._forget(native_id, entry, close=True)  # the thread ended: try its id anew
         return None
-    try:
-        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
-            on_cpu, waiting = f.read().split()[:2]
-        return int(on_cpu) / 1e9, int(waiting) / 1e9
-    except (OSError, ValueError):
-        return None
+
+    def _open(self, native_id: int) -> tuple[int, int, int] | None:
+        try:
+            fd = os.open(f"/proc/self/task/{native_id}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        entry = (fd, st.st_dev, st.st_ino)
+        with self.lock:
+            if native_id in self.fds:  # another thread opened it meanwhile
+                os.close(fd)
+                return self.fds[native_id]
+            if len(self.fds) >= self._MAX:
+                oldest = next(iter(self.fds))
+                self._close(self.fds.pop(oldest))
+            self.fds[native_id] = entry
+        return entry
+
+    def _forget(self, native_id: int, entry: tuple[int, int, int], close: bool) -> None:
+        with self.lock:
+            if self.fds.get(native_id) == entry:
+                del self.fds[native_id]
+            else:
+                return
+        if close:
+            self._close(entry)
+
+    @staticmethod
+    def _close(entry: tuple[int, int, int]) -> None:
+        try:
+            st = os.fstat(entry[0])
+            if (st.st_dev, st.st_ino) == entry[1:]:
+                os.close(entry[0])
+        except OSError:
+            pass
+
+    def close_all(self) -> None:
+        """At uninstall, and in a forked child (whose copies would read the parent's threads)."""
+        with self.lock:
+            entries, self.fds = list(self.fds.values()), {}
+        for entry in entries:
+            self._close(entry)
+
+
+_sched = _SchedStats()
+_sched_times = _sched.read
 
 
 class LoopWatch:
@@ -564,6 +641,8 @@ class _Stopper:
 def after_fork() -> None:
     """In a forked child: taskwatch's thread is gone, and a lock it held at the fork would be
     held forever (a loop's run end would wait on it): make them anew."""
+    _sched.lock = threading.Lock()
+    _sched.close_all()
     dog = _dog
     if dog is None:
         return
@@ -580,6 +659,7 @@ def disable(state: State) -> None:
         gc.callbacks.remove(_gc_callback)
     _gc_seconds.clear()
     _gc_started.clear()
+    _sched.close_all()
     if dog is None:
         return
     dog.stop()
