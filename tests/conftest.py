@@ -67,7 +67,7 @@ def speedups(request: pytest.FixtureRequest) -> bool | None:
         return None
     if request.param and _accel.speedups is None:
         if os.environ.get("TASKWATCH_REQUIRE_SPEEDUPS", "").strip() == "1":
-            pytest.fail("TASKWATCH_REQUIRE_SPEEDUPS=1 but taskwatch._speedups is not loaded")
+            pytest.fail("TASKWATCH_REQUIRE_SPEEDUPS=1 but taskwatch._core._speedups is not loaded")
         pytest.skip("the C accelerator is not built here (or TASKWATCH_SPEEDUPS=0)")
     return bool(request.param)
 

@@ -505,7 +505,7 @@ def test_every_kind_of_task_on_both_paths(kind: str, loop_kind: str) -> None:
     assert done.returncode == 0, f"the child died ({done.returncode}):\n{done.stderr[-6000:]}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if _require_c():
-        assert result["speedups_built"], "taskwatch._speedups is not loaded"
+        assert result["speedups_built"], "taskwatch._core._speedups is not loaded"
     off, c, py = result["off"], result["c"], result["py"]
     # uvloop 0.23 on 3.13+ passes eager_start=None to every task factory, which taskwatch reads as
     # "not set" by design (programs' factories never see it): asyncio's eager_task_factory of
@@ -677,7 +677,7 @@ def test_free_threaded_build_keeps_the_accelerator_unloaded() -> None:
             "    sys._is_gil_enabled = lambda: False\n"
             "import taskwatch, taskwatch._core._accel as a\n"
             "assert a.speedups is None, a.speedups\n"
-            "assert 'taskwatch._speedups' not in sys.modules\n"
+            "assert 'taskwatch._core._speedups' not in sys.modules\n"
             "taskwatch.install(log=False, watchdog=False)\n"
             "import asyncio\n"
             "async def main():\n"

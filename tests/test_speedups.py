@@ -137,7 +137,7 @@ def test_accelerator_built_where_required() -> None:
     """CI sets TASKWATCH_REQUIRE_SPEEDUPS: a C build that silently failed must not pass."""
     if not os.environ.get("TASKWATCH_REQUIRE_SPEEDUPS"):
         pytest.skip("TASKWATCH_REQUIRE_SPEEDUPS is not set")
-    assert _accel.speedups is not None, "taskwatch._speedups did not build or import"
+    assert _accel.speedups is not None, "taskwatch._core._speedups did not build or import"
 
 
 @pytest.mark.skipif(os.environ.get("TASKWATCH_SPEEDUPS") == "0",

@@ -42,7 +42,7 @@ tw_code_flags(PyObject *code)
         h = (h + 1) & (CACHE_SIZE - 1);
     }
     if (classify_fn == NULL || boundary_set == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "taskwatch._speedups is not configured");
+        PyErr_SetString(PyExc_RuntimeError, "taskwatch._core._speedups is not configured");
         return -1;
     }
     int internal = truth(PyObject_CallOneArg(classify_fn, code));

@@ -1,4 +1,4 @@
-/* module.c: the module taskwatch._speedups itself: its functions (configure, invalidate,
+/* module.c: the module taskwatch._core._speedups itself: its functions (configure, invalidate,
  * next_id, task_type), PyInit (which interns the strings the other files use and makes the types),
  * and the two helpers every part uses: now() and report_internal().
  *
@@ -114,7 +114,7 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef speedups_module = {
-    PyModuleDef_HEAD_INIT, "taskwatch._speedups",
+    PyModuleDef_HEAD_INIT, "taskwatch._core._speedups",
     "taskwatch's per-task hot path in C (optional accelerator).", -1, module_methods,
 };
 

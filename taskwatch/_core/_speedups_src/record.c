@@ -114,7 +114,7 @@ static PyType_Slot record_slots[] = {
 };
 
 PyType_Spec record_spec = {
-    "taskwatch._record.TaskRecord",
+    "taskwatch._core._record.TaskRecord",
     offsetof(RecordObject, items),
     sizeof(StackItem),
     Py_TPFLAGS_DEFAULT,

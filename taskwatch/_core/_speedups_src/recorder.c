@@ -1057,7 +1057,7 @@ static PyMemberDef recorder_members[] = {
 
 PyTypeObject RecorderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "taskwatch._speedups.Recorder",
+    .tp_name = "taskwatch._core._speedups.Recorder",
     .tp_basicsize = sizeof(RecorderObject),
     .tp_dealloc = (destructor)recorder_dealloc,
     .tp_vectorcall_offset = offsetof(RecorderObject, vectorcall),

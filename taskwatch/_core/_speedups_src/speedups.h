@@ -1,4 +1,4 @@
-/* taskwatch._speedups: the per-task hot path in C (optional; taskwatch/_hotpath.py is the reference).
+/* taskwatch._core._speedups: the per-task hot path in C (optional; _hotpath.py is the reference).
  *
  * Every task pays for the factory, the record, the creation-stack walk, the close at release and
  * the exception() override. In Python they cost about 500 bytecodes per task (3x plain uvloop on a

@@ -319,7 +319,7 @@ tw_make_task_type(PyObject *module, PyObject *args)
         {0, NULL},
     };
     PyType_Spec spec = {
-        "taskwatch._task.Task",
+        "taskwatch._core._task.Task",
         (int)(offset + sizeof(TaskExtra)),
         0,
         Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
