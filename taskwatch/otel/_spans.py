@@ -39,6 +39,7 @@ import linecache
 import os
 import sys
 import time
+from time import monotonic as _monotonic, time as _time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, Spa
 from .._core import _sites
 from .._core._guard import internal_error
 from .._core._flags import RELEASED, REPORTED
-from .._core._record import CANCELLED, FAILED, FINISHED, PENDING, WALL_OFFSET, TaskRecord
+from .._core._record import CANCELLED, FAILED, FINISHED, PENDING, TaskRecord
 from .._version import VERSION
 
 if TYPE_CHECKING:
@@ -92,7 +93,9 @@ def _no_meter_provider() -> bool:
 
 def wall_ns(monotonic_time: float) -> int:
     """A record's monotonic timestamp as OpenTelemetry's epoch nanoseconds."""
-    return int((monotonic_time + WALL_OFFSET) * 1e9)
+    # the offset as of now, not of import: the SDK stamps its own spans with time.time_ns(),
+    # and a wall clock stepped since (NTP, a resumed VM) would shift taskwatch's spans from them
+    return int((monotonic_time + _time() - _monotonic()) * 1e9)
 
 
 def epoch_ns(seconds: float) -> int:
@@ -327,7 +330,7 @@ class TaskSpans:
         code = rec.coro
         entry = self.names.get(id(code))
         name = entry[1] if entry is not None and entry[0] is code else self._name(code)
-        start = int((rec.created + WALL_OFFSET) * 1e9)
+        start = wall_ns(rec.created)
         real = backend.start(name, parent, start_ctx, start)
         if real is None:
             rec.span = SAMPLED_OUT
@@ -361,7 +364,7 @@ class TaskSpans:
             except AttributeError:  # created before OpenTelemetry was enabled
                 span = rec.parent
             if span.__class__ is TaskSpan:
-                self._finish(rec, span, int((rec.ended + WALL_OFFSET) * 1e9))
+                self._finish(rec, span, wall_ns(rec.ended))
                 if self.deferred:
                     self._flush(rec.id, span._ctx)
                 return
