@@ -32,7 +32,6 @@ from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 import taskwatch  # noqa: E402
 import taskwatch.otel as tw_otel  # noqa: E402
 from taskwatch._core._flags import PRECISE, RELEASED  # noqa: E402
-from taskwatch._core._record import WALL_OFFSET  # noqa: E402
 
 from .conftest import here, run  # noqa: E402
 
@@ -107,10 +106,6 @@ def otel(watch):
     assert_no_holes(pipe.spans())
     pipe.provider.shutdown()
     pipe.meter_provider.shutdown()
-
-
-def ns(monotonic_time):
-    return int((monotonic_time + WALL_OFFSET) * 1e9)
 
 
 # -- the span tree --------------------------------------------------------------------------------

@@ -235,3 +235,24 @@ def test_task_freed_after_its_loop_closed_is_still_recorded(watch, loop_kind, sp
     assert after == created + 1
     records = [r for r in taskwatch.tasks(include_finished=True) if r["coro"].endswith("fails")]
     assert records and records[0]["state"] == "failed" and records[0]["closed"] == "released"
+
+
+def test_report_times_follow_a_wall_clock_that_stepped(watch, monkeypatch):
+    """A VM resumed or NTP stepping the clock: report times stay next to time.time() as it is
+    now, not as it was when taskwatch was imported."""
+    import time
+
+    from taskwatch._core import _record
+
+    watch()
+
+    async def main():
+        await asyncio.create_task(leaf())
+
+    run(main())
+    step = 3600.0
+    real = time.time
+    monkeypatch.setattr(_record, "_time", lambda: real() + step)
+    (rec,) = _rec("leaf")
+    assert abs(rec["ended"] - (real() + step)) < 60
+    assert abs(_record.to_wall(time.monotonic()) - (real() + step)) < 1

@@ -21,8 +21,14 @@ PENDING, FINISHED, FAILED, CANCELLED = "pending", "finished", "failed", "cancell
 # Stable ids, never reused, shared by all loops and threads (both counters are atomic under the GIL).
 next_id = speedups.next_id if speedups is not None else itertools.count(1).__next__
 
-# Offset from time.monotonic() to wall-clock time, fixed at import so timestamps stay comparable.
-WALL_OFFSET = time.time() - time.monotonic()
+_time, _monotonic = time.time, time.monotonic
+
+
+def to_wall(monotonic_time: float) -> float:
+    """Wall-clock seconds of a ``time.monotonic()`` reading, with the offset as of now: the wall
+    clock can step (NTP, a VM resumed), and what a report's times are read against (logs, the
+    SDK's spans, ``time.time()``) follows the clock as it is now, not as it was at import."""
+    return monotonic_time + (_time() - _monotonic())
 
 
 def _managed_codes() -> frozenset[Any]:
@@ -85,7 +91,7 @@ class CancelRequest:
             "requested_at": frame.as_dict() if frame else None,
             "by_task": self.by,
             "message": self.message,
-            "time": self.at + WALL_OFFSET,
+            "time": to_wall(self.at),
             "via_task": self.via,
         }
 
@@ -160,10 +166,10 @@ class _TaskRecord:
             "creation_stack": [f.as_dict() for f in _sites.resolve(self.stack)],
             "parent": parent,
             "state": self.state,
-            "created": self.created + WALL_OFFSET,
+            "created": to_wall(self.created),
         }
         if self.ended:
-            out["ended"] = self.ended + WALL_OFFSET
+            out["ended"] = to_wall(self.ended)
             out["duration_s"] = round(self.ended - self.created, 6)
             out["closed"] = "released" if self.flags & RELEASED else "done"
         if self.state == FAILED:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from .._core import _findings, _sites
 from .._core._findings import Finding
-from .._core._record import WALL_OFFSET
+from .._core._record import to_wall
 
 _SELECTORS = os.sep + "selectors.py"
 _THREADING = os.sep + "threading.py"
@@ -172,8 +172,8 @@ def blocked_loop(watch: Observer, block: Block | None, duration: float, cpu_shar
             "stack": [f.as_dict() for f in stack],
             "samples": len(samples),
             "top_frames": top,
-            "started_at": started + WALL_OFFSET,
-            "ended_at": ended + WALL_OFFSET,
+            "started_at": to_wall(started),
+            "ended_at": to_wall(ended),
             "blocked_at": where.as_dict() if where is not None else None,
             "importing": importing,
         })

@@ -39,7 +39,6 @@ import linecache
 import os
 import sys
 import time
-from time import monotonic as _monotonic, time as _time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +50,7 @@ from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, Spa
 from .._core import _sites
 from .._core._guard import internal_error
 from .._core._flags import RELEASED, REPORTED
-from .._core._record import CANCELLED, FAILED, FINISHED, PENDING, TaskRecord
+from .._core._record import CANCELLED, FAILED, FINISHED, PENDING, TaskRecord, to_wall
 from .._version import VERSION
 
 if TYPE_CHECKING:
@@ -92,10 +91,9 @@ def _no_meter_provider() -> bool:
 
 
 def wall_ns(monotonic_time: float) -> int:
-    """A record's monotonic timestamp as OpenTelemetry's epoch nanoseconds."""
-    # the offset as of now, not of import: the SDK stamps its own spans with time.time_ns(),
-    # and a wall clock stepped since (NTP, a resumed VM) would shift taskwatch's spans from them
-    return int((monotonic_time + _time() - _monotonic()) * 1e9)
+    """A record's monotonic timestamp as OpenTelemetry's epoch nanoseconds (the SDK stamps its own
+    spans with time.time_ns(): the offset is taken now, see ``to_wall``)."""
+    return int(to_wall(monotonic_time) * 1e9)
 
 
 def epoch_ns(seconds: float) -> int:
