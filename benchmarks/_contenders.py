@@ -27,6 +27,7 @@ CONTENDERS = (
     "taskwatch",
     "taskwatch-nowatchdog",
     "taskwatch-python",
+    "taskwatch-recorder",
     "taskwatch-spans-interesting",
     "taskwatch-spans-all",
     "debug-mode",
@@ -47,6 +48,7 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "taskwatch": ("taskwatch",),
     "taskwatch-nowatchdog": ("taskwatch",),
     "taskwatch-python": ("taskwatch",),
+    "taskwatch-recorder": ("taskwatch",),
     "taskwatch-spans-interesting": ("taskwatch", "opentelemetry.sdk"),
     "taskwatch-spans-all": ("taskwatch", "opentelemetry.sdk"),
     "aiomonitor": ("aiomonitor",),
@@ -224,6 +226,10 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
         kwargs["watchdog"] = False
     if name == "taskwatch-python":  # the pure-Python hot path: what the C accelerator saves
         kwargs["speedups"] = False
+    if name == "taskwatch-recorder":  # the flight recorder's ring on (dumps only on 1 s blocks)
+        import tempfile
+
+        kwargs["flight_recorder"] = tempfile.mkdtemp(prefix="taskwatch-bench-")
     if otel:
         kwargs.update(otel=True, spans=name.removeprefix("taskwatch-spans-"))
     if "block_threshold" in params:
@@ -242,6 +248,11 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
                               "findings": len(report.get("findings", []))}
         ok = created >= out.tasks
         why = "report()['stats']['tasks_created'] >= tasks the workload made"
+        if "flight_recorder" in kwargs:
+            recorded = int(report.get("stats", {}).get("timeline_events", 0))
+            ev["timeline_events"] = recorded
+            ok = ok and recorded >= out.tasks
+            why += "; timeline events recorded >= tasks the workload made"
         if pipeline:
             ev.update(_spans(*pipeline))
             seen = ev["spans_ended"]

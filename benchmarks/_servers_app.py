@@ -19,6 +19,8 @@ MODE (what is switched on before the loop exists):
   nowatchdog           ``taskwatch.install(watchdog=False)``
   tw-nogc              ``taskwatch.install()``, then taskwatch's gc callback taken off ``gc.callbacks``
   tw-python            ``taskwatch.install(speedups=False)`` (the pure-Python hot path)
+  recorder             ``taskwatch.install(flight_recorder=<a temporary folder>)``: the timeline's
+                       ring on (each task end recorded), dumps only on blocks of 1 s
   factory-pass         a pass-through task factory: ``asyncio.Task(coro, loop=loop, **kw)``
   factory-subclass     a factory building a C Task subclass with ``__slots__`` (no overrides)
   factory-ctx          a factory that copies the context, sets one ContextVar in it, builds a Task
@@ -182,10 +184,14 @@ def switch_on(mode: str) -> Any:
     """Switch the mode on before any loop exists; returns a per-loop setup (or None)."""
     if mode in ("plain", "plain2"):
         return None
-    if mode in ("taskwatch", "nowatchdog", "tw-nogc", "tw-python"):
+    if mode in ("taskwatch", "nowatchdog", "tw-nogc", "tw-python", "recorder"):
         import taskwatch
 
         opts: dict[str, Any] = {}
+        if mode == "recorder":
+            import tempfile
+
+            opts["flight_recorder"] = tempfile.mkdtemp(prefix="taskwatch-bench-")
         if mode == "nowatchdog":
             opts["watchdog"] = False
         if mode == "tw-python":

@@ -11,6 +11,7 @@ Everything not listed in ``__all__`` is private.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from typing import Any
@@ -24,7 +25,7 @@ from ._core._state import State
 
 __version__ = _version.VERSION
 __all__ = ["install", "uninstall", "is_installed", "tasks", "findings", "report", "dump",
-           "Finding", "Options", "KINDS"]
+           "write_timeline", "dump_timeline", "Finding", "Options", "KINDS"]
 
 _lock = threading.Lock()
 
@@ -133,3 +134,24 @@ def dump() -> str:
     from ._sinks import _dump
 
     return _dump.render(_state())
+
+
+def _recording() -> Any:
+    timeline = _state().timeline
+    if timeline is None:
+        raise RuntimeError("taskwatch: the timeline is not recording: install with timeline=PATH "
+                           "or flight_recorder=FOLDER (TASKWATCH_TIMELINE, TASKWATCH_FLIGHT_RECORDER)")
+    return timeline
+
+
+def write_timeline(path: str) -> str:
+    """Write the timeline recorded so far (the ring and the tasks live now) to ``path`` as Chrome
+    trace-event JSON, which Perfetto (ui.perfetto.dev) and chrome://tracing open. Returns ``path``.
+    Formats on the calling thread: from a loop, run it in a thread (``asyncio.to_thread``)."""
+    return _recording().write(os.fspath(path))  # type: ignore[no-any-return]
+
+
+def dump_timeline(path: str | None = None) -> str:
+    """The flight recorder's dump, now: the last ``flight_window`` seconds, into ``path`` or a new
+    file of the ``flight_recorder`` folder. Returns the path written."""
+    return _recording().dump(None if path is None else os.fspath(path))  # type: ignore[no-any-return]

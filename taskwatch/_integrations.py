@@ -1,4 +1,5 @@
-"""The wings install() starts around the core: logging, the watchdog, the dump signal, OpenTelemetry.
+"""The wings install() starts around the core: logging, the watchdog, the timeline, the dump
+signal, OpenTelemetry.
 
 Each is independent and guarded: one failing to start is an internal error, never an exception
 in the user's program. All but the dump signal listen as instruments on the state.
@@ -43,6 +44,11 @@ def start(state: State) -> None:
             _watchdog.enable(state, frozenset(_hooks.RUN_CODES))
         except BaseException:
             _guard.internal_error("start watchdog")
+    if options.recording:
+        from ._timeline._writer import Timeline
+
+        state.timeline = Timeline(state)
+        state.timeline.start()
     if options.dump_signal:
         _install_dump_signal(state, options.dump_signal)
     if options.otel:
@@ -65,6 +71,11 @@ def stop(state: State) -> None:
         _watchdog.disable(state)
     except BaseException:
         _guard.internal_error("stop watchdog")
+    if state.timeline is not None:
+        try:
+            state.timeline.stop()
+        except BaseException:
+            _guard.internal_error("stop timeline")
     previous = getattr(state, "saved_signal", None)
     if previous is not None:
         signum, handler = previous
@@ -82,6 +93,9 @@ def _install_dump_signal(state: State, name: str) -> None:
             from ._sinks._dump import render
 
             sys.stderr.write(render(state))
+            timeline = state.timeline
+            if timeline is not None and timeline.folder is not None:
+                timeline.dump_soon(f"{name} received")
             sys.stderr.flush()
         except BaseException:
             _guard.internal_error("dump signal")

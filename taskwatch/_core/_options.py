@@ -157,6 +157,49 @@ def _span_mode(value: Any) -> str:
     raise _Invalid("one of " + ", ".join(SPAN_MODES))
 
 
+def _off(value: Any) -> bool:
+    return value is None or value is False or (
+        isinstance(value, str) and value.strip().lower() in {"", "none", "off", "0", "false", "no"})
+
+
+def _file(value: Any) -> str | None:
+    """``timeline``: the path of a file to write, in a folder that exists and can be written."""
+    accepted = ("the path of a file to write, in an existing folder ('{pid}' in it becomes the "
+                "process id), or none/off")
+    if _off(value):
+        return None
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        raise _Invalid(accepted) from None
+    if not isinstance(text, str):
+        raise _Invalid(accepted)
+    full = os.path.abspath(text)  # the program may chdir before exit
+    folder = os.path.dirname(full)
+    if os.path.isdir(full) or not os.path.isdir(folder):
+        raise _Invalid(accepted + f" (folder {folder!r} does not exist)" if not os.path.isdir(folder)
+                       else accepted + " (it is a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _Invalid(accepted + f" (no permission to write in {folder!r})")
+    return full
+
+
+def _folder(value: Any) -> str | None:
+    """``flight_recorder``: a folder that exists and can be written."""
+    accepted = "the path of an existing folder that can be written, or none/off"
+    if _off(value):
+        return None
+    try:
+        text = os.fspath(value)
+    except TypeError:
+        raise _Invalid(accepted) from None
+    if not isinstance(text, str) or not os.path.isdir(text):
+        raise _Invalid(accepted)
+    if not os.access(text, os.W_OK | os.X_OK):
+        raise _Invalid(accepted + f" (no permission to write in {text!r})")
+    return os.path.abspath(text)
+
+
 # Signals the dump may take over: ones nothing else in a program's life depends on. SIGUSR1 and
 # SIGUSR2 exist for applications to define; SIGINFO (BSD and macOS, sent by Ctrl-T) asks a
 # program for its status and is ignored by default, so taking it over stops nothing. Every other
@@ -220,10 +263,15 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("hang_threshold", _optional_seconds, None, "Seconds after which a block dumps all thread stacks to stderr (no GIL needed); off by default."),
     OptionSpec("coroutine_origin", _count(0, 64), 0, "Coroutine origin tracking depth for `never-awaited` sites (costs on every coroutine; the session uses 1)."),
     OptionSpec("log", _bool, True, "Log each finding to the `taskwatch` logger."),
-    OptionSpec("dump_signal", _signal_name, None, "Signal that prints the live task tree to stderr: SIGUSR1 or SIGUSR2 (SIGINFO on BSD/macOS); off by default."),
+    OptionSpec("dump_signal", _signal_name, None, "Signal that prints the live task tree to stderr (and, with `flight_recorder`, writes a timeline dump): SIGUSR1 or SIGUSR2 (SIGINFO on BSD/macOS); off by default."),
     OptionSpec("otel", _bool, False, "Export tasks, findings and blocks to OpenTelemetry (needs the `otel` extra)."),
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
+    OptionSpec("timeline", _file, None, "Write the run's timeline (Chrome trace-event JSON for Perfetto) to this file at exit; `{pid}` in it becomes the process id."),
+    OptionSpec("timeline_events", _count(1000, 10_000_000), 100_000, "Finished tasks (and, apart, cancels and findings) a timeline can show: while recording, the `history` ring grows to this size; older ones are dropped and counted."),
+    OptionSpec("flight_recorder", _folder, None, "Folder for the flight recorder: keep the timeline in memory and write its last `flight_window` seconds there when the loop blocks for `flight_block` seconds or more."),
+    OptionSpec("flight_window", _seconds, 10.0, "Seconds of timeline a flight-recorder dump covers."),
+    OptionSpec("flight_block", _seconds, 1.0, "Seconds a block must last to make the flight recorder dump (at least `block_threshold`)."),
     OptionSpec("speedups", _bool, True, "Use the C hot path when it is built (same results, a fraction of the cost); `TASKWATCH_SPEEDUPS=0` also keeps it from loading."),
 )
 
@@ -252,7 +300,22 @@ class Options:
     otel: bool = False
     spans: str = "interesting"
     span_threshold: float = 1.0
+    timeline: str | None = None
+    timeline_events: int = 100_000
+    flight_recorder: str | None = None
+    flight_window: float = 10.0
+    flight_block: float = 1.0
     speedups: bool = True
+
+    @property
+    def recording(self) -> bool:
+        """Whether the timeline records (for an exit file or a flight recorder)."""
+        return self.timeline is not None or self.flight_recorder is not None
+
+    @property
+    def history_size(self) -> int:
+        """The finished-task ring's length: the timeline's tasks are that ring's records."""
+        return max(self.history, self.timeline_events) if self.recording else self.history
 
     @property
     def active_kinds(self) -> frozenset[str]:
@@ -286,6 +349,12 @@ def resolve(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None)
                 "taskwatch: option 'hang_threshold' must be greater than block_threshold "
                 f"({block}); got {values['hang_threshold']!r}"
             )
+    if "flight_block" in values:
+        block = values.get("block_threshold", Options.block_threshold)
+        if values["flight_block"] < block:
+            raise ValueError(
+                "taskwatch: option 'flight_block' must be at least block_threshold "
+                f"({block}): shorter blocks are not seen; got {values['flight_block']!r}")
     return Options(**values)
 
 

@@ -63,7 +63,7 @@ class Probe:
         self._gate: Any = None
         self.depth = state.options.stack_depth
         self.done_ctx = contextvars.Context()  # done callbacks run here: no context copy per task
-        self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history)
+        self.history: collections.deque[TaskRecord] = collections.deque(maxlen=state.options.history_size)
         # cancelled tasks not ended yet, in cancel order (slow-cancel); only the loop thread edits
         self._cancelling: dict[TaskRecord, tuple[Any, CancelRequest]] = {}
         self._slow_armed = False  # a slow-cancel job is on taskwatch's thread

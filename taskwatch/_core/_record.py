@@ -85,6 +85,14 @@ class CancelRequest:
             self._by = by = brief(by)
         return by  # type: ignore[no-any-return]
 
+    @property
+    def by_id(self) -> int | None:
+        """The canceller's id, without formatting the rest of its brief."""
+        by = self._by
+        if by is None:
+            return None
+        return by[0] if by.__class__ is tuple else by["id"]  # type: ignore[no-any-return]
+
     def as_dict(self) -> dict[str, Any]:
         frame = _sites.site(self.stack)
         return {

@@ -40,7 +40,7 @@ class State:
         self.retired: collections.Counter[str] = collections.Counter()
         self.loop_kinds: set[str] = set()
         self.retired_lags: collections.deque[float] = collections.deque(maxlen=4096)
-        self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history)
+        self.retired_history: collections.deque[TaskRecord] = collections.deque(maxlen=options.history_size)
         self.late_counts: collections.Counter[str] = collections.Counter()
         self.findings: collections.deque[Finding] = collections.deque(maxlen=options.max_findings)
         self.counts: collections.Counter[str] = collections.Counter()
@@ -56,7 +56,9 @@ class State:
         self.gather_callback_code = _gather_callback_code()
         # Spans need tasks' ends as they happen: with OpenTelemetry on, a task with a span gets a
         # done callback and any other is closed when first seen done (see _hotpath.on_release).
-        self.precise_ends = options.otel
+        # So do the timeline's slices.
+        self.precise_ends = options.otel or options.recording
+        self.timeline: Any = None  # the timeline wing, when it records (see _timeline)
         self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": [],
                                             "starved_blocks": 0}
         self._ignore = [_parse_ignore(item) for item in options.ignore]
@@ -94,7 +96,12 @@ class State:
             self.retired.update(probe.stats())
             if probe.watchdog is not None:
                 self.retired_lags.extend(probe.watchdog.lag_samples())
-            self.retired_history.extend(probe.history)
+            history = self.retired_history
+            if history.maxlen is not None:  # what the folding pushes out is dropped too
+                over = len(history) + len(probe.history) - history.maxlen
+                if over > 0:
+                    self.late_counts["dropped_history"] += min(over, len(history))
+            history.extend(probe.history)
             probe.history.clear()
             probe.retarget(self._late_close)  # its tasks may still be freed after the loop closed
         if probe.watchdog is not None:
