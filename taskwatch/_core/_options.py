@@ -268,7 +268,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
     OptionSpec("timeline", _file, None, "Write the run's timeline (Chrome trace-event JSON for Perfetto) to this file at exit; `{pid}` in it becomes the process id."),
-    OptionSpec("timeline_events", _count(1000, 10_000_000), 100_000, "Finished tasks (and, apart, cancels and findings) a timeline can show: while recording, the `history` ring grows to this size; older ones are dropped and counted."),
+    OptionSpec("timeline_events", _count(1000, 10_000_000), 50_000, "Finished tasks (and, apart, cancels and findings) a timeline can show: while recording, the `history` ring grows to this size; older ones are dropped and counted."),
     OptionSpec("flight_recorder", _folder, None, "Folder for the flight recorder: keep the timeline in memory and write its last `flight_window` seconds there when the loop blocks for `flight_block` seconds or more."),
     OptionSpec("flight_window", _seconds, 10.0, "Seconds of timeline a flight-recorder dump covers."),
     OptionSpec("flight_block", _seconds, 1.0, "Seconds a block must last to make the flight recorder dump (at least `block_threshold`)."),
@@ -301,7 +301,7 @@ class Options:
     spans: str = "interesting"
     span_threshold: float = 1.0
     timeline: str | None = None
-    timeline_events: int = 100_000
+    timeline_events: int = 50_000
     flight_recorder: str | None = None
     flight_window: float = 10.0
     flight_block: float = 1.0

@@ -21,6 +21,7 @@ from .._core._findings import Finding
 from .._core._record import CancelRequest, TaskRecord
 
 CANCEL, FINDING = 1, 2
+_LABELS = 64
 RETIRED = -1  # the key of the tasks of loops that have closed (their ring was folded together)
 
 _monotonic = time.monotonic
@@ -53,6 +54,13 @@ class Recorder:
         self.labels: dict[int, str] = {}  # id(probe) -> label, learnt while its loop runs
 
     # -- instrument hooks (rare) -----------------------------------------------------------------
+    def loop_attached(self, probe: Any, loop: Any) -> None:
+        """Name the loop now: by the time a timeline is written at exit it may have closed."""
+        labels = self.labels
+        labels[id(probe)] = f"{probe.loop_kind} loop on thread {threading.current_thread().name!r}"
+        if len(labels) > _LABELS:  # a program that makes loop after loop: forget the oldest
+            del labels[next(iter(labels))]
+
     def task_cancelled(self, task: Any, rec: TaskRecord) -> None:
         cancels = rec.cancels
         if cancels:
@@ -86,7 +94,10 @@ class Recorder:
             retired = state.retired_history.copy()
             kinds = sorted(state.loop_kinds)
         if retired:
-            snap.loops[RETIRED] = f"closed {'/'.join(kinds) or 'event'} loop(s)"
+            live = {id(probe) for probe in state.live_probes()}
+            closed = sorted({label for key, label in self.labels.items() if key not in live})
+            snap.loops[RETIRED] = (f"{closed[0]} (closed)" if len(closed) == 1 else
+                                   f"closed {'/'.join(kinds) or 'event'} loops")
             snap.tasks.extend((rec, RETIRED) for rec in retired)
         events = list(self.events.copy())
         if since is not None:

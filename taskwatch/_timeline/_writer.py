@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import os
 import sys
 import time
@@ -144,14 +143,13 @@ class Timeline:
             internal_error("timeline at exit")
 
 
-def _write_json(trace: dict[str, Any], path: str, private: bool) -> None:
+def _write_json(trace: _chrome.Trace, path: str, private: bool) -> None:
     """Whole or not at all: a temporary file beside ``path``, renamed over it."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(tmp, flags, 0o600 if private else 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(trace, handle, separators=(",", ":"), default=str)
+            trace.write(handle)
         os.replace(tmp, path)
     except BaseException:
         try:
