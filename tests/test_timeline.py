@@ -347,3 +347,27 @@ def test_the_validator_rejects_what_a_viewer_would_misdraw():
         validate(trace(a, {"ph": "s", "name": "f", "cat": "f", "id": 1, "pid": 1, "tid": 1, "ts": 1},
                        {"ph": "f", "bp": "e", "name": "f", "cat": "f", "id": 1, "pid": 1, "tid": 1,
                         "ts": 50}))
+
+
+def test_children_write_their_own_timeline_files(tmp_path):
+    program = tmp_path / "parent.py"
+    program.write_text(
+        "import asyncio, os, subprocess, sys\n"
+        "async def main():\n"
+        "    await asyncio.sleep(0)\n"
+        "    subprocess.run([sys.executable, '-c', 'import asyncio; asyncio.run(asyncio.sleep(0))'],\n"
+        "                   check=True)\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        asyncio.run(asyncio.sleep(0))\n"
+        "        sys.exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "asyncio.run(main())\n")
+    done = subprocess.run([sys.executable, "-m", "taskwatch", "--timeline", "t.json",
+                           "--quiet-summary", str(program)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.name for p in tmp_path.glob("t.json*"))
+    assert "t.json" in files and len(files) == 3, (files, done.stderr)  # session, child, fork
+    for name in files:
+        validate(_trace(tmp_path / name))

@@ -96,6 +96,9 @@ def export_to_children(cli_options: dict[str, Any], json_path: str | None) -> No
     for name, value in cli_options.items():
         if isinstance(value, (tuple, list)):
             value = ",".join(value)
+        if name == "timeline" and value and "{pid}" not in str(value):
+            # each child writes its own file beside the session's, as with --json
+            value = os.path.abspath(str(value)) + ".{pid}.json"
         os.environ[_spec(name).env] = str(value)
     for name, value in SESSION_DEFAULTS.items():
         os.environ.setdefault(_spec(name).env, str(value))
