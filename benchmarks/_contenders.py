@@ -249,10 +249,11 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
         ok = created >= out.tasks
         why = "report()['stats']['tasks_created'] >= tasks the workload made"
         if "flight_recorder" in kwargs:
-            recorded = int(report.get("stats", {}).get("timeline_events", 0))
-            ev["timeline_events"] = recorded
-            ok = ok and recorded >= out.tasks
-            why += "; timeline events recorded >= tasks the workload made"
+            stats = report.get("stats", {})
+            ev["timeline_recorder"] = "timeline_events" in stats
+            ev["history_kept"] = int(stats.get("tasks_finished", 0)) - int(stats.get("dropped_history", 0))
+            ok = ok and "timeline_events" in stats and ev["history_kept"] >= min(out.tasks, 50_000)
+            why += "; the timeline recorder is on and its history ring kept min(tasks, 50,000)"
         if pipeline:
             ev.update(_spans(*pipeline))
             seen = ev["spans_ended"]

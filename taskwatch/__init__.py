@@ -25,7 +25,7 @@ from ._core._state import State
 
 __version__ = _version.VERSION
 __all__ = ["install", "uninstall", "is_installed", "tasks", "findings", "report", "dump",
-           "write_timeline", "dump_timeline", "Finding", "Options", "KINDS"]
+           "write_timeline", "dump_timeline", "snapshot", "Finding", "Options", "KINDS"]
 
 _lock = threading.Lock()
 
@@ -134,6 +134,15 @@ def dump() -> str:
     from ._sinks import _dump
 
     return _dump.render(_state())
+
+
+def snapshot() -> dict[str, Any]:
+    """What ``taskwatch ps`` shows, as JSON data: the live tasks as a tree of groups (identical
+    tasks counted once), each with where it waits and for how long at least, pending cancels, the
+    loops, the recent findings. Wait times are counted from one snapshot to the next."""
+    from ._live import _snapshot
+
+    return _snapshot.take(_state())
 
 
 def _recording() -> Any:

@@ -49,6 +49,11 @@ def start(state: State) -> None:
 
         state.timeline = Timeline(state)
         state.timeline.start()
+    from ._live import _serve
+
+    state.knock = _serve.start_knock(state)  # Python 3.14+: taskwatch ps attaches
+    if options.control:
+        state.control = _serve.start_control(state)
     if options.dump_signal:
         _install_dump_signal(state, options.dump_signal)
     if options.otel:
@@ -76,6 +81,14 @@ def stop(state: State) -> None:
             state.timeline.stop()
         except BaseException:
             _guard.internal_error("stop timeline")
+    for name in ("control", "knock"):
+        part = getattr(state, name, None)
+        if part is not None:
+            try:
+                state.instruments.remove(part)
+                part.stop()
+            except BaseException:
+                _guard.internal_error(f"stop {name}")
     previous = getattr(state, "saved_signal", None)
     if previous is not None:
         signum, handler = previous

@@ -76,7 +76,8 @@ def test_opentelemetry_only_through_public_names() -> None:
     assert not bad, bad
 
 
-WINGS = ("taskwatch._watchdog", "taskwatch._sinks", "taskwatch._timeline", "taskwatch.otel",
+WINGS = ("taskwatch._watchdog", "taskwatch._sinks", "taskwatch._timeline", "taskwatch._live",
+         "taskwatch.otel",
          "taskwatch._pytest",
          "taskwatch._cli", "taskwatch._integrations", "taskwatch.pytest_plugin")
 

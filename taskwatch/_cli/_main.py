@@ -42,7 +42,8 @@ Finding kinds: """ + ", ".join(_options.KINDS)
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m taskwatch",
-        usage="python -m taskwatch [options] (script.py | -m module) [args ...]",
+        usage="python -m taskwatch [options] (script.py | -m module) [args ...]\n"
+              "       python -m taskwatch ps PID [--json]",
         description="Run a Python program with every asyncio/uvloop task watched, and print what "
                     "went wrong (lost errors, swallowed cancels, blocked loop, leaked tasks...) at exit.",
         epilog=_EPILOG,
@@ -68,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "ps":  # a subcommand (a script named ps runs as ./ps)
+        from . import _ps
+
+        _ps.main(argv[1:])
+        return
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.module is None and not args.program:
         parser.error("give a script path or -m module")
     if args.module is not None and args.program and args.program[0] == "--":

@@ -267,6 +267,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("otel", _bool, False, "Export tasks, findings and blocks to OpenTelemetry (needs the `otel` extra)."),
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
+    OptionSpec("control", _bool, False, "Answer `taskwatch ps PID` on a Unix socket only the owner can open (`<tmp>/taskwatch-<uid>/<pid>.sock`): the way to attach on Python 3.11-3.13; 3.14+ attaches with `sys.remote_exec` and needs nothing."),
     OptionSpec("timeline", _file, None, "Write the run's timeline (Chrome trace-event JSON for Perfetto) to this file at exit; `{pid}` in it becomes the process id."),
     OptionSpec("timeline_events", _count(1000, 10_000_000), 50_000, "Finished tasks (and, apart, cancels and findings) a timeline can show: while recording, the `history` ring grows to this size; older ones are dropped and counted."),
     OptionSpec("flight_recorder", _folder, None, "Folder for the flight recorder: keep the timeline in memory and write its last `flight_window` seconds there when the loop blocks for `flight_block` seconds or more."),
@@ -300,6 +301,7 @@ class Options:
     otel: bool = False
     spans: str = "interesting"
     span_threshold: float = 1.0
+    control: bool = False
     timeline: str | None = None
     timeline_events: int = 50_000
     flight_recorder: str | None = None

@@ -1,0 +1,62 @@
+"""``python -m taskwatch ps PID``: one look at a running program that called ``taskwatch.install()``.
+
+Reaches the program through its control socket (``control=True``) or, on Python 3.14+, with
+``sys.remote_exec``; prints the task tree (``--json``: the snapshot itself). A failed attach exits
+with status 2 and says what to do; nothing is started in the program beyond answering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .._live import _attach, _text
+
+ATTACH_FAILED = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m taskwatch ps",
+        description="Show the live tasks of a running program that called taskwatch.install(): "
+                    "the task tree, identical tasks grouped, where each waits and for how long, "
+                    "pending cancels, recent findings.")
+    ap.add_argument("pid", type=_pid, help="process id of the program")
+    ap.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    ap.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                    help="how long to wait for the program's answer (default 10)")
+    return ap
+
+
+def main(argv: list[str]) -> None:
+    args = parser().parse_args(argv)
+    try:
+        snap = _attach.fetch(args.pid, args.timeout)
+    except _attach.AttachError as exc:
+        sys.stderr.write(f"taskwatch ps: {exc}\n")
+        sys.exit(ATTACH_FAILED)
+    if args.json:
+        sys.stdout.write(json.dumps(snap, indent=2) + "\n")
+    else:
+        sys.stdout.write(_text.render(snap))
+
+
+def _pid(text: str) -> int:
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PID must be a process id (a whole number); got {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"PID must be a process id greater than 0; got {pid}")
+    return pid
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"--timeout must be seconds from 0 to 3600; got {text!r}")
+    return value
