@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m taskwatch",
         usage="python -m taskwatch [options] (script.py | -m module) [args ...]\n"
-              "       python -m taskwatch ps PID [--json]",
+              "       python -m taskwatch ps PID [--json]\n"
+              "       python -m taskwatch top PID",
         description="Run a Python program with every asyncio/uvloop task watched, and print what "
                     "went wrong (lost errors, swallowed cancels, blocked loop, leaked tasks...) at exit.",
         epilog=_EPILOG,
@@ -70,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "ps":  # a subcommand (a script named ps runs as ./ps)
+    if argv and argv[0] in ("ps", "top"):  # subcommands (a script named ps runs as ./ps)
         from . import _ps
 
-        _ps.main(argv[1:])
+        (_ps.main if argv[0] == "ps" else _ps.top)(argv[1:])
         return
     parser = _parser()
     args = parser.parse_args(argv)

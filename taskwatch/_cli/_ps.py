@@ -1,8 +1,10 @@
-"""``python -m taskwatch ps PID``: one look at a running program that called ``taskwatch.install()``.
+"""``python -m taskwatch ps PID`` and ``top PID``: look at a running program that called
+``taskwatch.install()``, once or live.
 
 Reaches the program through its control socket (``control=True``) or, on Python 3.14+, with
-``sys.remote_exec``; prints the task tree (``--json``: the snapshot itself). A failed attach exits
-with status 2 and says what to do; nothing is started in the program beyond answering.
+``sys.remote_exec``. ``ps`` prints the task tree (``--json``: the snapshot itself); ``top`` shows it
+refreshed in the terminal (the ``top`` extra). A failed attach exits with status 2 and says what
+to do; nothing is started in the program beyond answering.
 """
 
 from __future__ import annotations
@@ -27,6 +29,37 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                     help="how long to wait for the program's answer (default 10)")
     return ap
+
+
+def top_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m taskwatch top",
+        description="Show the live tasks of a running program that called taskwatch.install(), "
+                    "refreshed in the terminal; keys: n, a, w sort by count, age, wait; q quits.")
+    ap.add_argument("pid", type=_pid, help="process id of the program")
+    ap.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                    help="seconds between refreshes (default 1)")
+    ap.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
+                    help="how long to wait for each answer (default 10)")
+    return ap
+
+
+TOP_EXTRA = "pip install 'taskwatch[top]'"
+
+
+def top(argv: list[str]) -> None:
+    args = top_parser().parse_args(argv)
+    try:
+        from .._live import _top
+    except ImportError as exc:
+        sys.stderr.write(f"taskwatch top: needs the terminal library Textual, which cannot be "
+                         f"imported here ({exc}); install the top extra: {TOP_EXTRA}\n")
+        sys.exit(ATTACH_FAILED)
+    try:
+        sys.exit(_top.run(args.pid, args.interval, args.timeout))
+    except _attach.AttachError as exc:
+        sys.stderr.write(f"taskwatch top: {exc}\n")
+        sys.exit(ATTACH_FAILED)
 
 
 def main(argv: list[str]) -> None:
@@ -58,5 +91,5 @@ def _seconds(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError(f"--timeout must be seconds from 0 to 3600; got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be seconds greater than 0, at most 3600; got {text!r}")
     return value

@@ -87,7 +87,7 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
         if len(group["tasks"]) < _SAMPLE_IDS:
             group["tasks"].append({"id": rec.id, "name": rec.name})
         _widen(group["age_s"], now - rec.created)
-        wait = waited.get(rec.id)
+        wait = None if is_running else waited.get(rec.id)
         if wait is not None:
             _widen(group["waiting_s"], wait)
         if rec.cancels and len(group["cancelling"]) < _SAMPLE_IDS and _cancelling(task):
