@@ -148,6 +148,12 @@ class _Target:
         self.proc.kill()
         self.proc.wait(timeout=30)
 
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _ps(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "taskwatch", "ps", *args], capture_output=True,
@@ -177,61 +183,46 @@ def _attach_twice(pid: int) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_ps_attaches_through_the_control_socket(tmp_path, loop_kind):
-    target = _Target(tmp_path, TASKWATCH_CONTROL="1", LOOP=loop_kind)
-    try:
+    with _Target(tmp_path, TASKWATCH_CONTROL="1", LOOP=loop_kind) as target:
         first, second = _attach_twice(target.pid)
         _check_target_snapshot(first, second)
         assert second["loops"][0]["kind"] == loop_kind
         text = _ps(str(target.pid))
         assert text.returncode == 0, text.stderr
         assert "1,000 x worker" in text.stdout and "cancel pending" in text.stdout
-    finally:
-        target.close()
 
 
 @pytest.mark.skipif(not HAS_REMOTE_EXEC, reason="sys.remote_exec is Python 3.14+")
 def test_ps_attaches_with_remote_exec_and_no_set_up(tmp_path, loop_kind):
-    target = _Target(tmp_path, LOOP=loop_kind)
-    try:
+    with _Target(tmp_path, LOOP=loop_kind) as target:
         first, second = _attach_twice(target.pid)
         _check_target_snapshot(first, second)
-    finally:
-        target.close()
 
 
 @pytest.mark.skipif(not HAS_REMOTE_EXEC, reason="sys.remote_exec is Python 3.14+")
 def test_ps_wakes_an_idle_loop(tmp_path):
-    target = _Target(tmp_path, IDLE="1")
-    try:
+    with _Target(tmp_path, IDLE="1") as target:
         started = time.monotonic()
         done = _ps("--json", "--timeout", "20", str(target.pid))
         assert done.returncode == 0, done.stderr
         assert time.monotonic() - started < 20
         assert _group(json.loads(done.stdout), ".worker")["count"] == 1000
-    finally:
-        target.close()
 
 
 @pytest.mark.skipif(not HAS_REMOTE_EXEC, reason="sys.remote_exec is Python 3.14+")
 def test_ps_says_when_taskwatch_is_not_installed(tmp_path):
-    target = _Target(tmp_path, NO_INSTALL="1")
-    try:
+    with _Target(tmp_path, NO_INSTALL="1") as target:
         done = _ps(str(target.pid))
         assert done.returncode == 2
         assert "taskwatch is not installed in this process" in done.stderr
-    finally:
-        target.close()
 
 
 @pytest.mark.skipif(HAS_REMOTE_EXEC, reason="3.14+ attaches without a control socket")
 def test_ps_without_control_socket_says_what_to_do(tmp_path):
-    target = _Target(tmp_path)
-    try:
+    with _Target(tmp_path) as target:
         done = _ps(str(target.pid))
         assert done.returncode == 2
         assert "TASKWATCH_CONTROL=1" in done.stderr and "3.14" in done.stderr
-    finally:
-        target.close()
 
 
 def test_ps_of_a_missing_process_and_a_bad_pid():

@@ -162,19 +162,24 @@ def _off(value: Any) -> bool:
         isinstance(value, str) and value.strip().lower() in {"", "none", "off", "0", "false", "no"})
 
 
-def _file(value: Any) -> str | None:
-    """``timeline``: the path of a file to write, in a folder that exists and can be written."""
-    accepted = ("the path of a file to write, in an existing folder ('{pid}' in it becomes the "
-                "process id), or none/off")
-    if _off(value):
-        return None
+def _path(value: Any, accepted: str) -> str:
+    """A path given as text or path-like (not bytes)."""
     try:
         text = os.fspath(value)
     except TypeError:
         raise _Invalid(accepted) from None
     if not isinstance(text, str):
         raise _Invalid(accepted)
-    full = os.path.abspath(text)  # the program may chdir before exit
+    return text
+
+
+def _file(value: Any) -> str | None:
+    """``timeline``: the path of a file to write, in a folder that exists and can be written."""
+    accepted = ("the path of a file to write, in an existing folder ('{pid}' in it becomes the "
+                "process id), or none/off")
+    if _off(value):
+        return None
+    full = os.path.abspath(_path(value, accepted))  # the program may chdir before exit
     folder = os.path.dirname(full)
     if os.path.isdir(full) or not os.path.isdir(folder):
         raise _Invalid(accepted + f" (folder {folder!r} does not exist)" if not os.path.isdir(folder)
@@ -189,11 +194,8 @@ def _folder(value: Any) -> str | None:
     accepted = "the path of an existing folder that can be written, or none/off"
     if _off(value):
         return None
-    try:
-        text = os.fspath(value)
-    except TypeError:
-        raise _Invalid(accepted) from None
-    if not isinstance(text, str) or not os.path.isdir(text):
+    text = _path(value, accepted)
+    if not os.path.isdir(text):
         raise _Invalid(accepted)
     if not os.access(text, os.W_OK | os.X_OK):
         raise _Invalid(accepted + f" (no permission to write in {text!r})")
