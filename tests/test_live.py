@@ -242,3 +242,24 @@ def test_control_socket_is_private_and_removed_at_uninstall(watch):
     assert os.stat(folder).st_mode & 0o077 == 0
     taskwatch.uninstall()
     assert not os.path.exists(path)
+
+
+def test_ps_timeline_asks_the_flight_recorder_for_its_last_seconds(tmp_path):
+    from .test_timeline import validate
+
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    with _Target(tmp_path, TASKWATCH_CONTROL="1", TASKWATCH_FLIGHT_RECORDER=str(folder)) as target:
+        out = tmp_path / "now.json"
+        done = _ps("--timeline", str(out), str(target.pid))
+        assert done.returncode == 0, done.stderr
+        assert f"wrote the last 10 s of its timeline to {out}" in done.stdout
+        parts = validate(json.loads(out.read_text()))
+        assert sum(1 for e in parts["tasks"] if e["name"].endswith("worker")) == 1000
+
+
+def test_ps_timeline_of_a_program_that_records_none(tmp_path):
+    with _Target(tmp_path, TASKWATCH_CONTROL="1") as target:
+        done = _ps("--timeline", str(tmp_path / "t.json"), str(target.pid))
+        assert done.returncode == 2
+        assert "records no timeline" in done.stderr and "TASKWATCH_FLIGHT_RECORDER" in done.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .._live import _attach, _text
@@ -26,6 +27,10 @@ def parser() -> argparse.ArgumentParser:
                     "pending cancels, recent findings.")
     ap.add_argument("pid", type=_pid, help="process id of the program")
     ap.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    ap.add_argument("--timeline", metavar="PATH",
+                    help="instead, have the program write its flight recorder's last seconds "
+                         "to PATH (Chrome trace-event JSON; the program must record one: "
+                         "TASKWATCH_FLIGHT_RECORDER)")
     ap.add_argument("--timeout", type=_seconds, default=10.0, metavar="SECONDS",
                     help="how long to wait for the program's answer (default 10)")
     return ap
@@ -64,6 +69,9 @@ def top(argv: list[str]) -> None:
 
 def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
+    if args.timeline is not None:
+        _timeline(args.pid, args.timeline, args.timeout)
+        return
     try:
         snap = _attach.fetch(args.pid, args.timeout)
     except _attach.AttachError as exc:
@@ -73,6 +81,21 @@ def main(argv: list[str]) -> None:
         sys.stdout.write(json.dumps(snap, indent=2) + "\n")
     else:
         sys.stdout.write(_text.render(snap))
+
+
+def _timeline(pid: int, path: str, timeout: float) -> None:
+    full = os.path.abspath(path)
+    if not os.path.isdir(os.path.dirname(full)) or os.path.isdir(full):
+        sys.stderr.write(f"taskwatch ps: --timeline {path!r}: give the path of a file in an "
+                         f"existing folder\n")
+        sys.exit(ATTACH_FAILED)
+    try:
+        answer = _attach.ask(pid, {"what": "timeline", "path": full}, timeout)
+    except _attach.AttachError as exc:
+        sys.stderr.write(f"taskwatch ps: {exc}\n")
+        sys.exit(ATTACH_FAILED)
+    sys.stdout.write(f"taskwatch ps: process {pid} wrote the last {answer['window_s']:g} s of "
+                     f"its timeline to {answer['timeline']}\n")
 
 
 def _pid(text: str) -> int:

@@ -43,20 +43,25 @@ class _Stale(Exception):
 
 def fetch(pid: int, timeout: float = 10.0) -> dict[str, Any]:
     """The snapshot of process ``pid``."""
+    return ask(pid, {"what": "snapshot"}, timeout)
+
+
+def ask(pid: int, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Process ``pid``'s answer to ``request`` (see ``_serve.respond``)."""
     _check_process(pid)
     path = control_path(pid)
     can_exec = hasattr(sys, "remote_exec")
     if os.path.exists(path):
         try:
-            data = _via_socket(path, timeout)
+            data = _via_socket(path, request, timeout)
         except _Stale:
             if not can_exec:
                 raise AttachError(f"{path} exists but nothing answers on it: the program ended, "
                                   f"or uninstalled taskwatch, or is not the one that made "
                                   f"it") from None
-            data = _via_remote_exec(pid, timeout)
+            data = _via_remote_exec(pid, request, timeout)
     elif can_exec:
-        data = _via_remote_exec(pid, timeout)
+        data = _via_remote_exec(pid, request, timeout)
     else:
         raise AttachError(
             f"process {pid} has no taskwatch control socket ({path}), and Python "
@@ -79,12 +84,12 @@ def _check_process(pid: int) -> None:
                           f"(or as root)") from None
 
 
-def _via_socket(path: str, timeout: float) -> dict[str, Any]:
+def _via_socket(path: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(path)
-            sock.sendall(b"snapshot\n")
+            sock.sendall(json.dumps(request).encode() + b"\n")
             chunks = []
             while True:
                 chunk = sock.recv(1 << 16)
@@ -101,13 +106,13 @@ def _via_socket(path: str, timeout: float) -> dict[str, Any]:
     return _parsed(b"".join(chunks).decode("utf-8", "replace"))
 
 
-def _via_remote_exec(pid: int, timeout: float) -> dict[str, Any]:
+def _via_remote_exec(pid: int, request: dict[str, Any], timeout: float) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="taskwatch-ps-")  # 0700: only this user
     try:
         reply = os.path.join(folder, "reply.json")
         script = os.path.join(folder, "ask.py")
         with open(script, "w", encoding="utf-8") as handle:
-            handle.write(_SCRIPT.format(request={"reply": reply}, reply=reply))
+            handle.write(_SCRIPT.format(request={**request, "reply": reply}, reply=reply))
         try:
             sys.remote_exec(pid, script)  # type: ignore[attr-defined]
             _knock(pid)

@@ -12,8 +12,8 @@ Two ways a request arrives, neither a network port:
   the loops with a no-op callback. A knock asks for nothing else: the request itself still needs
   ``sys.remote_exec``'s rights.
 * Any version, opt-in (``control=True``): a Unix socket in a folder only the owner can enter,
-  ``<tmp>/taskwatch-<uid>/<pid>.sock``, served by a daemon thread: one request line
-  (``snapshot``), one JSON answer, closed.
+  ``<tmp>/taskwatch-<uid>/<pid>.sock``, served by a daemon thread: one request, a line of JSON
+  (``{"what": "snapshot"}``), one JSON answer, closed.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def private_dir(path: str) -> str:
     return path
 
 
-def snapshot_text() -> str:
-    """The installed state's snapshot as JSON text, or a JSON error."""
+def respond(request: dict[str, Any]) -> str:
+    """The answer to one request, as JSON text: ``{"what": "snapshot"}`` is the snapshot;
+    ``{"what": "timeline", "path": P}`` writes the flight recorder's last ``flight_window``
+    seconds to P (the requester's file: same user) and says where."""
     from .._core import _hooks
     from . import _snapshot
 
@@ -68,12 +70,23 @@ def snapshot_text() -> str:
     if state is None:
         return json.dumps({"error": "taskwatch is not installed in this process "
                                     "(call taskwatch.install() at start-up)"})
-    return json.dumps(_snapshot.take(state), default=str)
+    what = request.get("what")
+    if what == "snapshot":
+        return json.dumps(_snapshot.take(state), default=str)
+    if what == "timeline":
+        timeline = state.timeline
+        if timeline is None:
+            return json.dumps({"error": "the program records no timeline: start it with "
+                                        "TASKWATCH_FLIGHT_RECORDER=FOLDER (or "
+                                        "install(flight_recorder=...))"})
+        path = timeline.dump(str(request.get("path")))
+        return json.dumps({"timeline": path, "window_s": timeline.window})
+    return json.dumps({"error": f"unknown request {what!r}"})
 
 
 def answer_later(request: dict[str, Any]) -> None:
-    """Called by the remote_exec script on the program's main thread: take the snapshot on
-    taskwatch's thread and write it where the request says."""
+    """Called by the remote_exec script on the program's main thread: answer on taskwatch's
+    thread and write the answer where the request says."""
     from .._core import _hooks
 
     reply = str(request.get("reply", ""))
@@ -81,14 +94,19 @@ def answer_later(request: dict[str, Any]) -> None:
     if state is None or not reply:
         write_reply(reply, json.dumps({"error": "taskwatch is not installed in this process"}))
         return
-    state.ticker.at(0.0, lambda: _answer(reply))
+    state.ticker.at(0.0, lambda: _answer(request, reply))
 
 
-def _answer(reply: str) -> None:
+def _answer(request: dict[str, Any], reply: str) -> None:
     try:
-        write_reply(reply, snapshot_text())
+        write_reply(reply, respond(request))
     except BaseException:
-        internal_error("answer a snapshot request")
+        internal_error("answer a request")
+        try:
+            write_reply(reply, json.dumps({"error": "taskwatch failed to answer (an internal "
+                                                    "error, logged in the program)"}))
+        except OSError:
+            pass
 
 
 def write_reply(path: str, text: str) -> None:
@@ -161,10 +179,15 @@ class ControlSocket:
                 with conn:
                     conn.settimeout(5)
                     data = conn.recv(_REQUEST_LIMIT)
-                    if data.strip() == b"snapshot":
-                        conn.sendall(snapshot_text().encode())
+                    try:
+                        request = json.loads(data.decode("utf-8").splitlines()[0])
+                    except (ValueError, UnicodeDecodeError, IndexError):
+                        request = None
+                    if not isinstance(request, dict):
+                        answer = json.dumps({"error": "a request is one line of JSON"})
                     else:
-                        conn.sendall(json.dumps({"error": "unknown request"}).encode())
+                        answer = respond(request)
+                    conn.sendall(answer.encode())
             except OSError:
                 continue
             except BaseException:
