@@ -9,6 +9,7 @@ it pins no task, frame or record, and reads the same in the process and over an 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -19,7 +20,7 @@ from .._core import _stacks
 from .._core._probe import _running_task
 from .._core._record import to_wall
 from .._version import VERSION
-from ._waits import Waits
+from ._waits import Waits, point
 
 _monotonic = time.monotonic
 FORMAT = 1  # the snapshot's version, for readers of ``--json``
@@ -55,16 +56,31 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
         loops.append({"kind": probe.loop_kind, "thread": _thread_name(probe.run_thread),
                       "running": probe.run_thread is not None, "tasks": len(live)})
         pairs.extend((rec, task, index, running) for rec, task in live)
-    waited = _waits.look([(rec, task) for rec, task, _, _ in pairs])
+    chains = [_read_chain(task, task is running) for _rec, task, _, running in pairs]
+    waited = _waits.look([(rec.id, point(links, task)) for (rec, task, _, _), (links, _aw)
+                          in zip(pairs, chains)])
 
     groups: list[dict[str, Any]] = []
     by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
     group_of: dict[int, int] = {}  # task id -> group index
-    for rec, task, loop_index, running in pairs:  # by id: parents before their children
+    where: dict[Any, tuple[tuple[Any, ...], str | None]] = {}  # chain key -> (user frames, waits)
+    for (rec, task, loop_index, running), (links, awaiting) in zip(pairs, chains):
+        # by id: parents before their children
         is_running = task is running
-        frames, awaiting = ([], None) if is_running else _stacks.await_chain(task)
-        user = _stacks.user_frames(frames)
-        waits = _stacks.waiting_on(frames, awaiting)
+        if is_running:
+            user, waits = (), None
+        else:
+            # Tasks suspended along the same chain of code points, waiting on the same kind of
+            # thing, wait in the same place: its frames are resolved once (100,000 workers of
+            # one line are one resolution, not 100,000).
+            chain = _chain_key(links, awaiting, task)
+            known = where.get(chain) if chain is not None else None
+            if known is None:
+                frames, awaiting = _stacks.await_chain(task)
+                known = (tuple(_stacks.user_frames(frames)), _stacks.waiting_on(frames, awaiting))
+                if chain is not None:
+                    where[chain] = known
+            user, waits = known
         parent_id = rec.parent_id
         parent_group = group_of.get(parent_id) if parent_id is not None else None
         key = (loop_index, rec.coro, rec.stack[:2] if rec.stack else None, tuple(user), waits,
@@ -121,6 +137,41 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
             "max_block_s", "p99_block_s", "loop_lag_p99_s", "loop_lag_max_s", "internal_errors")},
         "findings": [f.as_dict() for f in findings],
     }
+
+
+def _read_chain(task: Any, running: bool) -> tuple[list[Any], Any]:
+    """The task's await chain (``_stacks._chain``), read once per look; empty while it runs."""
+    if running:
+        return [], None
+    try:
+        return _stacks._chain(task)
+    except Exception:  # read from another thread while the task moved on
+        return [], None
+
+
+def _chain_key(links: list[Any], awaiting: Any, task: Any) -> tuple[Any, ...] | None:
+    """The code points of a suspended task's await chain and the type of what it awaits; None
+    when that is a task (named in the text, so never shared) or the chain cannot be read."""
+    if not links:
+        return None
+    try:
+        waiter = getattr(task, "_fut_waiter", None)
+        if isinstance(waiter, asyncio.Task) or isinstance(awaiting, asyncio.Task):
+            return None
+        points = []
+        for link in links:
+            frame = _stacks._frame_of(link)
+            if frame is None:
+                return None
+            points.append((frame.f_code, frame.f_lasti))
+        return (tuple(points), type(awaiting), type(waiter), _sleeping(waiter))
+    except Exception:
+        return None
+
+
+def _sleeping(waiter: Any) -> bool:
+    """Whether ``describe_awaitable`` would call the future 'sleep' (it looks at callbacks)."""
+    return isinstance(waiter, asyncio.Future) and _stacks.describe_awaitable(waiter) == "sleep"
 
 
 def _widen(bounds: list[Any], value: float) -> None:

@@ -13,15 +13,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._core._stacks import _chain, _frame_of
+from .._core._stacks import _frame_of
 
 _monotonic = time.monotonic
 
 
-def point(task: Any) -> tuple[Any, ...] | None:
-    """The task's suspension point, or None (running now, done, or not readable)."""
+def point(links: list[Any], task: Any) -> tuple[Any, ...] | None:
+    """The suspension point of a task whose await chain is ``links`` (``_stacks._chain``), or None
+    (running now, done, or not readable)."""
     try:
-        links, _awaiting = _chain(task)
         if not links:
             return None
         frame = _frame_of(links[-1])
@@ -39,25 +39,24 @@ class Waits:
         self._seen: dict[int, tuple[tuple[Any, ...], float]] = {}
         self.first_look: float | None = None  # monotonic time of the first look
 
-    def look(self, pairs: list[tuple[Any, Any]]) -> dict[int, float | None]:
-        """Note each (record, task)'s point; return, by task id, how long it has waited there at
-        least (None: not known yet, or not waiting). Forgets tasks that are gone."""
+    def look(self, points: list[tuple[int, tuple[Any, ...] | None]]) -> dict[int, float | None]:
+        """Note each (task id, point); return, by task id, how long it has waited there at least
+        (None: not known yet, or not waiting). Forgets tasks that are gone."""
         now = _monotonic()
         if self.first_look is None:
             self.first_look = now
         seen, fresh = self._seen, {}
         out: dict[int, float | None] = {}
-        for rec, task in pairs:
-            key = point(task)
+        for task_id, key in points:
             if key is None:
-                out[rec.id] = None
+                out[task_id] = None
                 continue
-            before = seen.get(rec.id)
+            before = seen.get(task_id)
             if before is not None and before[0] == key:
-                fresh[rec.id] = before
-                out[rec.id] = now - before[1]
+                fresh[task_id] = before
+                out[task_id] = now - before[1]
             else:
-                fresh[rec.id] = (key, now)
-                out[rec.id] = None
+                fresh[task_id] = (key, now)
+                out[task_id] = None
         self._seen = fresh
         return out
