@@ -357,12 +357,12 @@ def test_children_write_their_own_timeline_files(tmp_path):
         "    await asyncio.sleep(0)\n"
         "    subprocess.run([sys.executable, '-c', 'import asyncio; asyncio.run(asyncio.sleep(0))'],\n"
         "                   check=True)\n"
-        "    pid = os.fork()\n"
-        "    if pid == 0:\n"
-        "        asyncio.run(asyncio.sleep(0))\n"
-        "        sys.exit(0)\n"
-        "    os.waitpid(pid, 0)\n"
-        "asyncio.run(main())\n")
+        "asyncio.run(main())\n"
+        "pid = os.fork()  # outside the loop: a child of a running loop cannot run one (3.14)\n"
+        "if pid == 0:\n"
+        "    asyncio.run(asyncio.sleep(0))\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n")
     done = subprocess.run([sys.executable, "-m", "taskwatch", "--timeline", "t.json",
                            "--quiet-summary", str(program)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
