@@ -1,4 +1,4 @@
-"""A snapshot as text: the ``taskwatch ps`` tree.
+"""A snapshot as text: the ``taskwatch ps`` tree. Its shape (docs/live.md has a real one):
 
     taskwatch ps 4242: python app.py (Python 3.13.1) - 1,002 live task(s) in 3 group(s)
     loop: uvloop on MainThread, running, 1,002 task(s)
@@ -46,7 +46,10 @@ def render(snap: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"recent findings ({len(snap['findings'])}):")
         for finding in snap["findings"]:
-            lines.append(f"  [{finding['kind']}] {finding['message'][:300]}")
+            message = finding["message"]
+            if len(message) > 300:
+                message = message[:299] + "…"
+            lines.append(f"  [{finding['kind']}] {message}")
     return "\n".join(lines) + "\n"
 
 
