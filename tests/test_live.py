@@ -263,3 +263,16 @@ def test_ps_timeline_of_a_program_that_records_none(tmp_path):
         done = _ps("--timeline", str(tmp_path / "t.json"), str(target.pid))
         assert done.returncode == 2
         assert "records no timeline" in done.stderr and "TASKWATCH_FLIGHT_RECORDER" in done.stderr
+
+
+def test_a_timeline_request_needs_a_writable_absolute_path(watch, tmp_path):
+    from taskwatch._live import _serve
+
+    watch(flight_recorder=str(tmp_path))
+    assert "absolute path" in json.loads(_serve.respond({"what": "timeline"}))["error"]
+    assert "absolute path" in json.loads(_serve.respond({"what": "timeline", "path": "t.json"}))["error"]
+    missing = str(tmp_path / "no" / "t.json")
+    assert "could not write" in json.loads(_serve.respond({"what": "timeline", "path": missing}))["error"]
+    assert "unknown request" in json.loads(_serve.respond({"what": "nothing"}))["error"]
+    good = json.loads(_serve.respond({"what": "timeline", "path": str(tmp_path / "t.json")}))
+    assert good["timeline"] == str(tmp_path / "t.json") and (tmp_path / "t.json").exists()

@@ -79,7 +79,13 @@ def respond(request: dict[str, Any]) -> str:
             return json.dumps({"error": "the program records no timeline: start it with "
                                         "TASKWATCH_FLIGHT_RECORDER=FOLDER (or "
                                         "install(flight_recorder=...))"})
-        path = timeline.dump(str(request.get("path")))
+        path = request.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            return json.dumps({"error": "a timeline request needs an absolute path"})
+        try:
+            timeline.dump(path)
+        except OSError as exc:
+            return json.dumps({"error": f"the program could not write {path}: {exc}"})
         return json.dumps({"timeline": path, "window_s": timeline.window})
     return json.dumps({"error": f"unknown request {what!r}"})
 
