@@ -43,6 +43,7 @@ from typing import Any
 import taskwatch
 
 from .._core import _options
+from .._core._files import write_whole
 from .._sinks import _report
 from .._core._hooks import current
 
@@ -207,17 +208,13 @@ def report() -> dict[str, Any] | None:
 
 def _write(data: dict[str, Any], path: str) -> None:
     """Write the report whole (a temporary file renamed over PATH) or say why not."""
-    tmp = f"{path}.{os.getpid()}.tmp"
+    def dump(handle: Any) -> None:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
+
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
+        write_whole(path, dump)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         try:
             sys.stderr.write(f"taskwatch: could not write the JSON report to {path}: {exc}\n")
         except (OSError, ValueError, AttributeError):

@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+from .._core._files import write_whole
 from .._core._guard import internal_error, logger
 
 _REQUEST_LIMIT = 4096
@@ -119,11 +120,7 @@ def write_reply(path: str, text: str) -> None:
     """Whole or not at all, readable by this user only."""
     if not path:
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_whole(path, lambda handle: handle.write(text), private=True)
 
 
 class ControlSocket:

@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from .._core._files import write_whole
 from .._core._guard import internal_error, logger
 from . import _chrome
 from ._recorder import Recorder
@@ -82,7 +83,7 @@ class Timeline:
     def write(self, path: str, window: float | None = None, *, private: bool = False) -> str:
         """Write the ring (its last ``window`` seconds, if given) and the live tasks to ``path``."""
         trace = _chrome.build(self.recorder.snapshot(window))
-        _write_json(trace, path, private)
+        write_whole(path, trace.write, private=private)
         return path
 
     def dump(self, path: str | None = None) -> str:
@@ -141,22 +142,6 @@ class Timeline:
             _say(f"taskwatch: could not write the timeline to {path}: {exc}\n")
         except BaseException:
             internal_error("timeline at exit")
-
-
-def _write_json(trace: _chrome.Trace, path: str, private: bool) -> None:
-    """Whole or not at all: a temporary file beside ``path``, renamed over it."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            trace.write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _say(text: str) -> None:
