@@ -45,15 +45,21 @@ def start(state: State) -> None:
         except BaseException:
             _guard.internal_error("start watchdog")
     if options.recording:
-        from ._timeline._writer import Timeline
+        try:
+            from ._timeline._writer import Timeline
 
-        state.timeline = Timeline(state)
-        state.timeline.start()
-    from ._live import _serve
+            state.timeline = Timeline(state)
+            state.timeline.start()
+        except BaseException:
+            _guard.internal_error("start timeline")
+    try:
+        from ._live import _serve
 
-    state.knock = _serve.start_knock(state)  # Python 3.14+: taskwatch ps attaches
-    if options.control:
-        state.control = _serve.start_control(state)
+        state.knock = _serve.start_knock(state)  # Python 3.14+: taskwatch ps attaches
+        if options.control:
+            state.control = _serve.start_control(state)
+    except BaseException:
+        _guard.internal_error("start the live view's channels")
     if options.dump_signal:
         _install_dump_signal(state, options.dump_signal)
     if options.otel:
