@@ -393,9 +393,10 @@ def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     assert _measured(monkeypatch, 1.0001, 1.0002, 10.125) == [0.115]
 
 
-def _looking_watch(monkeypatch, own_wait, own_cpu):
+def _looking_watch(monkeypatch, own_wait, own_cpu, own_runs=None):
     """A LoopWatch on made-up readings that looks at a busy loop (thread 1) and may post pings;
-    taskwatch's thread waited ``own_wait`` s for a CPU and ran ``own_cpu`` s since its last look."""
+    taskwatch's thread waited ``own_wait`` s for a CPU and ran ``own_cpu`` s since its last look,
+    and was scheduled in ``own_runs`` times (None: not known)."""
     watch_, found = _watch_with_readings(monkeypatch)
 
     class Handle:
@@ -405,6 +406,7 @@ def _looking_watch(monkeypatch, own_wait, own_cpu):
     type(watch_.loop_ref()).call_soon_threadsafe = lambda self, *a: Handle()
     watch_.dog.run_codes = frozenset()
     watch_.dog.own_wait, watch_.dog.own_cpu = own_wait, own_cpu
+    watch_.dog.own_runs = own_runs
     watch_.thread_id = 1
     return watch_, found
 
@@ -442,11 +444,11 @@ def test_a_gil_held_block_after_the_ping_is_still_found(watch, monkeypatch):
     assert _starved_look(monkeypatch, 10.150, 1.130, 1.380) == [0.13, 0.25]
 
 
-def _gap_look(monkeypatch, gap, own_wait, own_cpu, loop_cpu):
+def _gap_look(monkeypatch, gap, own_wait, own_cpu, loop_cpu, own_runs=None):
     """The durations reported when taskwatch's thread looks again ``gap`` s after its last look
     (the loop busy both times, no ping in flight), having waited ``own_wait`` s of that for a CPU
     and run ``own_cpu`` s; the loop thread used ``loop_cpu`` s of CPU meanwhile."""
-    watch_, found = _looking_watch(monkeypatch, own_wait, own_cpu)
+    watch_, found = _looking_watch(monkeypatch, own_wait, own_cpu, own_runs)
     watch_.last_free = 9.0
     watch_.last_reading = _reading(10.0, 1.0, 0.5)
     monkeypatch.setattr(watch_, "_reading", lambda now: _reading(now, 1.0 + loop_cpu, 0.5))
@@ -470,6 +472,59 @@ def test_a_long_gil_hold_on_a_busy_machine_is_a_block(watch, monkeypatch):
     watch(watchdog=False)
     found, _ = _gap_look(monkeypatch, 1.0, 0.6, 0.01, 0.5)
     assert found == [0.39]
+
+
+def test_a_gap_where_the_gil_changed_hands_is_no_block(watch, monkeypatch):
+    """2 s without the GIL while the loop thread used 2 s of CPU, but taskwatch's thread was
+    woken 6,000 times meanwhile: the loop handed the GIL back and took it again at each of many
+    short steps (CPython's waiter starves then), so nothing says one step held the loop. A
+    thread that held the GIL throughout wakes the waiter once per switch interval (5 ms)."""
+    watch(watchdog=False)
+    assert sys.getswitchinterval() == 0.005
+    assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=6000)[0] == []
+    assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=0)[0] == []  # never woken
+    assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=395)[0] == [1.99]  # held
+
+
+def test_a_loop_that_starves_other_threads_of_the_gil_is_not_blocked(watch, loop_kind):
+    """Many short CPU steps back to back (each yields with sleep(0)) starve every other thread
+    of the GIL in CPython: taskwatch's thread looks seconds apart. The loop turned all along:
+    no blocked-loop (the watchdog reported the gaps as GIL-held blocks of up to 10 s)."""
+    watch(block_threshold=0.1)
+    starved = []
+
+    def other():  # another thread that wants the GIL often, as a server's threads do
+        last = time.monotonic()
+        while not stop.is_set():
+            time.sleep(0.001)
+            now = time.monotonic()
+            starved.append(now - last)
+            last = now
+
+    stop = threading.Event()
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+
+    def spin(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    async def hasher(step):
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            spin(step)
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(hasher(0.0003), hasher(0.0001))
+
+    try:
+        run(main(), loop_kind)
+    finally:
+        stop.set()
+        thread.join()
+    assert _blocks() == []
 
 
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):

@@ -64,6 +64,24 @@ def _gc_callback(phase: str, info: dict[str, Any]) -> None:
             _gc_seconds[ident] += time.perf_counter() - started
 
 
+def _gil_changed_hands(gil_wait: float, runs: int | None) -> bool:
+    """Whether taskwatch's thread, kept from the GIL for ``gil_wait`` seconds, was kept from it
+    by a loop that kept handing it back and taking it again (many short steps, each releasing
+    it in select() or I/O), not by one thread holding it.
+
+    CPython's waiter for the GIL sleeps on a timed wait of the switch interval (5 ms); it asks
+    the holder to let go only when that wait expires with no hand-over in between. A holder that
+    never lets go wakes it once per interval (measured: 195-199 times a second on 3.11 and 3.15).
+    A loop that releases and retakes the GIL every few hundred microseconds wakes it at each
+    release but retakes the GIL first, so the waiter starves for seconds (measured: 300 to
+    10,800 wakes a second, or none at all on 3.13+) while the loop runs short steps: that is no
+    block, and the loop's CPU in that gap says nothing about one."""
+    if runs is None or gil_wait <= 0:
+        return False
+    expected = gil_wait / max(sys.getswitchinterval(), 1e-4)
+    return runs > 2 * expected + 20 or runs < expected / 5
+
+
 def _cpu_clock(thread_id: int) -> Any:
     try:
         return time.pthread_getcpuclockid(thread_id)
@@ -105,8 +123,9 @@ class _SchedStats:
         self.fds: dict[int, tuple[int, int, int]] = {}  # native id -> (fd, st_dev, st_ino)
         self.lock = threading.Lock()
 
-    def read(self, native_id: int | None) -> tuple[float, float] | None:
-        """(seconds on a CPU, seconds runnable but waiting for one) of a thread."""
+    def read(self, native_id: int | None) -> tuple[float, float, int] | None:
+        """(seconds on a CPU, seconds runnable but waiting for one, times it was scheduled in)
+        of a thread."""
         if native_id is None:
             return None
         for _ in range(2):
@@ -121,8 +140,8 @@ class _SchedStats:
                 if (st.st_dev, st.st_ino) != entry[1:]:
                     self._forget(native_id, entry, close=False)  # not ours any more
                     continue
-                on_cpu, waiting = os.pread(fd, 128, 0).split()[:2]
-                return int(on_cpu) / 1e9, int(waiting) / 1e9
+                on_cpu, waiting, runs = os.pread(fd, 128, 0).split()[:3]
+                return int(on_cpu) / 1e9, int(waiting) / 1e9, int(runs)
             except (OSError, ValueError):
                 self._forget(native_id, entry, close=True)  # the thread ended: try its id anew
         return None
@@ -371,6 +390,8 @@ class LoopWatch:
                 if not self._idle(frame):
                     self.backdate = before[0]
                 return
+            if _gil_changed_hands(gil_wait, self.dog.own_runs):
+                return
             duration = min(duration, gil_wait + self.dog.period)
         block = Block(after[0] - duration, after[0])
         block.t0, block.cpu0, block.sched0, block.gc0 = before
@@ -510,9 +531,10 @@ class _Watchdog:
         self.hang = state.options.hang_threshold
         self.hang_armed = False
         self.running = True
-        self.own_sched: tuple[float, float] | None = None
+        self.own_sched: tuple[float, float, int] | None = None
         self.own_wait: float | None = None  # this thread's run-queue wait since its last look
         self.own_cpu: float | None = None  # ... and its time on a CPU
+        self.own_runs: int | None = None  # ... and how many times it was scheduled in
 
     # -- the state's instrument (see taskwatch._core._instruments) ------------------------------
     def loop_attached(self, probe: Any, loop: Any) -> None:
@@ -551,6 +573,8 @@ class _Watchdog:
             self.own_cpu = (own[0] - previous[0]) if own is not None and previous is not None \
                 else None
             self.own_wait = (own[1] - previous[1]) if own is not None and previous is not None \
+                else None
+            self.own_runs = (own[2] - previous[2]) if own is not None and previous is not None \
                 else None
             now = _monotonic()
             frames = sys._current_frames()
