@@ -1,5 +1,5 @@
-"""The wings install() starts around the core: logging, the watchdog, the timeline, the dump
-signal, OpenTelemetry.
+"""The wings install() starts around the core: logging, the watchdog, the CPU sampler, the
+timeline, the dump signal, OpenTelemetry.
 
 Each is independent and guarded: one failing to start is an internal error, never an exception
 in the user's program. All but the dump signal listen as instruments on the state.
@@ -44,6 +44,13 @@ def start(state: State) -> None:
             _watchdog.enable(state, frozenset(_hooks.RUN_CODES))
         except BaseException:
             _guard.internal_error("start watchdog")
+    if options.cpu_sampling:
+        try:
+            from ._watchdog import _cpu
+
+            state.cpu = _cpu.start(state)
+        except BaseException:
+            _guard.internal_error("start the cpu sampler")
     if options.recording:
         try:
             from ._timeline._writer import Timeline
@@ -82,6 +89,12 @@ def stop(state: State) -> None:
         _watchdog.disable(state)
     except BaseException:
         _guard.internal_error("stop watchdog")
+    if state.cpu is not None:
+        try:
+            state.instruments.remove(state.cpu)
+            state.cpu.stop()
+        except BaseException:
+            _guard.internal_error("stop the cpu sampler")
     if state.timeline is not None:
         try:
             state.timeline.stop()

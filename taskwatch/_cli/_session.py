@@ -45,6 +45,7 @@ import taskwatch
 from .._core import _options
 from .._core._files import write_whole
 from .._sinks import _report
+from .._watchdog import _cpu
 from .._core._hooks import current
 
 BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
@@ -53,6 +54,10 @@ JSON_ENV = "TASKWATCH_SESSION_JSON"
 # The session prints each finding once, in its exit summary: no live log records (which Python's
 # last-resort handler would print to stderr as well). TASKWATCH_LOG=1 / --log turns them back on.
 SESSION_DEFAULTS: dict[str, Any] = {"coroutine_origin": 1, "log": False}
+# A debugging session shows where the CPU went, where this Python can sample it (3.13+, Linux, the
+# C accelerator): off elsewhere without a warning, since nobody asked for it.
+if _cpu.unavailable() is None:
+    SESSION_DEFAULTS["cpu_sampling"] = 0.001
 # SIGINT is not here: Python turns it into KeyboardInterrupt, which the CLI handles.
 REPORT_SIGNALS = ("SIGTERM", "SIGHUP")
 
@@ -187,7 +192,7 @@ def report() -> dict[str, Any] | None:
         if findings or always:
             try:
                 sys.stderr.flush()
-                sys.stderr.write("\n" + _report.summary(findings, data["stats"]))
+                sys.stderr.write("\n" + _report.summary(findings, data["stats"], data.get("cpu")))
                 sys.stderr.flush()
             except (OSError, ValueError, AttributeError):
                 pass

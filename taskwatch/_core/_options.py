@@ -173,6 +173,24 @@ def _path(value: Any, accepted: str) -> str:
     return text
 
 
+_SAMPLING = "seconds between CPU samples, from 0.0001 to 1 (0.001 is 1 ms), or none/off"
+
+
+def _sampling(value: Any) -> float | None:
+    """``cpu_sampling``: an interval the sampler's thread can keep, or off."""
+    if _off(value) or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, (bool, bytes, bytearray)):
+        raise _Invalid(_SAMPLING)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise _Invalid(_SAMPLING) from None
+    if not 0.0001 <= number <= 1.0:  # also refuses NaN
+        raise _Invalid(_SAMPLING)
+    return number
+
+
 def _file(value: Any) -> str | None:
     """``timeline``: the path of a file to write, in a folder that exists and can be written."""
     accepted = ("the path of a file to write, in an existing folder ('{pid}' in it becomes the "
@@ -270,6 +288,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("spans", _span_mode, "interesting", "Which tasks become spans: all, interesting or none."),
     OptionSpec("span_threshold", _seconds, 1.0, "With spans=interesting, tasks running longer than this are exported."),
     OptionSpec("control", _bool, False, "Answer `taskwatch ps PID` on a Unix socket only the owner can open (`<tmp>/taskwatch-<uid>/<pid>.sock`): the way to attach on Python 3.11-3.13; 3.14+ attaches with `sys.remote_exec` and needs nothing."),
+    OptionSpec("cpu_sampling", _sampling, None, "Seconds between CPU samples of the main thread's loop (e.g. 0.001): CPU share per task and creation site in `taskwatch ps`/`top` and the report; needs the C accelerator and Linux; off by default (the session uses 0.001)."),
     OptionSpec("timeline", _file, None, "Write the run's timeline (Chrome trace-event JSON for Perfetto) to this file at exit; `{pid}` in it becomes the process id."),
     OptionSpec("timeline_events", _count(1000, 10_000_000), 50_000, "Finished tasks (and, apart, cancels and findings) a timeline can show: while recording, the `history` ring grows to this size; older ones are dropped and counted."),
     OptionSpec("flight_recorder", _folder, None, "Folder for the flight recorder: keep the timeline in memory and write its last `flight_window` seconds there when the loop blocks for `flight_block` seconds or more."),
@@ -304,6 +323,7 @@ class Options:
     spans: str = "interesting"
     span_threshold: float = 1.0
     control: bool = False
+    cpu_sampling: float | None = None
     timeline: str | None = None
     timeline_events: int = 50_000
     flight_recorder: str | None = None

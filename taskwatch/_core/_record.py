@@ -109,7 +109,7 @@ class _TaskRecord:
     sets the same fields directly); the rest at the end."""
 
     __slots__ = (
-        "id", "stack", "coro", "parent", "created", "ended", "state", "name", "cancels",
+        "id", "stack", "coro", "parent", "created", "ended", "busy", "state", "name", "cancels",
         "live_children", "exc_type", "exc_message", "exc_stack", "internal", "flags", "span",
         "__weakref__",
     )
@@ -122,6 +122,7 @@ class _TaskRecord:
         self.parent: Any = parent  # the parent's record while this task lives, then a brief tuple
         self.created = created
         self.ended = 0.0
+        self.busy = 0.0  # CPU seconds the sampler found it running (``cpu_sampling``)
         self.state = PENDING
         self.name: str | None = None
         self.cancels: list[CancelRequest] | None = None

@@ -59,6 +59,7 @@ class State:
         # So do the timeline's slices.
         self.precise_ends = options.otel or options.recording
         self.timeline: Any = None  # the timeline wing, when it records (see _timeline)
+        self.cpu: Any = None  # the CPU sampler, with ``cpu_sampling`` (see _watchdog/_cpu)
         self.block_stats: dict[str, Any] = {"blocks": 0, "max_block_s": 0.0, "delays": [],
                                             "starved_blocks": 0}
         self._ignore = [_parse_ignore(item) for item in options.ignore]

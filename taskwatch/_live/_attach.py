@@ -102,8 +102,15 @@ def _via_socket(path: str, request: dict[str, Any], timeout: float) -> dict[str,
     except (ConnectionRefusedError, FileNotFoundError):
         raise _Stale() from None
     except socket.timeout:
-        raise AttachError(f"the program did not answer on {path} within {timeout:g} s") from None
+        raise AttachError(f"the program did not answer on {path} within {timeout:g} s. {_STARVED}") from None
     return _parsed(b"".join(chunks).decode("utf-8", "replace"))
+
+
+# Both channels answer from taskwatch's thread, which needs the GIL.
+_STARVED = ("A loop running short CPU-bound steps back to back (each awaiting sleep(0) or quick "
+            "I/O) starves every other thread of the program of the GIL in CPython, taskwatch's "
+            "too, for seconds at a time: such a program answers when its load drops; "
+            "--timeout waits longer.")
 
 
 def _via_remote_exec(pid: int, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -140,7 +147,7 @@ def _via_remote_exec(pid: int, request: dict[str, Any], timeout: float) -> dict[
                     f"process {pid} did not answer within {timeout:g} s. Is taskwatch installed "
                     f"there? Its main thread picks the request up when it next runs Python code: "
                     f"a main thread blocked in C code or waiting with nothing scheduled answers "
-                    f"late; --timeout waits longer, TASKWATCH_CONTROL=1 answers from a thread.")
+                    f"late; --timeout waits longer. {_STARVED}")
             time.sleep(0.02)
         with open(reply, encoding="utf-8") as handle:
             return _parsed(handle.read())

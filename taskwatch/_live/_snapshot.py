@@ -20,6 +20,8 @@ from .._core import _stacks
 from .._core._probe import _running_task
 from .._core._record import to_wall
 from .._version import VERSION
+from .._watchdog._cpu import section
+from ._busy import Busy
 from ._waits import Waits, point
 
 _monotonic = time.monotonic
@@ -36,10 +38,11 @@ def take(state: Any) -> dict[str, Any]:
         waits = getattr(state, "live_waits", None)
         if waits is None:
             waits = state.live_waits = Waits()  # waits are counted from one look to the next
-        return _take(state, waits)
+            state.live_busy = Busy()  # so are CPU shares
+        return _take(state, waits, state.live_busy)
 
 
-def _take(state: Any, _waits: Waits) -> dict[str, Any]:
+def _take(state: Any, _waits: Waits, busy: Busy) -> dict[str, Any]:
     now = _monotonic()
     loops: list[dict[str, Any]] = []
     pairs: list[tuple[Any, Any, int, Any]] = []  # (record, task, loop index, running task)
@@ -59,6 +62,9 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
     chains = [_read_chain(task, task is running) for _rec, task, _, running in pairs]
     waited = _waits.look([(rec.id, point(links, task)) for (rec, task, _, _), (links, _aw)
                           in zip(pairs, chains)])
+    sampler = getattr(state, "cpu", None)
+    if sampler is not None:
+        cpu_since, cpu_spent, cpu_window = busy.look(sampler, [rec for rec, *_ in pairs])
 
     groups: list[dict[str, Any]] = []
     by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -96,13 +102,18 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
                 "waiting_on": None if is_running else waits,
                 "where": [f.as_dict() for f in user],
                 "parent_task": parent_id, "tasks": [], "age_s": [None, None],
-                "waiting_s": [None, None], "cancelling": []}
+                "waiting_s": [None, None], "cancelling": [],
+                "busy_s": None if sampler is None else 0.0,
+                "cpu_share": None if sampler is None else 0.0}
             groups.append(group)
         group_of[rec.id] = group["group"]
         group["count"] += 1
         if len(group["tasks"]) < _SAMPLE_IDS:
             group["tasks"].append({"id": rec.id, "name": rec.name})
         _widen(group["age_s"], now - rec.created)
+        if sampler is not None:
+            group["busy_s"] += rec.busy
+            group["cpu_share"] += cpu_since.get(rec.id, 0.0)
         wait = None if is_running else waited.get(rec.id)
         if wait is not None:
             _widen(group["waiting_s"], wait)
@@ -115,6 +126,9 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
     for group in groups:
         group["age_s"] = [None if v is None else round(v, 3) for v in group["age_s"]]
         group["waiting_s"] = [None if v is None else round(v, 3) for v in group["waiting_s"]]
+        if sampler is not None:
+            group["busy_s"] = round(group["busy_s"], 6)
+            group["cpu_share"] = round(group["cpu_share"] / cpu_spent, 4) if cpu_spent > 0 else None
 
     stats = state.stats()
     with state.lock:
@@ -135,8 +149,18 @@ def _take(state: Any, _waits: Waits) -> dict[str, Any]:
         "stats": {key: stats.get(key) for key in (
             "tasks_created", "tasks_finished", "tasks_failed", "tasks_cancelled", "blocks",
             "max_block_s", "p99_block_s", "loop_lag_p99_s", "loop_lag_max_s", "internal_errors")},
+        "cpu": _cpu(state, sampler, cpu_spent if sampler else 0.0, cpu_window if sampler else 0.0),
         "findings": [f.as_dict() for f in findings],
     }
+
+
+def _cpu(state: Any, sampler: Any, spent: float, window: float) -> dict[str, Any]:
+    """The sampler's summary and the window the groups' ``cpu_share`` covers; or why none."""
+    out = section(state)
+    if sampler is not None:
+        out["share_window_s"] = round(window, 3)
+        out["share_window_cpu_s"] = round(spent, 6)
+    return out
 
 
 def _read_chain(task: Any, running: bool) -> tuple[list[Any], Any]:

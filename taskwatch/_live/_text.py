@@ -28,6 +28,12 @@ def render(snap: dict[str, Any]) -> str:
         where = f" on {loop['thread']}" if loop["thread"] else ""
         lines.append(f"loop: {loop['kind']}{where}, {'running' if loop['running'] else 'not running'}"
                      f", {loop['tasks']:,} task(s)")
+    cpu = snap.get("cpu") or {}
+    if cpu.get("sampling"):
+        lines.append(f"CPU of the main thread (sampled every {cpu['interval_s'] * 1000:g} ms): "
+                     f"{cpu['sampled_s']:.3f} s over {cpu['since_s']:.1f} s, "
+                     f"{_pct(cpu['tasks_s'], cpu['sampled_s'])} in tasks, "
+                     f"{_pct(cpu['loop_s'], cpu['sampled_s'])} in the loop outside tasks")
     lines.append(f"lag p99 {stats.get('loop_lag_p99_s') or 0:.3f} s, "
                  f"{stats.get('blocks') or 0} block(s) (max {stats.get('max_block_s') or 0:.3f} s), "
                  f"{stats.get('tasks_created') or 0:,} tasks created, "
@@ -42,6 +48,13 @@ def render(snap: dict[str, Any]) -> str:
     lines.append("")
     for group in children.get(None, []):
         _tree(group, children, "", "", lines)
+    if cpu.get("sampling") and cpu["sites"]:
+        lines.append("")
+        lines.append("CPU by creation site, since sampling began (finished tasks included):")
+        for row in cpu["sites"][:5]:
+            at = f" created at {_short(row['created_at'])}" if row["created_at"] else ""
+            lines.append(f"  {_pct(row['busy_s'], cpu['sampled_s']):>6} {row['busy_s']:.3f} s "
+                         f"{row['coro'].rsplit('.', 1)[-1]}{at}")
     if snap["findings"]:
         lines.append("")
         lines.append(f"recent findings ({len(snap['findings'])}):")
@@ -79,6 +92,8 @@ def _row(group: dict[str, Any]) -> str:
             what += f" for >= {_span(low, high)}"
     low, high = group["age_s"]
     text = f"{head} {what}, age {_span(low, high)}"
+    if group.get("busy_s"):
+        text += f", CPU {group['busy_s']:.3f} s ({_pct(group['cpu_share'] or 0.0, 1.0)} lately)"
     for cancel in group["cancelling"][:1]:
         at = cancel["requested_at"]
         by = cancel["by_task"]
@@ -105,6 +120,10 @@ def _short(frame: dict[str, Any]) -> str:
     except ValueError:
         pass
     return f"{path}:{frame['line']} in {frame['function']}"
+
+
+def _pct(part: float, total: float) -> str:
+    return f"{100.0 * part / total:.1f}%" if total else "-"
 
 
 def _span(low: float | None, high: float | None) -> str:

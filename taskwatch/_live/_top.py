@@ -1,5 +1,5 @@
 """``taskwatch top PID``: the ``ps`` view, refreshed live in the terminal (Textual, the ``top``
-extra), sortable by count, age and wait.
+extra), sortable by CPU share, count, age and wait.
 
 Each refresh is one attach (``_attach.fetch``) run in a worker thread, so the screen never waits
 on the program; waits grow from one refresh to the next (see ``_waits``). ``q`` or Ctrl-C quits.
@@ -18,8 +18,10 @@ from textual.widgets import DataTable, Footer, Static
 
 from . import _attach
 
-SORTS = {"n": ("count", "count"), "a": ("age", "age"), "w": ("wait", "wait")}
-_COLUMNS = (("count", "count", 7), ("task", "coroutine [names]", 40), ("state", "state", 22),
+SORTS = {"c": ("CPU", "cpu"), "n": ("count", "count"), "a": ("age", "age"),
+         "w": ("wait", "wait")}
+_COLUMNS = (("cpu", "CPU%", 6), ("count", "count", 7), ("task", "coroutine [names]", 40),
+            ("state", "state", 22),
             ("wait", "waiting for", 12), ("age", "age", 12), ("site", "created at", 44),
             ("cancel", "cancel pending", 16))
 
@@ -28,8 +30,9 @@ class TopApp(App[int]):
     """One screen: a status line, the groups' table, the key bindings."""
 
     TITLE = "taskwatch top"
-    CSS = "#status { height: 3; padding: 0 1; } DataTable { height: 1fr; }"
+    CSS = "#status { height: 4; padding: 0 1; } DataTable { height: 1fr; }"
     BINDINGS = [
+        Binding("c", "sort('c')", "sort by CPU"),
         Binding("n", "sort('n')", "sort by count"),
         Binding("a", "sort('a')", "sort by age"),
         Binding("w", "sort('w')", "sort by wait"),
@@ -41,7 +44,8 @@ class TopApp(App[int]):
         super().__init__()
         self.pid, self.interval, self.timeout = pid, interval, timeout
         self.snap = first
-        self.sort_key = "n"
+        # by CPU share where the program samples it, else by count
+        self.sort_key = "c" if first.get("cpu", {}).get("sampling") else "n"
         self.problem: str | None = None
         self.fetching = False
 
@@ -93,6 +97,7 @@ class TopApp(App[int]):
                   f"tasks created {stats.get('tasks_created') or 0:,}, failed "
                   f"{stats.get('tasks_failed') or 0:,}  findings {len(snap['findings'])}  "
                   f"at {time.strftime('%H:%M:%S')}")
+        status += "\n" + _cpu_line(snap.get("cpu") or {})
         if self.problem:
             status += f"\n{self.problem}"
         self.query_one("#status", Static).update(status)
@@ -102,7 +107,19 @@ class TopApp(App[int]):
             table.add_row(*_cells(group), key=str(group["group"]))
 
 
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    """The main thread's CPU since the last refresh: how much, and how much outside any task."""
+    if not cpu.get("sampling"):
+        return f"CPU shares: none ({cpu.get('why', 'not sampled')})"
+    spent, window = cpu.get("share_window_cpu_s") or 0.0, cpu.get("share_window_s") or 0.0
+    busy = f"{100.0 * spent / window:.0f}% of a CPU" if window > 0 else "-"
+    return (f"main thread CPU {busy} since the last look, sampled every "
+            f"{cpu['interval_s'] * 1000:g} ms")
+
+
 def _sort_value(group: dict[str, Any], field: str) -> float:
+    if field == "cpu":
+        return float(group.get("cpu_share") or 0.0)
     if field == "count":
         return float(group["count"])
     if field == "age":
@@ -123,7 +140,8 @@ def _cells(group: dict[str, Any]) -> tuple[Text, ...]:
     cancel = ""
     if group["cancelling"]:
         cancel = f"{group['cancelling'][0]['pending_s']:.1f} s"
-    cells = (f"{group['count']:,}", f"{coro} [{names}]", state,
+    share = group.get("cpu_share")
+    cells = ("-" if share is None else f"{100.0 * share:.1f}", f"{group['count']:,}", f"{coro} [{names}]", state,
              "-" if wait is None else f"{wait:.1f} s", "-" if age is None else f"{age:.1f} s",
              site, cancel)
     return tuple(Text(cell) for cell in cells)  # plain text: "[name]" is no markup

@@ -11,6 +11,7 @@ from typing import Any
 from .._core._findings import Finding
 from .._core._state import State
 from .._version import VERSION
+from .._watchdog._cpu import section, text
 
 
 def build(state: State) -> dict[str, Any]:
@@ -25,6 +26,7 @@ def build(state: State) -> dict[str, Any]:
         "ended_at": time.time(),
         "findings": [f.as_dict() for f in findings],
         "stats": state.stats(),
+        "cpu": section(state),
     }
 
 
@@ -35,8 +37,13 @@ def write(state: State, path: str) -> None:
         handle.write("\n")
 
 
-def summary(findings: list[Finding], stats: dict[str, Any]) -> str:
-    """Counts by kind, then each finding as one paragraph: what the session prints on stderr."""
+def summary(findings: list[Finding], stats: dict[str, Any], cpu: dict[str, Any] | None = None) -> str:
+    """Counts by kind, then each finding as one paragraph, then where the CPU went (with
+    ``cpu_sampling``): what the session prints on stderr."""
+    return _findings(findings, stats) + (text(cpu) if cpu else "")
+
+
+def _findings(findings: list[Finding], stats: dict[str, Any]) -> str:
     lines = []
     counts = collections.Counter(f.kind for f in findings)
     total = stats.get("findings_by_kind") or dict(counts)

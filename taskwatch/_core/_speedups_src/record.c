@@ -47,6 +47,7 @@ static PyMemberDef record_members[] = {
     {"span", T_OBJECT_EX, offsetof(RecordObject, span), 0, NULL},
     {"created", T_DOUBLE, offsetof(RecordObject, created), 0, NULL},
     {"ended", T_DOUBLE, offsetof(RecordObject, ended), 0, NULL},
+    {"busy", T_DOUBLE, offsetof(RecordObject, busy), 0, NULL},
     {"live_children", T_PYSSIZET, offsetof(RecordObject, live_children), 0, NULL},
     {"flags", T_LONG, offsetof(RecordObject, flags), 0, NULL},
     {"internal", T_BOOL, offsetof(RecordObject, internal), 0, NULL},

@@ -258,6 +258,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
     rec->parent = parent;
     rec->created = tw_now();
     rec->ended = 0.0;
+    rec->busy = 0.0;
     Py_INCREF(self->st_pending);
     rec->state = self->st_pending;
     Py_INCREF(Py_None);

@@ -16,6 +16,7 @@
  *   codes.c     the code classification cache: internal/boundary flags per code object
  *   recorder.c  the Recorder, the hot path: factory, record, creation stack, span gate, close
  *   task.c      asyncio's C Task read directly, and taskwatch's C subclass of it
+ *   sampler.c   the CPU sampler's thread: asks the main thread for a sample while it is busy
  */
 #ifndef TW_SPEEDUPS_H
 #define TW_SPEEDUPS_H
@@ -68,6 +69,7 @@ typedef struct {
     PyObject *coro, *parent, *state, *name, *cancels;
     PyObject *exc_type, *exc_message, *exc_stack, *span;
     double created, ended;
+    double busy; /* CPU seconds the sampler (sampler.c, _watchdog/_cpu.py) found it running */
     Py_ssize_t live_children;
     long flags;
     char internal;
@@ -188,6 +190,14 @@ PyObject *tw_call_method(Method *m, PyObject *self);
 PyObject *tw_get_data(Data *d, PyObject *self);
 /* the module's task_type(base, globals) */
 PyObject *tw_make_task_type(PyObject *module, PyObject *args);
+
+/* ---------------------------------------------------------------------------------------------
+ * sampler.c: the module's sampler_start / sampler_stop / sampler_after_fork / sampler_stats */
+
+PyObject *tw_sampler_start(PyObject *module, PyObject *args);
+PyObject *tw_sampler_stop(PyObject *module, PyObject *unused);
+PyObject *tw_sampler_after_fork(PyObject *module, PyObject *unused);
+PyObject *tw_sampler_stats(PyObject *module, PyObject *unused);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

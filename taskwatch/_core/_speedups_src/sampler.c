@@ -1,0 +1,236 @@
+/* sampler.c: the CPU sampler's thread (the `cpu_sampling` option; _watchdog/_cpu.py is the rest).
+ *
+ * Why C: a Python thread can look at the main thread only while it holds the GIL, and a busy event
+ * loop hands the GIL over mostly inside its select() call, between steps, where no task runs. Such
+ * samples credit nothing to busy tasks whose steps are short (measured: 0 s). This thread never
+ * takes the GIL and touches no Python object. Every interval it reads the main thread's CPU clock;
+ * when that thread ran, it asks the interpreter, with Py_AddPendingCall (public, callable without
+ * the GIL), to run the callback on the main thread at its next bytecode boundary: in the middle of
+ * whatever Python code is running there, like a signal handler but with no signal, so no system
+ * call of the program is interrupted. The callback (Python) reads the running task and credits it
+ * with the CPU time since the previous sample.
+ *
+ * While the main thread uses no CPU (an idle loop waiting in select()), nothing is asked and the
+ * sleep doubles up to idle_s, so an idle process is not woken a thousand times a second.
+ *
+ * Linux only (pthread_getcpuclockid); elsewhere sampler_start raises NotImplementedError.
+ */
+#include "speedups.h"
+
+#if defined(__linux__)
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setname_np */
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+static pthread_t thread;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv;
+static int started;        /* a thread was started and not joined (GIL held to read or write) */
+static int stopping;       /* under mu */
+static int queued;         /* a pending call is queued and has not run yet (atomic) */
+static clockid_t target;   /* the main thread's CPU clock */
+static long long interval_ns, idle_ns;
+static PyObject *callback; /* called on the main thread, GIL held */
+static unsigned long long requests, refused, wakeups; /* atomic */
+
+static long long
+read_ns(clockid_t clock)
+{
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0) {
+        return -1;
+    }
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Runs on the main thread (the interpreter runs pending calls there only), GIL held, between two
+ * bytecodes of whatever runs: it must leave no error behind and never fail the program's code. */
+static int
+sample_now(void *unused)
+{
+    __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
+    PyObject *fn = callback;
+    if (fn == NULL) {
+        return 0; /* stopped since it was queued (or the interpreter is finishing) */
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    Py_INCREF(fn);
+    PyObject *r = PyObject_CallNoArgs(fn);
+    Py_DECREF(fn);
+    if (r == NULL) {
+        tw_report_internal("cpu sampler");
+    }
+    Py_XDECREF(r);
+    PyErr_Restore(type, value, tb);
+    return 0;
+}
+
+static void *
+run(void *unused)
+{
+    pthread_setname_np(pthread_self(), "taskwatch-cpu"); /* as top -H and /proc show it */
+    long long last = read_ns(target), sleep_ns = interval_ns;
+    long long busy = interval_ns / 10; /* ran at least this much since the last look: busy */
+    pthread_mutex_lock(&mu);
+    while (!stopping && last >= 0) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        long long ns = deadline.tv_nsec + sleep_ns;
+        deadline.tv_sec += ns / 1000000000LL;
+        deadline.tv_nsec = ns % 1000000000LL;
+        int rc = 0;
+        while (!stopping && rc != ETIMEDOUT) {
+            rc = pthread_cond_timedwait(&cv, &mu, &deadline);
+        }
+        if (stopping) {
+            break;
+        }
+        __atomic_add_fetch(&wakeups, 1, __ATOMIC_RELAXED);
+        long long now = read_ns(target);
+        if (now < 0) {
+            break; /* the main thread is gone */
+        }
+        if (now - last < busy) {
+            sleep_ns = sleep_ns * 2 < idle_ns ? sleep_ns * 2 : idle_ns;
+            continue;
+        }
+        last = now;
+        sleep_ns = interval_ns;
+        if (__atomic_exchange_n(&queued, 1, __ATOMIC_ACQ_REL)) {
+            continue; /* the last one has not run: the main thread is inside one long C call */
+        }
+        if (Py_AddPendingCall(sample_now, NULL) != 0) {
+            __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
+            __atomic_add_fetch(&refused, 1, __ATOMIC_RELAXED); /* the queue was full */
+        }
+        else {
+            __atomic_add_fetch(&requests, 1, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    return NULL;
+}
+
+PyObject *
+tw_sampler_start(PyObject *module, PyObject *args)
+{
+    double interval, idle;
+    unsigned long ident;
+    PyObject *fn;
+    if (!PyArg_ParseTuple(args, "ddkO:sampler_start", &interval, &idle, &ident, &fn)) {
+        return NULL;
+    }
+    if (started) {
+        PyErr_SetString(PyExc_RuntimeError, "the sampler is already running");
+        return NULL;
+    }
+    if (!(interval >= 1e-5 && interval <= 10.0 && idle >= interval && idle <= 10.0)) {
+        PyErr_SetString(PyExc_ValueError, "sampler intervals out of range");
+        return NULL;
+    }
+    /* threading's ident is the thread's pthread_t on Linux (PyThread_get_thread_ident) */
+    int err = pthread_getcpuclockid((pthread_t)ident, &target);
+    if (err != 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&cv, &attr);
+    pthread_condattr_destroy(&attr);
+    interval_ns = (long long)(interval * 1e9);
+    idle_ns = (long long)(idle * 1e9);
+    stopping = 0;
+    __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
+    Py_INCREF(fn);
+    Py_XSETREF(callback, fn);
+    /* the thread is made with every signal blocked, so the program's signals never land on it */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&thread, NULL, run, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        Py_CLEAR(callback);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    started = 1;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tw_sampler_stop(PyObject *module, PyObject *unused)
+{
+    Py_CLEAR(callback); /* a call still queued finds none and does nothing */
+    if (!started) {
+        Py_RETURN_NONE;
+    }
+    started = 0;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&mu);
+    stopping = 1;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+    pthread_join(thread, NULL);
+    Py_END_ALLOW_THREADS
+    pthread_cond_destroy(&cv);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tw_sampler_after_fork(PyObject *module, PyObject *unused)
+{
+    /* The child has no sampler thread (fork copies only the forking thread), and the mutex may
+     * have been held by it: start from nothing. */
+    Py_CLEAR(callback);
+    started = 0;
+    stopping = 0;
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    mu = fresh;
+    __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tw_sampler_stats(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(KKK)", __atomic_load_n(&requests, __ATOMIC_RELAXED),
+                         __atomic_load_n(&refused, __ATOMIC_RELAXED),
+                         __atomic_load_n(&wakeups, __ATOMIC_RELAXED));
+}
+
+#else /* not Linux */
+
+PyObject *
+tw_sampler_start(PyObject *module, PyObject *args)
+{
+    PyErr_SetString(PyExc_NotImplementedError, "the CPU sampler needs Linux");
+    return NULL;
+}
+
+PyObject *
+tw_sampler_stop(PyObject *module, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tw_sampler_after_fork(PyObject *module, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+PyObject *
+tw_sampler_stats(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(iii)", 0, 0, 0);
+}
+
+#endif
