@@ -75,6 +75,32 @@ def test_the_busy_task_gets_the_larger_share(watch, loop_kind):
 
 
 @needs_sampler
+def test_a_task_that_sleeps_in_a_system_call_is_not_credited_with_others_cpu(watch, loop_kind):
+    """One task blocks in time.sleep (no CPU), another computes: a sample asked for while the
+    main thread sleeps would run when it wakes, inside the sleeper (it got 94% of the CPU so)."""
+    watch(cpu_sampling=0.001)
+
+    async def sleeper():
+        for _ in range(300):
+            time.sleep(0.002)
+            await asyncio.sleep(0)
+
+    async def cruncher():
+        for _ in range(300):
+            _spin(0.001)
+            await asyncio.sleep(0.002)
+
+    async def main():
+        await asyncio.gather(asyncio.create_task(sleeper()), asyncio.create_task(cruncher()))
+
+    run(main(), loop_kind)
+    cpu = taskwatch.report()["cpu"]
+    crunched = _site(cpu, "cruncher")["busy_s"]
+    slept = sum(r["busy_s"] for r in cpu["sites"] if r["coro"].endswith("sleeper"))
+    assert crunched > 0.15 and slept < 0.25 * crunched, (crunched, slept)
+
+
+@needs_sampler
 def test_shares_between_looks_and_per_group(watch, loop_kind):
     """A snapshot's groups carry their CPU since the task began and their share since the last
     look; a group that did nothing since then has a share of 0."""

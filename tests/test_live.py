@@ -16,6 +16,7 @@ import pytest
 
 import taskwatch
 from taskwatch._live import _text
+from taskwatch._watchdog import _cpu
 
 from .conftest import run
 
@@ -112,6 +113,12 @@ async def busy():
     while True:
         time.sleep(0.002)
         await asyncio.sleep(0)
+async def crunch():  # uses a third of the CPU, in 1 ms steps
+    while True:
+        end = time.perf_counter() + 0.001
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(0.002)
 async def main():
     lock = asyncio.Lock()
     await lock.acquire()
@@ -120,6 +127,7 @@ async def main():
     s = asyncio.create_task(stubborn(), name="stubborn")
     if os.environ.get("IDLE") != "1":
         b = asyncio.create_task(busy(), name="busy")
+        c = asyncio.create_task(crunch(), name="crunch")
     await asyncio.sleep(0.05)
     s.cancel("shutting down")
     print("ready", flush=True)
@@ -136,7 +144,7 @@ class _Target:
     def __init__(self, tmp: Path, **env: str) -> None:
         path = tmp / "target.py"
         path.write_text(_TARGET)
-        full = dict(os.environ, **env)
+        full = dict(os.environ, TASKWATCH_CPU_SAMPLING="0.001", **env)
         self.proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=full)
         assert self.proc.stdout is not None
@@ -171,6 +179,16 @@ def _check_target_snapshot(first: dict[str, Any], second: dict[str, Any]) -> Non
     assert _group(first, ".worker")["waiting_s"] == [None, None]
     low, _high = workers["waiting_s"]
     assert low is not None and low >= 0.2
+    cpu = second["cpu"]
+    if _cpu.unavailable() is None:
+        # the task that computes takes most of the CPU, between the looks and since it began
+        assert cpu["sampling"] is True, cpu
+        top = max(second["groups"], key=lambda g: g["cpu_share"] or 0.0)
+        assert top["coro"].endswith(".crunch"), [(g["coro"], g["cpu_share"]) for g in second["groups"]]
+        assert top["cpu_share"] > 0.4 and top["busy_s"] > 0.05
+        assert cpu["sites"][0]["coro"].endswith(".crunch")
+    else:
+        assert cpu == {"sampling": False, "why": _cpu.unavailable()}
 
 
 def _attach_twice(pid: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from taskwatch._watchdog import _cpu
+
 from .test_live import _Target
+
+SAMPLES = _cpu.unavailable() is None
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
@@ -67,12 +71,22 @@ def test_top_shows_sorts_and_quits(tmp_path, quit_key):
     term = _Terminal(f"{shlex.quote(sys.executable)} -m taskwatch top --interval 0.5 "
                      f"{target.pid}", tmp_path)
     try:
-        screen = term.wait_for("sorted by count")
+        screen = term.wait_for("sorted by CPU" if SAMPLES else "sorted by count")
         assert f"pid {target.pid}" in screen
+        if SAMPLES:  # sorted by CPU share: the task that computes first
+            assert "main thread CPU" in screen
+            deadline = time.monotonic() + 20
+            while _rows(term.screen())[0].split()[2:3] != ["crunch"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "crunch [crunch]" in _rows(term.screen())[0], term.screen()
+            term.keys("n")
+            term.wait_for("sorted by count")
+        else:
+            assert "CPU shares: none" in screen
         rows = [line for line in term.wait_for("worker [").splitlines() if "worker [" in line]
-        assert rows and rows[0].split()[0] == "1,000"
-        first_row = next(line for line in screen.splitlines() if line.strip()[:1].isdigit())
-        assert first_row.split()[0] == "1,000"  # sorted by count: the workers first
+        assert rows and rows[0].split()[1] == "1,000"
+        first_row = _rows(term.screen())[0]
+        assert first_row.split()[1] == "1,000"  # sorted by count: the workers first
         term.keys("w")
         term.wait_for("sorted by wait")
         term.keys("a")
@@ -84,6 +98,13 @@ def test_top_shows_sorts_and_quits(tmp_path, quit_key):
     finally:
         term.close()
         target.close()
+
+
+def _rows(screen: str) -> list[str]:
+    """The table's rows: a CPU% cell ("12.5" or "-") then a count."""
+    return [line for line in screen.splitlines()
+            if len(line.split()) > 2 and line.split()[1].replace(",", "").isdigit()
+            and (line.split()[0] == "-" or line.split()[0].replace(".", "").isdigit())]
 
 
 def test_top_of_a_missing_process_fails_before_the_screen_opens(tmp_path):

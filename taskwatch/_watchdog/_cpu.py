@@ -27,7 +27,7 @@ from .._core._accel import speedups
 from .._core._guard import internal_error
 from .._core._probe import _running_task
 
-_thread_time = time.thread_time
+_thread_time_ns, _monotonic_ns = time.thread_time_ns, time.monotonic_ns
 _SITES = 10_000  # distinct (coroutine, creation site) keys kept; more are counted apart
 IDLE = 0.02  # longest sleep of the sampler's thread while the main thread is idle
 
@@ -62,22 +62,32 @@ class CpuSampler:
         self.outside = 0.0    # the main thread running no event loop
         self.unwatched = 0.0  # a task taskwatch keeps no record of
         self.other_sites = 0.0
+        self.unattributed = 0.0  # sampled just after the main thread slept: not credited
+        self._stale_ns = max(int(interval * 1e9) // 2, 100_000)
         self.sites: dict[tuple[Any, ...], float] = {}  # (coroutine code, site key) -> seconds
-        self._last = 0.0
+        self._last = 0  # the main thread's CPU time at the last sample, ns
         self._running = False
 
     # -- the sample: main thread, GIL held, between two bytecodes of anything -------------------
-    def sample(self) -> None:
+    def sample(self, asked_ns: int, asked_cpu_ns: int) -> None:
         """Credit the CPU time since the last sample. Runs inside the program's own code, like a
-        signal handler: it takes no lock, waits on nothing and lets no exception out."""
+        signal handler: it takes no lock, waits on nothing and lets no exception out.
+
+        ``asked_ns``/``asked_cpu_ns``: when the sampler's thread asked (monotonic) and the main
+        thread's CPU time then. If the main thread slept between the asking and now (the ask
+        raced with a system call), this point is after the sleep, in whatever woke: the time is
+        counted apart (``unattributed``), not credited to it."""
         try:
-            now = _thread_time()
-            weight = now - self._last
+            now = _thread_time_ns()
+            weight = (now - self._last) / 1e9
             self._last = now
             if weight <= 0.0:
                 return
             self.total += weight
             self.samples += 1
+            if (_monotonic_ns() - asked_ns) - (now - asked_cpu_ns) > self._stale_ns:
+                self.unattributed += weight
+                return
             loop = events._get_running_loop()
             if loop is None:
                 self.outside += weight
@@ -109,12 +119,14 @@ class CpuSampler:
     # -- the thread --------------------------------------------------------------------------------
     def start(self) -> None:
         assert speedups is not None
-        ident = threading.main_thread().ident
-        if ident is None:
+        main = threading.main_thread()
+        ident, native_id = main.ident, main.native_id
+        if ident is None or native_id is None:
             raise RuntimeError("no main thread")
-        # the main thread's CPU clock, which time.thread_time() reads there
-        self._last = time.clock_gettime(time.pthread_getcpuclockid(ident))
-        speedups.sampler_start(self.interval, max(IDLE, self.interval), ident, self.sample)
+        # the main thread's CPU clock, which time.thread_time_ns() reads there
+        self._last = time.clock_gettime_ns(time.pthread_getcpuclockid(ident))
+        speedups.sampler_start(self.interval, max(IDLE, self.interval), ident, native_id,
+                               self.sample)
         self._running = True
         # Before the interpreter is torn down: its thread must not queue calls into a finishing
         # interpreter.
@@ -157,20 +169,24 @@ class CpuSampler:
             rows.append({"coro": _sites.qualified_name(coro),
                          "created_at": frame.as_dict() if frame else None,
                          "busy_s": round(seconds, 6), "share": _share(seconds, total)})
-        requests, refused, wakeups = speedups.sampler_stats() if speedups is not None else (0, 0, 0)
+        requests, refused, wakeups, asleep = (speedups.sampler_stats() if speedups is not None
+                                              else (0, 0, 0, 0))
         return {
             "interval_s": self.interval,
             "sampled_s": round(total, 6),
             "samples": self.samples,
             "since_s": round(time.monotonic() - self.started, 3),
-            "tasks_s": round(total - self.no_task - self.outside - self.unwatched, 6),
+            "tasks_s": round(total - self.no_task - self.outside - self.unwatched
+                             - self.unattributed, 6),
             "loop_s": round(self.no_task, 6),
             "outside_loop_s": round(self.outside, 6),
             "unwatched_tasks_s": round(self.unwatched, 6),
             "other_sites_s": round(self.other_sites, 6),
+            "unattributed_s": round(self.unattributed, 6),
             "sites": rows,
             "requests_refused": refused,
             "wakeups": wakeups,
+            "skipped_asleep": asleep,
         }
 
 

@@ -10,8 +10,11 @@
  * call of the program is interrupted. The callback (Python) reads the running task and credits it
  * with the CPU time since the previous sample.
  *
- * While the main thread uses no CPU (an idle loop waiting in select()), nothing is asked and the
- * sleep doubles up to idle_s, so an idle process is not woken a thousand times a second.
+ * While the main thread uses no CPU (an idle loop waiting in select()), nothing is asked, and
+ * after IDLE_LOOKS such looks the thread sleeps idle_s between looks, so an idle process is not
+ * woken a thousand times a second. Nor is a
+ * sample asked for while the main thread sleeps in a system call (time.sleep, a blocking read):
+ * the call would run when it wakes, inside whatever woke.
  *
  * Linux only (pthread_getcpuclockid); elsewhere sampler_start raises NotImplementedError.
  */
@@ -22,7 +25,10 @@
 #define _GNU_SOURCE /* pthread_setname_np */
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <string.h>
+#include <unistd.h>
 #include <signal.h>
 #include <time.h>
 
@@ -33,9 +39,17 @@ static int started;        /* a thread was started and not joined (GIL held to r
 static int stopping;       /* under mu */
 static int queued;         /* a pending call is queued and has not run yet (atomic) */
 static clockid_t target;   /* the main thread's CPU clock */
+static int stat_fd = -1;   /* its /proc/self/task/TID/stat, to ask whether it is on a CPU now */
+static long long asked_at, asked_cpu; /* when the queued call was asked for (monotonic ns), and
+                                       * the main thread's CPU time then (written before queuing) */
 static long long interval_ns, idle_ns;
 static PyObject *callback; /* called on the main thread, GIL held */
-static unsigned long long requests, refused, wakeups; /* atomic */
+static unsigned long long requests, refused, wakeups, asleep; /* atomic */
+
+/* Looks in a row that found the main thread idle before the sampler looks only every idle_s: a
+ * loop that sleeps between short bursts (a timer every few ms) keeps being sampled at the
+ * interval; one idle for that long is woken 1/idle_s times a second. */
+#define IDLE_LOOKS 32
 
 static long long
 read_ns(clockid_t clock)
@@ -60,7 +74,8 @@ sample_now(void *unused)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     Py_INCREF(fn);
-    PyObject *r = PyObject_CallNoArgs(fn);
+    PyObject *r = PyObject_CallFunction(fn, "LL", __atomic_load_n(&asked_at, __ATOMIC_ACQUIRE),
+                                        __atomic_load_n(&asked_cpu, __ATOMIC_ACQUIRE));
     Py_DECREF(fn);
     if (r == NULL) {
         tw_report_internal("cpu sampler");
@@ -70,12 +85,35 @@ sample_now(void *unused)
     return 0;
 }
 
+/* Whether the main thread is on a CPU or waiting for one (state R) rather than asleep in a
+ * system call: a call asked for while it sleeps would run when it wakes, in whatever wakes, and
+ * credit that with CPU time others used. -1: cannot tell (no /proc). */
+static int
+running_now(void)
+{
+    if (stat_fd < 0) {
+        return -1;
+    }
+    char buf[512];
+    ssize_t n = pread(stat_fd, buf, sizeof(buf) - 1, 0);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = 0;
+    char *close = strrchr(buf, ')'); /* the name in parentheses may hold anything */
+    if (close == NULL || close[1] != ' ') {
+        return -1;
+    }
+    return close[2] == 'R';
+}
+
 static void *
 run(void *unused)
 {
     pthread_setname_np(pthread_self(), "taskwatch-cpu"); /* as top -H and /proc show it */
     long long last = read_ns(target), sleep_ns = interval_ns;
     long long busy = interval_ns / 10; /* ran at least this much since the last look: busy */
+    int idle_looks = 0;
     pthread_mutex_lock(&mu);
     while (!stopping && last >= 0) {
         struct timespec deadline;
@@ -96,14 +134,26 @@ run(void *unused)
             break; /* the main thread is gone */
         }
         if (now - last < busy) {
-            sleep_ns = sleep_ns * 2 < idle_ns ? sleep_ns * 2 : idle_ns;
+            if (++idle_looks >= IDLE_LOOKS) {
+                sleep_ns = idle_ns; /* idle for a while: look less often */
+            }
             continue;
         }
         last = now;
+        idle_looks = 0;
         sleep_ns = interval_ns;
+        if (running_now() == 0) {
+            __atomic_add_fetch(&asleep, 1, __ATOMIC_RELAXED);
+            continue;
+        }
         if (__atomic_exchange_n(&queued, 1, __ATOMIC_ACQ_REL)) {
             continue; /* the last one has not run: the main thread is inside one long C call */
         }
+        struct timespec at;
+        clock_gettime(CLOCK_MONOTONIC, &at);
+        __atomic_store_n(&asked_at, (long long)at.tv_sec * 1000000000LL + at.tv_nsec,
+                         __ATOMIC_RELEASE);
+        __atomic_store_n(&asked_cpu, now, __ATOMIC_RELEASE);
         if (Py_AddPendingCall(sample_now, NULL) != 0) {
             __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
             __atomic_add_fetch(&refused, 1, __ATOMIC_RELAXED); /* the queue was full */
@@ -121,8 +171,9 @@ tw_sampler_start(PyObject *module, PyObject *args)
 {
     double interval, idle;
     unsigned long ident;
+    long native_id;
     PyObject *fn;
-    if (!PyArg_ParseTuple(args, "ddkO:sampler_start", &interval, &idle, &ident, &fn)) {
+    if (!PyArg_ParseTuple(args, "ddklO:sampler_start", &interval, &idle, &ident, &native_id, &fn)) {
         return NULL;
     }
     if (started) {
@@ -139,6 +190,9 @@ tw_sampler_start(PyObject *module, PyObject *args)
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", native_id);
+    stat_fd = open(path, O_RDONLY | O_CLOEXEC);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -158,6 +212,10 @@ tw_sampler_start(PyObject *module, PyObject *args)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
         Py_CLEAR(callback);
+        if (stat_fd >= 0) {
+            close(stat_fd);
+            stat_fd = -1;
+        }
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -181,6 +239,10 @@ tw_sampler_stop(PyObject *module, PyObject *unused)
     pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS
     pthread_cond_destroy(&cv);
+    if (stat_fd >= 0) {
+        close(stat_fd);
+        stat_fd = -1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -194,6 +256,10 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
     stopping = 0;
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     mu = fresh;
+    if (stat_fd >= 0) {
+        close(stat_fd); /* the parent's main thread's file */
+        stat_fd = -1;
+    }
     __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
@@ -201,9 +267,10 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
 PyObject *
 tw_sampler_stats(PyObject *module, PyObject *unused)
 {
-    return Py_BuildValue("(KKK)", __atomic_load_n(&requests, __ATOMIC_RELAXED),
+    return Py_BuildValue("(KKKK)", __atomic_load_n(&requests, __ATOMIC_RELAXED),
                          __atomic_load_n(&refused, __ATOMIC_RELAXED),
-                         __atomic_load_n(&wakeups, __ATOMIC_RELAXED));
+                         __atomic_load_n(&wakeups, __ATOMIC_RELAXED),
+                         __atomic_load_n(&asleep, __ATOMIC_RELAXED));
 }
 
 #else /* not Linux */
@@ -230,7 +297,7 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
 PyObject *
 tw_sampler_stats(PyObject *module, PyObject *unused)
 {
-    return Py_BuildValue("(iii)", 0, 0, 0);
+    return Py_BuildValue("(iiii)", 0, 0, 0, 0);
 }
 
 #endif
