@@ -28,6 +28,8 @@ CONTENDERS = (
     "taskwatch-nowatchdog",
     "taskwatch-python",
     "taskwatch-recorder",
+    "taskwatch-cpu",
+    "taskwatch-cpu10",
     "taskwatch-spans-interesting",
     "taskwatch-spans-all",
     "debug-mode",
@@ -49,6 +51,8 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "taskwatch-nowatchdog": ("taskwatch",),
     "taskwatch-python": ("taskwatch",),
     "taskwatch-recorder": ("taskwatch",),
+    "taskwatch-cpu": ("taskwatch",),
+    "taskwatch-cpu10": ("taskwatch",),
     "taskwatch-spans-interesting": ("taskwatch", "opentelemetry.sdk"),
     "taskwatch-spans-all": ("taskwatch", "opentelemetry.sdk"),
     "aiomonitor": ("aiomonitor",),
@@ -230,6 +234,10 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
         import tempfile
 
         kwargs["flight_recorder"] = tempfile.mkdtemp(prefix="taskwatch-bench-")
+    if name == "taskwatch-cpu":  # CPU sampling every 1 ms (Python 3.13+, the accelerator)
+        kwargs["cpu_sampling"] = 0.001
+    if name == "taskwatch-cpu10":  # ... every 10 ms, the interval for always-on use
+        kwargs["cpu_sampling"] = 0.01
     if otel:
         kwargs.update(otel=True, spans=name.removeprefix("taskwatch-spans-"))
     if "block_threshold" in params:
@@ -254,6 +262,11 @@ def _taskwatch(name: str, kind: str, params: dict[str, Any], versions: dict[str,
             ev["history_kept"] = int(stats.get("tasks_finished", 0)) - int(stats.get("dropped_history", 0))
             ok = ok and "timeline_events" in stats and ev["history_kept"] >= min(out.tasks, 50_000)
             why += "; the timeline recorder is on and its history ring kept min(tasks, 50,000)"
+        if "cpu_sampling" in kwargs:
+            cpu = report.get("cpu", {})
+            ev["cpu_samples"] = cpu.get("samples")
+            ok = ok and bool(cpu.get("sampling")) and (cpu.get("samples") or 0) > 0
+            why += "; the CPU sampler ran and took samples"
         if pipeline:
             ev.update(_spans(*pipeline))
             seen = ev["spans_ended"]

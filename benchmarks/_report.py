@@ -137,6 +137,10 @@ TARGETS = (
            "server", "rps", "taskwatch", "taskwatch-nowatchdog", 0.99, "ratio>="),
     Target("watchdog ≤ 1%: server CPU per request, watchdog on vs off",
            "server", "cpu_us_per_req", "taskwatch", "taskwatch-nowatchdog", 1.01, "ratio<="),
+    Target("CPU sampling every 1 ms: server CPU per request within 3% of sampling off",
+           "server", "cpu_us_per_req", "taskwatch-cpu", "taskwatch", 1.03, "ratio<="),
+    Target("CPU sampling every 10 ms: server CPU per request within 3% of sampling off",
+           "server", "cpu_us_per_req", "taskwatch-cpu10", "taskwatch", 1.03, "ratio<="),
     # On the public API a span per task costs what the SDK's start_span + end cost (otel-sdk-floor,
     # below): about opentelemetry-instrumentation-asyncio's whole extra cost. ≤ 1.1× of it.
     Target("spans=all extra cost ≤ 1.1× opentelemetry-instrumentation-asyncio's, churn",

@@ -21,6 +21,8 @@ MODE (what is switched on before the loop exists):
   tw-python            ``taskwatch.install(speedups=False)`` (the pure-Python hot path)
   recorder             ``taskwatch.install(flight_recorder=<a temporary folder>)``: the timeline's
                        ring on (each task end recorded), dumps only on blocks of 1 s
+  cpu                  ``taskwatch.install(cpu_sampling=0.001)``: CPU shares sampled every 1 ms
+                       (Python 3.13+)
   factory-pass         a pass-through task factory: ``asyncio.Task(coro, loop=loop, **kw)``
   factory-subclass     a factory building a C Task subclass with ``__slots__`` (no overrides)
   factory-ctx          a factory that copies the context, sets one ContextVar in it, builds a Task
@@ -86,7 +88,9 @@ def stats() -> bytes:
         import taskwatch
 
         if taskwatch.is_installed():
-            doc["tasks_created"] = taskwatch.report()["stats"]["tasks_created"]
+            report = taskwatch.report()
+            doc["tasks_created"] = report["stats"]["tasks_created"]
+            doc["cpu_samples"] = report.get("cpu", {}).get("samples")
     except ImportError:
         pass
     loop = asyncio.get_running_loop()
@@ -184,7 +188,7 @@ def switch_on(mode: str) -> Any:
     """Switch the mode on before any loop exists; returns a per-loop setup (or None)."""
     if mode in ("plain", "plain2"):
         return None
-    if mode in ("taskwatch", "nowatchdog", "tw-nogc", "tw-python", "recorder"):
+    if mode in ("taskwatch", "nowatchdog", "tw-nogc", "tw-python", "recorder", "cpu"):
         import taskwatch
 
         opts: dict[str, Any] = {}
@@ -194,6 +198,8 @@ def switch_on(mode: str) -> Any:
             opts["flight_recorder"] = tempfile.mkdtemp(prefix="taskwatch-bench-")
         if mode == "nowatchdog":
             opts["watchdog"] = False
+        if mode == "cpu":  # BENCH_CPU_INTERVAL (seconds) for another interval
+            opts["cpu_sampling"] = float(os.environ.get("BENCH_CPU_INTERVAL", "0.001"))
         if mode == "tw-python":
             opts["speedups"] = False
         taskwatch.install(**opts)

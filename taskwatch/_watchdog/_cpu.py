@@ -64,7 +64,8 @@ class CpuSampler:
         self.other_sites = 0.0
         self.unattributed = 0.0  # sampled just after the main thread slept: not credited
         self._stale_ns = max(int(interval * 1e9) // 2, 100_000)
-        self.sites: dict[tuple[Any, ...], float] = {}  # (coroutine code, site key) -> seconds
+        # (id of the coroutine's code, id of the site's code, offset) -> [seconds, code, site]
+        self.sites: dict[tuple[int, int, int], list[Any]] = {}
         self._last = 0  # the main thread's CPU time at the last sample, ns
         self._running = False
 
@@ -104,13 +105,17 @@ class CpuSampler:
                 self.unwatched += weight
                 return
             rec.busy += weight
-            stack = rec.stack
-            key = (rec.coro, stack[:2] if stack else None)
+            # Keyed by ids: hashing a code object reads all of its bytecode and constants (tens
+            # of microseconds for a large function). The value keeps both code objects alive, so
+            # their ids are not reused while the key exists.
+            coro, stack = rec.coro, rec.stack
+            key = (id(coro), id(stack[0]), stack[1]) if stack else (id(coro), 0, 0)
             sites = self.sites
-            if key in sites:
-                sites[key] += weight
+            site = sites.get(key)
+            if site is not None:
+                site[0] += weight
             elif len(sites) < _SITES:
-                sites[key] = weight
+                sites[key] = [weight, coro, stack[:2] if stack else None]
             else:
                 self.other_sites += weight
         except BaseException:
@@ -162,9 +167,9 @@ class CpuSampler:
         from .._core import _sites
 
         total = self.total
-        sites = sorted(dict(self.sites).items(), key=lambda item: -item[1])
+        sites = sorted(list(dict(self.sites).values()), key=lambda item: -item[0])
         rows = []
-        for (coro, stack), seconds in sites[:top]:
+        for seconds, coro, stack in sites[:top]:
             frame = _sites.site(stack) if stack else None
             rows.append({"coro": _sites.qualified_name(coro),
                          "created_at": frame.as_dict() if frame else None,

@@ -85,6 +85,14 @@ sample_now(void *unused)
     return 0;
 }
 
+static long long
+mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* Whether the main thread is on a CPU or waiting for one (state R) rather than asleep in a
  * system call: a call asked for while it sleeps would run when it wakes, in whatever wakes, and
  * credit that with CPU time others used. -1: cannot tell (no /proc). */
@@ -113,6 +121,7 @@ run(void *unused)
     pthread_setname_np(pthread_self(), "taskwatch-cpu"); /* as top -H and /proc show it */
     long long last = read_ns(target), sleep_ns = interval_ns;
     long long busy = interval_ns / 10; /* ran at least this much since the last look: busy */
+    long long seen_cpu = last, seen_at = mono_ns(); /* the previous look */
     int idle_looks = 0;
     pthread_mutex_lock(&mu);
     while (!stopping && last >= 0) {
@@ -129,10 +138,14 @@ run(void *unused)
             break;
         }
         __atomic_add_fetch(&wakeups, 1, __ATOMIC_RELAXED);
-        long long now = read_ns(target);
+        long long now = read_ns(target), at = mono_ns();
         if (now < 0) {
             break; /* the main thread is gone */
         }
+        /* on a CPU nearly all the time since the previous look: surely on one now */
+        int all_along = (now - seen_cpu) * 10 >= (at - seen_at) * 9;
+        seen_cpu = now;
+        seen_at = at;
         if (now - last < busy) {
             if (++idle_looks >= IDLE_LOOKS) {
                 sleep_ns = idle_ns; /* idle for a while: look less often */
@@ -142,17 +155,14 @@ run(void *unused)
         last = now;
         idle_looks = 0;
         sleep_ns = interval_ns;
-        if (running_now() == 0) {
+        if (!all_along && running_now() == 0) {
             __atomic_add_fetch(&asleep, 1, __ATOMIC_RELAXED);
             continue;
         }
         if (__atomic_exchange_n(&queued, 1, __ATOMIC_ACQ_REL)) {
             continue; /* the last one has not run: the main thread is inside one long C call */
         }
-        struct timespec at;
-        clock_gettime(CLOCK_MONOTONIC, &at);
-        __atomic_store_n(&asked_at, (long long)at.tv_sec * 1000000000LL + at.tv_nsec,
-                         __ATOMIC_RELEASE);
+        __atomic_store_n(&asked_at, at, __ATOMIC_RELEASE);
         __atomic_store_n(&asked_cpu, now, __ATOMIC_RELEASE);
         if (Py_AddPendingCall(sample_now, NULL) != 0) {
             __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
