@@ -76,7 +76,7 @@ def test_top_shows_sorts_and_quits(tmp_path, quit_key):
         if SAMPLES:  # sorted by CPU share: the task that computes first
             assert "main thread CPU" in screen
             deadline = time.monotonic() + 20
-            while _rows(term.screen())[0].split()[2:3] != ["crunch"] and time.monotonic() < deadline:
+            while _rows(term.screen())[0].split()[3:4] != ["crunch"] and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert "crunch [crunch]" in _rows(term.screen())[0], term.screen()
             term.keys("n")
@@ -84,9 +84,9 @@ def test_top_shows_sorts_and_quits(tmp_path, quit_key):
         else:
             assert "CPU shares: none" in screen
         rows = [line for line in term.wait_for("worker [").splitlines() if "worker [" in line]
-        assert rows and rows[0].split()[1] == "1,000"
+        assert rows and rows[0].split()[2] == "1,000"
         first_row = _rows(term.screen())[0]
-        assert first_row.split()[1] == "1,000"  # sorted by count: the workers first
+        assert first_row.split()[2] == "1,000"  # sorted by count: the workers first
         term.keys("w")
         term.wait_for("sorted by wait")
         term.keys("a")
@@ -101,10 +101,13 @@ def test_top_shows_sorts_and_quits(tmp_path, quit_key):
 
 
 def _rows(screen: str) -> list[str]:
-    """The table's rows: a CPU% cell ("12.5" or "-") then a count."""
+    """The table's rows: CPU% and CPU s cells ("12.5" or "-"), then a count."""
+    def number(cell: str) -> bool:
+        return cell == "-" or cell.replace(".", "").isdigit()
+
     return [line for line in screen.splitlines()
-            if len(line.split()) > 2 and line.split()[1].replace(",", "").isdigit()
-            and (line.split()[0] == "-" or line.split()[0].replace(".", "").isdigit())]
+            if len(line.split()) > 3 and line.split()[2].replace(",", "").isdigit()
+            and number(line.split()[0]) and number(line.split()[1])]
 
 
 def test_top_of_a_missing_process_fails_before_the_screen_opens(tmp_path):

@@ -20,9 +20,8 @@ from . import _attach
 
 SORTS = {"c": ("CPU", "cpu"), "n": ("count", "count"), "a": ("age", "age"),
          "w": ("wait", "wait")}
-_COLUMNS = (("cpu", "CPU%", 6), ("count", "count", 7), ("task", "coroutine [names]", 40),
-            ("state", "state", 22),
-            ("wait", "waiting for", 12), ("age", "age", 12), ("site", "created at", 44),
+_COLUMNS = (("cpu", "CPU%", 6), ("busy", "CPU s", 8), ("count", "count", 7),
+            ("task", "coroutine [names]", 40), ("state", "state", 22), ("wait", "waiting for", 12), ("age", "age", 12), ("site", "created at", 44),
             ("cancel", "cancel pending", 16))
 
 
@@ -140,8 +139,9 @@ def _cells(group: dict[str, Any]) -> tuple[Text, ...]:
     cancel = ""
     if group["cancelling"]:
         cancel = f"{group['cancelling'][0]['pending_s']:.1f} s"
-    share = group.get("cpu_share")
-    cells = ("-" if share is None else f"{100.0 * share:.1f}", f"{group['count']:,}", f"{coro} [{names}]", state,
+    share, busy = group.get("cpu_share"), group.get("busy_s")
+    cells = ("-" if share is None else f"{100.0 * share:.1f}",
+             "-" if busy is None else f"{busy:.2f}", f"{group['count']:,}", f"{coro} [{names}]", state,
              "-" if wait is None else f"{wait:.1f} s", "-" if age is None else f"{age:.1f} s",
              site, cancel)
     return tuple(Text(cell) for cell in cells)  # plain text: "[name]" is no markup
