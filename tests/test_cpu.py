@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -165,6 +166,37 @@ def test_uninstall_ends_the_sampler_thread(watch):
     stopped = _accel.speedups.sampler_stats()[2]
     time.sleep(0.1)
     assert _accel.speedups.sampler_stats()[2] == stopped
+
+
+@needs_sampler
+def test_an_fd_the_program_closed_and_reused_is_never_read_or_closed_by_the_sampler(watch, tmp_path):
+    """The sampler keeps /proc/self/task/TID/stat open; a program that closes every fd it did not
+    open and gets that number for a file of its own keeps its file, untouched."""
+    watch(cpu_sampling=0.001, watchdog=False)
+    def target(fd: str) -> str:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # listdir's own fd, closed by now
+            return ""
+
+    ours = [int(fd) for fd in os.listdir("/proc/self/fd")
+            if target(fd).endswith(f"/task/{threading.get_native_id()}/stat")]
+    assert len(ours) == 1
+    os.close(ours[0])
+    path = tmp_path / "program.txt"
+    path.write_bytes(b"the program's data")
+    mine = os.open(path, os.O_RDONLY)
+    try:
+        assert mine == ours[0]
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:  # half busy: the sampler asks /proc whether it runs
+            _spin(0.0005)
+            time.sleep(0.0005)
+        taskwatch.uninstall()
+        assert os.pread(mine, 100, 0) == b"the program's data"  # still open
+        assert os.lseek(mine, 0, os.SEEK_CUR) == 0
+    finally:
+        os.close(mine)
 
 
 @needs_sampler

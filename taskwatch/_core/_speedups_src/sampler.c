@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <signal.h>
 #include <time.h>
@@ -40,6 +41,8 @@ static int stopping;       /* under mu */
 static int queued;         /* a pending call is queued and has not run yet (atomic) */
 static clockid_t target;   /* the main thread's CPU clock */
 static int stat_fd = -1;   /* its /proc/self/task/TID/stat, to ask whether it is on a CPU now */
+static dev_t stat_dev;     /* ... and the file it was opened on: a program that closes fds it did */
+static ino_t stat_ino;     /* not open (closerange) may reuse the number for a file of its own */
 static long long asked_at, asked_cpu; /* when the queued call was asked for (monotonic ns), and
                                        * the main thread's CPU time then (written before queuing) */
 static long long interval_ns, idle_ns;
@@ -85,6 +88,23 @@ sample_now(void *unused)
     return 0;
 }
 
+/* Whether fd is still the file sampler_start opened. */
+static int
+still_ours(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == stat_dev && st.st_ino == stat_ino;
+}
+
+static void
+close_stat(void)
+{
+    if (stat_fd >= 0 && still_ours(stat_fd)) {
+        close(stat_fd);
+    }
+    stat_fd = -1;
+}
+
 static long long
 mono_ns(void)
 {
@@ -100,6 +120,10 @@ static int
 running_now(void)
 {
     if (stat_fd < 0) {
+        return -1;
+    }
+    if (!still_ours(stat_fd)) {
+        stat_fd = -1; /* the program's now: never read or closed by taskwatch again */
         return -1;
     }
     char buf[512];
@@ -202,7 +226,17 @@ tw_sampler_start(PyObject *module, PyObject *args)
     }
     char path[64];
     snprintf(path, sizeof(path), "/proc/self/task/%ld/stat", native_id);
+    close_stat();
     stat_fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (stat_fd >= 0 && fstat(stat_fd, &st) == 0) {
+        stat_dev = st.st_dev;
+        stat_ino = st.st_ino;
+    }
+    else if (stat_fd >= 0) {
+        close(stat_fd);
+        stat_fd = -1;
+    }
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -222,10 +256,7 @@ tw_sampler_start(PyObject *module, PyObject *args)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
         Py_CLEAR(callback);
-        if (stat_fd >= 0) {
-            close(stat_fd);
-            stat_fd = -1;
-        }
+        close_stat();
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -249,10 +280,7 @@ tw_sampler_stop(PyObject *module, PyObject *unused)
     pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS
     pthread_cond_destroy(&cv);
-    if (stat_fd >= 0) {
-        close(stat_fd);
-        stat_fd = -1;
-    }
+    close_stat();
     Py_RETURN_NONE;
 }
 
@@ -266,10 +294,7 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
     stopping = 0;
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     mu = fresh;
-    if (stat_fd >= 0) {
-        close(stat_fd); /* the parent's main thread's file */
-        stat_fd = -1;
-    }
+    close_stat(); /* the parent's main thread's file */
     __atomic_store_n(&queued, 0, __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
