@@ -281,3 +281,54 @@ def test_the_session_prints_where_the_cpu_went(tmp_path):
     assert "CPU of the main thread, sampled every 1 ms" in done.stderr
     assert "app.crunch created at" in done.stderr
     assert json.loads(report.read_text())["cpu"]["sites"][0]["coro"] == "app.crunch"
+
+
+@needs_sampler
+def test_a_failing_sample_is_counted_and_reported_later_never_raised(watch, monkeypatch, caplog):
+    """A sample runs inside the program's code: its failure is counted there and logged from a
+    reader's thread (stats, report), never raised where the program runs."""
+    watch(cpu_sampling=0.001, watchdog=False, log=True)
+
+    def broken(loop):
+        raise ValueError("broken on purpose")
+
+    monkeypatch.setattr(_cpu, "_running_task", broken)
+    asyncio.run(_heavy(300))
+    with caplog.at_level(logging.ERROR, logger="taskwatch"):
+        stats = taskwatch.report()["stats"]
+    assert stats["internal_errors"] >= 1
+    assert any("cpu sample" in r.getMessage() and "broken on purpose" in r.getMessage()
+               for r in caplog.records)
+
+
+@needs_sampler
+def test_ctrl_c_during_a_sample_reaches_the_program(tmp_path):
+    """A SIGINT handled while a sample runs raises KeyboardInterrupt in the program, as without
+    taskwatch (a sample that swallowed it would lose Ctrl-C)."""
+    program = tmp_path / "sigint.py"
+    program.write_text(textwrap.dedent("""\
+        import asyncio, os, signal, time
+        import taskwatch
+        from taskwatch._watchdog import _cpu
+        taskwatch.install(cpu_sampling=0.001, watchdog=False)
+        real = _cpu.CpuSampler.sample
+        def sample(self, *args):
+            os.kill(os.getpid(), signal.SIGINT)  # handled inside the sample's own code
+            time.sleep(0.001)
+            sum(range(1000))
+            return real(self, *args)
+        _cpu.CpuSampler.sample = sample
+        taskwatch.uninstall()
+        taskwatch.install(cpu_sampling=0.001, watchdog=False)
+        async def spin():
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                sum(range(1000))
+        try:
+            asyncio.run(spin())
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        """))
+    done = subprocess.run([sys.executable, str(program)], capture_output=True, text=True,
+                          timeout=60)
+    assert "interrupted" in done.stdout, done.stderr

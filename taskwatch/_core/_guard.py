@@ -39,6 +39,23 @@ def internal_error(where: str) -> None:
             pass
 
 
+def report_later(where: str, text: str) -> None:
+    """An internal error caught where reporting it was not safe (a sample that ran inside the
+    program's code, maybe inside ``internal_error`` itself), reported now from another place:
+    counted, and ``text`` (its formatted traceback) logged the first time ``where`` fails."""
+    global count
+    with _lock:
+        count += 1
+        first = where not in _seen
+        _seen.add(where)
+    if first:
+        try:
+            logger.error("taskwatch internal error in %s (further errors there are only "
+                         "counted)\n%s", where, text.rstrip())
+        except Exception:
+            pass
+
+
 def after_fork() -> None:
     """In a forked child: a lock held by another thread at the fork would never be released."""
     global _lock

@@ -217,6 +217,7 @@ class State:
                 "findings_by_kind": dict(sorted(self.counts.items())),
             }
         self.instruments.call("stats", out)
+        out["internal_errors"] = _guard.count  # an instrument may have reported some just now
         return out
 
     def record_block(self, duration: float) -> None:

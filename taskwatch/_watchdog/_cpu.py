@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import atexit
 import threading
+import traceback
 import time
 from asyncio import events
 from typing import Any
 
 from .._core._accel import speedups
-from .._core._guard import internal_error
+from .._core._guard import internal_error, report_later
 from .._core._probe import _running_task
 
 _thread_time_ns, _monotonic_ns = time.thread_time_ns, time.monotonic_ns
@@ -67,6 +68,10 @@ class CpuSampler:
         # (id of the coroutine's code, id of the site's code, offset) -> [seconds, code, site]
         self.sites: dict[tuple[int, int, int], list[Any]] = {}
         self._last = 0  # the main thread's CPU time at the last sample, ns
+        self._failed = 0  # samples that failed, and the first one's traceback, reported later
+        self._error: str | None = None
+        self._reported = 0
+        self._c_failed = speedups.sampler_stats()[4] if speedups is not None else 0
         self._running = False
 
     # -- the sample: main thread, GIL held, between two bytecodes of anything -------------------
@@ -118,8 +123,13 @@ class CpuSampler:
                 sites[key] = [weight, coro, stack[:2] if stack else None]
             else:
                 self.other_sites += weight
+        except (KeyboardInterrupt, SystemExit):
+            raise  # a signal handler's, run while the sample ran: the program's, not taskwatch's
         except BaseException:
-            internal_error("cpu sample")
+            # Not internal_error() here: the main thread may be inside it, holding its lock.
+            self._failed += 1
+            if self._error is None:
+                self._error = traceback.format_exc()
 
     # -- the thread --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,14 +168,25 @@ class CpuSampler:
             internal_error("restart the cpu sampler after fork")
 
     def stats(self, out: dict[str, Any]) -> None:
+        self._report_failures()
         out["cpu_sampled_s"] = round(self.total, 6)
         out["cpu_samples"] = self.samples
+
+    def _report_failures(self) -> None:
+        """Report, from a reader's thread, the samples that failed on the main thread (and the
+        calls that failed before reaching :meth:`sample`, counted in C)."""
+        failed = self._failed + (speedups.sampler_stats()[4] - self._c_failed
+                                 if speedups is not None else 0)
+        while self._reported < failed:
+            self._reported += 1
+            report_later("cpu sample", self._error or "(the call failed before the sample ran)")
 
     # -- reading (any thread) ----------------------------------------------------------------------
     def summary(self, top: int = 10) -> dict[str, Any]:
         """The totals and the ``top`` creation sites by CPU, as plain JSON data."""
         from .._core import _sites
 
+        self._report_failures()
         total = self.total
         sites = sorted(list(dict(self.sites).values()), key=lambda item: -item[0])
         rows = []
@@ -174,8 +195,8 @@ class CpuSampler:
             rows.append({"coro": _sites.qualified_name(coro),
                          "created_at": frame.as_dict() if frame else None,
                          "busy_s": round(seconds, 6), "share": _share(seconds, total)})
-        requests, refused, wakeups, asleep = (speedups.sampler_stats() if speedups is not None
-                                              else (0, 0, 0, 0))
+        requests, refused, wakeups, asleep, _failed = (
+            speedups.sampler_stats() if speedups is not None else (0, 0, 0, 0, 0))
         return {
             "interval_s": self.interval,
             "sampled_s": round(total, 6),

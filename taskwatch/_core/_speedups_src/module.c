@@ -115,7 +115,7 @@ static PyMethodDef module_methods[] = {
     {"sampler_stop", tw_sampler_stop, METH_NOARGS, "stop the sampler's thread and wait for it"},
     {"sampler_after_fork", tw_sampler_after_fork, METH_NOARGS,
      "in a forked child: forget the parent's sampler thread"},
-    {"sampler_stats", tw_sampler_stats, METH_NOARGS, "(requests, refused, wakeups, skipped while asleep) so far"},
+    {"sampler_stats", tw_sampler_stats, METH_NOARGS, "(requests, refused, wakeups, skipped while asleep, failed calls) so far"},
     {"task_type", tw_make_task_type, METH_VARARGS, "task_type(asyncio.Task, globals) -> taskwatch's C Task"},
     {NULL},
 };

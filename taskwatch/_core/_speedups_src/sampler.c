@@ -47,7 +47,7 @@ static long long asked_at, asked_cpu; /* when the queued call was asked for (mon
                                        * the main thread's CPU time then (written before queuing) */
 static long long interval_ns, idle_ns;
 static PyObject *callback; /* called on the main thread, GIL held */
-static unsigned long long requests, refused, wakeups, asleep; /* atomic */
+static unsigned long long requests, refused, wakeups, asleep, failures; /* atomic */
 
 /* Looks in a row that found the main thread idle before the sampler looks only every idle_s: a
  * loop that sleeps between short bursts (a timer every few ms) keeps being sampled at the
@@ -81,7 +81,18 @@ sample_now(void *unused)
                                         __atomic_load_n(&asked_cpu, __ATOMIC_ACQUIRE));
     Py_DECREF(fn);
     if (r == NULL) {
-        tw_report_internal("cpu sampler");
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            /* KeyboardInterrupt or SystemExit from a signal handler that ran meanwhile: the
+             * program's. Raised into the running code, where the handler's would have been. */
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            return -1;
+        }
+        /* Counted, not reported from here: the main thread may be inside taskwatch's own code
+         * holding the lock that reporting takes. The Python side reports the count. */
+        PyErr_Clear();
+        __atomic_add_fetch(&failures, 1, __ATOMIC_RELAXED);
     }
     Py_XDECREF(r);
     PyErr_Restore(type, value, tb);
@@ -302,10 +313,11 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
 PyObject *
 tw_sampler_stats(PyObject *module, PyObject *unused)
 {
-    return Py_BuildValue("(KKKK)", __atomic_load_n(&requests, __ATOMIC_RELAXED),
+    return Py_BuildValue("(KKKKK)", __atomic_load_n(&requests, __ATOMIC_RELAXED),
                          __atomic_load_n(&refused, __ATOMIC_RELAXED),
                          __atomic_load_n(&wakeups, __ATOMIC_RELAXED),
-                         __atomic_load_n(&asleep, __ATOMIC_RELAXED));
+                         __atomic_load_n(&asleep, __ATOMIC_RELAXED),
+                         __atomic_load_n(&failures, __ATOMIC_RELAXED));
 }
 
 #else /* not Linux */
@@ -332,7 +344,7 @@ tw_sampler_after_fork(PyObject *module, PyObject *unused)
 PyObject *
 tw_sampler_stats(PyObject *module, PyObject *unused)
 {
-    return Py_BuildValue("(iiii)", 0, 0, 0, 0);
+    return Py_BuildValue("(iiiii)", 0, 0, 0, 0, 0);
 }
 
 #endif
