@@ -26,23 +26,18 @@ def internal_error(where: str) -> None:
     if isinstance(sys.exception(), (KeyboardInterrupt, SystemExit)) and \
             threading.current_thread() is threading.main_thread():
         raise  # noqa: PLE0704 - the exception the caller is handling
-    global count
-    with _lock:
-        count += 1
-        first = where not in _seen
-        _seen.add(where)
-    if first:
-        try:
-            logger.error("taskwatch internal error in %s (further errors there are only counted)",
-                         where, exc_info=True)
-        except Exception:
-            pass
+    _count(where, "", exc_info=True)
 
 
 def report_later(where: str, text: str) -> None:
     """An internal error caught where reporting it was not safe (a sample that ran inside the
     program's code, maybe inside ``internal_error`` itself), reported now from another place:
     counted, and ``text`` (its formatted traceback) logged the first time ``where`` fails."""
+    _count(where, "\n" + text.rstrip())
+
+
+def _count(where: str, detail: str, exc_info: bool = False) -> None:
+    """Count one internal error at ``where``; log it the first time ``where`` fails."""
     global count
     with _lock:
         count += 1
@@ -50,8 +45,8 @@ def report_later(where: str, text: str) -> None:
         _seen.add(where)
     if first:
         try:
-            logger.error("taskwatch internal error in %s (further errors there are only "
-                         "counted)\n%s", where, text.rstrip())
+            logger.error("taskwatch internal error in %s (further errors there are only counted)%s",
+                         where, detail, exc_info=exc_info)
         except Exception:
             pass
 

@@ -47,16 +47,21 @@ MAX_SECONDS = 86400.0  # one day: longer waits are off in all but name (and over
 _SECONDS = f"a number of seconds greater than 0 and at most {MAX_SECONDS:g}"
 
 
-def _seconds(value: Any) -> float:
+def _number(value: Any, accepted: str, low: float, high: float, low_open: bool = False) -> float:
+    """A number of seconds in [low, high] (``low_open``: above low), given as a number or text."""
     if isinstance(value, (bool, bytes, bytearray)):
-        raise _Invalid(_SECONDS)
+        raise _Invalid(accepted)
     try:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise _Invalid(_SECONDS) from None
-    if not 0 < number <= MAX_SECONDS:  # also refuses NaN
-        raise _Invalid(_SECONDS)
+        raise _Invalid(accepted) from None
+    if not (low < number if low_open else low <= number) or not number <= high:  # refuses NaN
+        raise _Invalid(accepted)
     return number
+
+
+def _seconds(value: Any) -> float:
+    return _number(value, _SECONDS, 0.0, MAX_SECONDS, low_open=True)
 
 
 def _optional_seconds(value: Any) -> float | None:
@@ -180,15 +185,7 @@ def _sampling(value: Any) -> float | None:
     """``cpu_sampling``: an interval the sampler's thread can keep, or off."""
     if _off(value) or (isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0):
         return None
-    if isinstance(value, (bool, bytes, bytearray)):
-        raise _Invalid(_SAMPLING)
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raise _Invalid(_SAMPLING) from None
-    if not 0.0001 <= number <= 1.0:  # also refuses NaN
-        raise _Invalid(_SAMPLING)
-    return number
+    return _number(value, _SAMPLING, 0.0001, 1.0)
 
 
 def _file(value: Any) -> str | None:
