@@ -2,34 +2,30 @@
 CPU time goes to, the busy side of tokio-console's busy/idle split.
 
 The accelerator's thread (``sampler.c``) asks for a sample every ``cpu_sampling`` seconds while the
-main thread uses CPU; the interpreter runs :meth:`CpuSampler.sample` on the main thread between two
-bytecodes of whatever runs there. A sample credits the CPU time the main thread used since the
-previous sample to the task running at that moment (``rec.busy``) and to its creation site; with no
-task running, to the loop itself (callbacks, transports, the selector), or, with no loop running,
-to code outside any loop. It is a statistical profile: each sample stands for about one interval.
+main thread uses CPU; the interpreter runs the sample (C) on the main thread between two bytecodes
+of whatever runs there. A sample credits the CPU time the main thread used since the previous
+sample to the task running at that moment (``rec.busy``) and to its creation site; with no task
+running, to the loop itself (callbacks, transports, the selector), or, with no loop running, to
+code outside any loop. It is a statistical profile: each sample stands for about one interval.
 
 Limits, by construction: only the main thread is sampled (the interpreter runs these calls there
 only); before Python 3.13 (see ``unavailable``), off Linux, on a free-threaded build or without the
-C accelerator there is no sampler. A step
-counter per task would need a hook on every step (``sys.monitoring`` costs 1.2-1.5 us per step,
-measured), so none is kept.
+C accelerator there is no sampler. A step counter per task would need a hook on every step
+(``sys.monitoring`` costs 1.2-1.5 us per step, measured), so none is kept.
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-import traceback
 import time
 from asyncio import events
 from typing import Any
 
 from .._core._accel import speedups
 from .._core._guard import internal_error, report_later
-from .._core._probe import _running_task
+from .._core._probe import _PY_CURRENT, _current_task
 
-_thread_time_ns, _monotonic_ns = time.thread_time_ns, time.monotonic_ns
-_SITES = 10_000  # distinct (coroutine, creation site) keys kept; more are counted apart
 IDLE = 0.02  # longest sleep of the sampler's thread while the main thread is idle
 
 
@@ -52,84 +48,37 @@ def unavailable() -> str | None:
 
 
 class CpuSampler:
-    """The Python side of the sampler, as an instrument (``stats`` and ``after_fork``)."""
+    """The sampler's Python side, as an instrument (``stats`` and ``after_fork``): starts and
+    stops the C thread and reads what its samples added up. The samples themselves are C
+    (``sampler.c``): they run inside the program's code and run no bytecode there, so no signal
+    handler, tracer or profiler of the program's ever runs inside one or sees one."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.started = time.monotonic()
-        self.total = 0.0      # the main thread's CPU seconds, sampled
-        self.samples = 0
-        self.no_task = 0.0    # the loop running no task: callbacks, transports, the selector
-        self.outside = 0.0    # the main thread running no event loop
-        self.unwatched = 0.0  # a task taskwatch keeps no record of
-        self.other_sites = 0.0
-        self.unattributed = 0.0  # sampled just after the main thread slept: not credited
-        self._stale_ns = max(int(interval * 1e9) // 2, 100_000)
-        # (id of the coroutine's code, id of the site's code, offset) -> [seconds, code, site]
+        # (id of the coroutine's code, id of the site's code, offset) -> [seconds, coroutine's
+        # code, site's code, offset]; filled by the C samples on the main thread
         self.sites: dict[tuple[int, int, int], list[Any]] = {}
-        self._last = 0  # the main thread's CPU time at the last sample, ns
-        self._failed = 0  # samples that failed, and the first one's traceback, reported later
-        self._error: str | None = None
+        self._totals: dict[str, Any] = {}  # the last run's, kept after stop()
+        self._failed0 = speedups.sampler_stats()[4] if speedups is not None else 0
         self._reported = 0
-        self._c_failed = speedups.sampler_stats()[4] if speedups is not None else 0
         self._running = False
 
-    # -- the sample: main thread, GIL held, between two bytecodes of anything -------------------
-    def sample(self, asked_ns: int, asked_cpu_ns: int) -> None:
-        """Credit the CPU time since the last sample. Runs inside the program's own code, like a
-        signal handler: it takes no lock, waits on nothing and lets no exception out.
+    @property
+    def total(self) -> float:
+        """The main thread's CPU seconds, sampled."""
+        return float(self.totals()["total"])
 
-        ``asked_ns``/``asked_cpu_ns``: when the sampler's thread asked (monotonic) and the main
-        thread's CPU time then. If the main thread slept between the asking and now (the ask
-        raced with a system call), this point is after the sleep, in whatever woke: the time is
-        counted apart (``unattributed``), not credited to it."""
-        try:
-            now = _thread_time_ns()
-            weight = (now - self._last) / 1e9
-            self._last = now
-            if weight <= 0.0:
-                return
-            self.total += weight
-            self.samples += 1
-            if (_monotonic_ns() - asked_ns) - (now - asked_cpu_ns) > self._stale_ns:
-                self.unattributed += weight
-                return
-            loop = events._get_running_loop()
-            if loop is None:
-                self.outside += weight
-                return
-            task = _running_task(loop)
-            if task is None:
-                self.no_task += weight
-                return
-            try:
-                rec = getattr(task, "_tw_rec", None)
-            except Exception:  # a Task subclass's own __getattr__
-                rec = None
-            if rec is None:
-                self.unwatched += weight
-                return
-            rec.busy += weight
-            # Keyed by ids: hashing a code object reads all of its bytecode and constants (tens
-            # of microseconds for a large function). The value keeps both code objects alive, so
-            # their ids are not reused while the key exists.
-            coro, stack = rec.coro, rec.stack
-            key = (id(coro), id(stack[0]), stack[1]) if stack else (id(coro), 0, 0)
-            sites = self.sites
-            site = sites.get(key)
-            if site is not None:
-                site[0] += weight
-            elif len(sites) < _SITES:
-                sites[key] = [weight, coro, stack[:2] if stack else None]
-            else:
-                self.other_sites += weight
-        except (KeyboardInterrupt, SystemExit):
-            raise  # a signal handler's, run while the sample ran: the program's, not taskwatch's
-        except BaseException:
-            # Not internal_error() here: the main thread may be inside it, holding its lock.
-            self._failed += 1
-            if self._error is None:
-                self._error = traceback.format_exc()
+    @property
+    def samples(self) -> int:
+        return int(self.totals()["samples"])
+
+    def totals(self) -> dict[str, Any]:
+        if self._running and speedups is not None:
+            self._totals = speedups.sampler_totals()
+        return self._totals or {"total": 0.0, "tasks": 0.0, "loop": 0.0, "outside": 0.0,
+                                "unwatched": 0.0, "unattributed": 0.0, "other_sites": 0.0,
+                                "samples": 0}
 
     # -- the thread --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -138,10 +87,10 @@ class CpuSampler:
         ident, native_id = main.ident, main.native_id
         if ident is None or native_id is None:
             raise RuntimeError("no main thread")
-        # the main thread's CPU clock, which time.thread_time_ns() reads there
-        self._last = time.clock_gettime_ns(time.pthread_getcpuclockid(ident))
+        self.sites.clear()
+        self._totals = {}
         speedups.sampler_start(self.interval, max(IDLE, self.interval), ident, native_id,
-                               self.sample)
+                               events._get_running_loop, _current_task, _PY_CURRENT, self.sites)
         self._running = True
         # Before the interpreter is torn down: its thread must not queue calls into a finishing
         # interpreter.
@@ -150,18 +99,21 @@ class CpuSampler:
     def stop(self) -> None:
         if not self._running:
             return
+        self.totals()  # the last totals, read while they are there
         self._running = False
         atexit.unregister(self.stop)
         if speedups is not None:
             speedups.sampler_stop()
 
     def after_fork(self) -> None:
-        """The child has no sampler thread: start a new one for the child's main thread."""
+        """The child has no sampler thread: start a new one for the child's main thread, from
+        zero (the parent's CPU is not the child's)."""
         if speedups is None or not self._running:
             return
         speedups.sampler_after_fork()
         self._running = False
         atexit.unregister(self.stop)
+        self.started = time.monotonic()
         try:
             self.start()
         except BaseException:
@@ -169,17 +121,19 @@ class CpuSampler:
 
     def stats(self, out: dict[str, Any]) -> None:
         self._report_failures()
-        out["cpu_sampled_s"] = round(self.total, 6)
-        out["cpu_samples"] = self.samples
+        totals = self.totals()
+        out["cpu_sampled_s"] = round(totals["total"], 6)
+        out["cpu_samples"] = totals["samples"]
 
     def _report_failures(self) -> None:
-        """Report, from a reader's thread, the samples that failed on the main thread (and the
-        calls that failed before reaching :meth:`sample`, counted in C)."""
-        failed = self._failed + (speedups.sampler_stats()[4] - self._c_failed
-                                 if speedups is not None else 0)
-        while self._reported < failed:
+        """Report, from a reader's thread, the samples that failed on the main thread (counted
+        there: reporting takes a lock the main thread may hold at that moment)."""
+        if speedups is None:
+            return
+        stats = speedups.sampler_stats()
+        while self._reported < stats[4] - self._failed0:
             self._reported += 1
-            report_later("cpu sample", self._error or "(the call failed before the sample ran)")
+            report_later("cpu sample", f"a sample failed in C with {stats[5]}")
 
     # -- reading (any thread) ----------------------------------------------------------------------
     def summary(self, top: int = 10) -> dict[str, Any]:
@@ -187,28 +141,28 @@ class CpuSampler:
         from .._core import _sites
 
         self._report_failures()
-        total = self.total
+        totals = self.totals()
+        total = totals["total"]
         sites = sorted(list(dict(self.sites).values()), key=lambda item: -item[0])
         rows = []
-        for seconds, coro, stack in sites[:top]:
-            frame = _sites.site(stack) if stack else None
+        for seconds, coro, code, offset in sites[:top]:
+            frame = _sites.site((code, offset)) if code is not None else None
             rows.append({"coro": _sites.qualified_name(coro),
                          "created_at": frame.as_dict() if frame else None,
                          "busy_s": round(seconds, 6), "share": _share(seconds, total)})
-        requests, refused, wakeups, asleep, _failed = (
-            speedups.sampler_stats() if speedups is not None else (0, 0, 0, 0, 0))
+        requests, refused, wakeups, asleep, _failed, _first = (
+            speedups.sampler_stats() if speedups is not None else (0, 0, 0, 0, 0, None))
         return {
             "interval_s": self.interval,
             "sampled_s": round(total, 6),
-            "samples": self.samples,
+            "samples": totals["samples"],
             "since_s": round(time.monotonic() - self.started, 3),
-            "tasks_s": round(total - self.no_task - self.outside - self.unwatched
-                             - self.unattributed, 6),
-            "loop_s": round(self.no_task, 6),
-            "outside_loop_s": round(self.outside, 6),
-            "unwatched_tasks_s": round(self.unwatched, 6),
-            "other_sites_s": round(self.other_sites, 6),
-            "unattributed_s": round(self.unattributed, 6),
+            "tasks_s": round(totals["tasks"], 6),
+            "loop_s": round(totals["loop"], 6),
+            "outside_loop_s": round(totals["outside"], 6),
+            "unwatched_tasks_s": round(totals["unwatched"], 6),
+            "other_sites_s": round(totals["other_sites"], 6),
+            "unattributed_s": round(totals["unattributed"], 6),
             "sites": rows,
             "requests_refused": refused,
             "wakeups": wakeups,

@@ -110,12 +110,13 @@ static PyMethodDef module_methods[] = {
     {"invalidate", invalidate, METH_NOARGS, "forget cached code classifications"},
     {"next_id", next_id, METH_NOARGS, "the next task id (never reused, shared with Python)"},
     {"sampler_start", tw_sampler_start, METH_VARARGS,
-     "sampler_start(interval_s, idle_s, thread_ident, native_id, callback(asked_ns, asked_cpu_ns)): "
-     "start the CPU sampler's thread"},
+     "sampler_start(interval_s, idle_s, thread_ident, native_id, get_running_loop, current_task, "
+     "py_current_tasks or None, sites): start the CPU sampler's thread"},
     {"sampler_stop", tw_sampler_stop, METH_NOARGS, "stop the sampler's thread and wait for it"},
+    {"sampler_totals", tw_sampler_totals, METH_NOARGS, "the CPU seconds sampled, by where they went"},
     {"sampler_after_fork", tw_sampler_after_fork, METH_NOARGS,
      "in a forked child: forget the parent's sampler thread"},
-    {"sampler_stats", tw_sampler_stats, METH_NOARGS, "(requests, refused, wakeups, skipped while asleep, failed calls) so far"},
+    {"sampler_stats", tw_sampler_stats, METH_NOARGS, "(requests, refused, wakeups, skipped while asleep, failed samples, first failure's type) so far"},
     {"task_type", tw_make_task_type, METH_VARARGS, "task_type(asyncio.Task, globals) -> taskwatch's C Task"},
     {NULL},
 };

@@ -198,6 +198,7 @@ PyObject *tw_sampler_start(PyObject *module, PyObject *args);
 PyObject *tw_sampler_stop(PyObject *module, PyObject *unused);
 PyObject *tw_sampler_after_fork(PyObject *module, PyObject *unused);
 PyObject *tw_sampler_stats(PyObject *module, PyObject *unused);
+PyObject *tw_sampler_totals(PyObject *module, PyObject *unused);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
