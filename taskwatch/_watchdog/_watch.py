@@ -75,7 +75,10 @@ def _gil_changed_hands(gil_wait: float, runs: int | None) -> bool:
     A loop that releases and retakes the GIL every few hundred microseconds wakes it at each
     release but retakes the GIL first, so the waiter starves for seconds (measured: 300 to
     10,800 wakes a second, or none at all on 3.13+) while the loop runs short steps: that is no
-    block, and the loop's CPU in that gap says nothing about one."""
+    block, and the loop's CPU in that gap says nothing about one. With several threads waiting
+    for the GIL, each release wakes only one of them, and a starved waiter's rate can fall near a
+    held GIL's: such a gap is still taken for a block (seen once, a 1.9 s false block, in a test
+    suite's process full of threads)."""
     if runs is None or gil_wait <= 0:
         return False
     expected = gil_wait / max(sys.getswitchinterval(), 1e-4)
