@@ -23,6 +23,15 @@ from .conftest import run
 HAS_REMOTE_EXEC = hasattr(sys, "remote_exec")
 
 
+@pytest.fixture(autouse=True)
+def _own_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's programs and ps use a control folder of their own: a socket a killed program
+    left in the shared one, under a pid the system reuses, is not this test's."""
+    folder = tmp_path_factory.mktemp("control")
+    folder.chmod(0o700)
+    monkeypatch.setenv("TASKWATCH_CONTROL_DIR", str(folder))
+
+
 async def _worker() -> None:
     await asyncio.sleep(3600)
 
@@ -241,6 +250,17 @@ def test_ps_without_control_socket_says_what_to_do(tmp_path):
         done = _ps(str(target.pid))
         assert done.returncode == 2
         assert "TASKWATCH_CONTROL=1" in done.stderr and "3.14" in done.stderr
+        # a socket an earlier process of this pid left: the same advice
+        from taskwatch._live._serve import control_path
+
+        import socket
+
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(control_path(target.pid))
+        stale.close()  # bound, never listening: refused, as after a kill
+        done = _ps(str(target.pid))
+        assert done.returncode == 2
+        assert "nothing answers" in done.stderr and "TASKWATCH_CONTROL=1" in done.stderr
 
 
 def test_ps_of_a_missing_process_and_a_bad_pid():

@@ -65,10 +65,20 @@ class _Terminal:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def _own_control_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control folder of this test's own (see test_live)."""
+    folder = tmp_path_factory.mktemp("control")
+    folder.chmod(0o700)
+    monkeypatch.setenv("TASKWATCH_CONTROL_DIR", str(folder))
+
+
 @pytest.mark.parametrize("quit_key", ["q", "C-c"])
 def test_top_shows_sorts_and_quits(tmp_path, quit_key):
     target = _Target(tmp_path, TASKWATCH_CONTROL="1")
-    term = _Terminal(f"{shlex.quote(sys.executable)} -m taskwatch top --interval 0.5 "
+    folder = os.environ.get("TASKWATCH_CONTROL_DIR")
+    where = f"TASKWATCH_CONTROL_DIR={shlex.quote(folder)} " if folder else ""
+    term = _Terminal(f"{where}{shlex.quote(sys.executable)} -m taskwatch top --interval 0.5 "
                      f"{target.pid}", tmp_path)
     try:
         screen = term.wait_for("sorted by CPU" if SAMPLES else "sorted by count")

@@ -56,9 +56,11 @@ def ask(pid: int, request: dict[str, Any], timeout: float = 10.0) -> dict[str, A
             data = _via_socket(path, request, timeout)
         except _Stale:
             if not can_exec:
-                raise AttachError(f"{path} exists but nothing answers on it: the program ended, "
-                                  f"or uninstalled taskwatch, or is not the one that made "
-                                  f"it") from None
+                raise AttachError(
+                    f"{path} exists but nothing answers on it: an earlier process with this pid "
+                    f"left it, or the program uninstalled taskwatch. On Python 3.11-3.13 "
+                    f"(sys.remote_exec is 3.14+) start the program with TASKWATCH_CONTROL=1 (or "
+                    f"install(control=True)) to attach.") from None
             data = _via_remote_exec(pid, request, timeout)
     elif can_exec:
         data = _via_remote_exec(pid, request, timeout)
