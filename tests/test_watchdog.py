@@ -486,54 +486,6 @@ def test_a_gap_where_the_gil_changed_hands_is_no_block(watch, monkeypatch):
     assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=395)[0] == [1.99]  # held
 
 
-_STARVING = """\
-import asyncio, sys, threading, time
-import taskwatch
-loop_kind, speedups = sys.argv[1], sys.argv[2] == "c"
-taskwatch.install(block_threshold=0.1, log=False, speedups=speedups)
-stop = threading.Event()
-def other():  # another thread that wants the GIL often, as a server's threads do
-    while not stop.is_set():
-        time.sleep(0.001)
-thread = threading.Thread(target=other, daemon=True)
-thread.start()
-def spin(seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-async def hasher(step):
-    end = time.monotonic() + 3.0
-    while time.monotonic() < end:
-        spin(step)
-        await asyncio.sleep(0)
-async def main():
-    await asyncio.gather(hasher(0.0003), hasher(0.0001))
-if loop_kind == "uvloop":
-    import uvloop
-    uvloop.run(main())
-else:
-    asyncio.run(main())
-stop.set()
-thread.join()
-print([f.message[:120] for f in taskwatch.findings() if f.kind == "blocked-loop"])
-"""
-
-
-def test_a_loop_that_starves_other_threads_of_the_gil_is_not_blocked(tmp_path, loop_kind, speedups):
-    """Many short CPU steps back to back (each yields with sleep(0)) starve every other thread
-    of the GIL in CPython: taskwatch's thread looks seconds apart. The loop turned all along:
-    no blocked-loop (the watchdog reported the gaps as GIL-held blocks of up to 10 s). In a
-    fresh process with one other thread wanting the GIL: with many, the waiter's wake-ups can
-    look like a held GIL's (see _watch._gil_changed_hands)."""
-    program = tmp_path / "starving.py"
-    program.write_text(_STARVING)
-    done = subprocess.run([sys.executable, str(program), loop_kind,
-                           "c" if speedups in (True, None) else "py"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
-
-
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):
     """taskwatch's thread may still be turning a block into a finding when the loop's run ends
     (a test ends, a job returns; on a loaded machine that thread runs late): the run end waits
