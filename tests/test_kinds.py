@@ -543,7 +543,7 @@ def _check_program(kind: str, c: dict[str, Any]) -> None:
     assert c["stats"]["tasks_created"] == len(records)
     # A Future's coroutine runs in a plain Task taskwatch never saw; a task the program's own eager
     # factory builds runs its first step inside that factory, before taskwatch's record is on it:
-    # children made in that step get the creator's task as parent (the lineage).
+    # children made in that step have a parent taskwatch does not know (None, not a guess).
     if kind not in ("future", "eager_pytask", "eager_init"):
         assert any(r["coro"].endswith(".leaf") and r["parent"] and
                    r["parent"][0].endswith(".parent_of") for r in records)  # parents of each kind

@@ -86,6 +86,27 @@ def test_parent_of_task_created_from_a_callback(watch, loop_kind):
     assert rec["created_at"]["function"].endswith("callback")
 
 
+def test_a_task_built_past_the_factory_is_no_parent_of_its_creators(watch, loop_kind):
+    """aiohttp builds each request's task with asyncio.Task() directly (past the factory): a task
+    that task creates has a parent taskwatch does not know, not the task that started the
+    server (whose lineage the request task's context inherited)."""
+    watch()
+
+    async def handler():
+        await asyncio.create_task(leaf())
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        await asyncio.Task(handler(), loop=loop)
+        if hasattr(asyncio, "eager_task_factory"):  # 3.12+: as aiohttp does there
+            await asyncio.Task(handler(), loop=loop, eager_start=True)
+
+    run(main(), loop_kind)
+    recs = _rec("leaf")
+    assert len(recs) == (2 if hasattr(asyncio, "eager_task_factory") else 1)
+    assert all(r["parent"] is None for r in recs), [r["parent"] for r in recs]
+
+
 def test_ids_are_unique_and_increasing(watch):
     watch()
 

@@ -134,12 +134,22 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
             if cur is None and current_py is not None:
                 cur = current_py(loop)
             if cur is not None:
-                try:
-                    parent = cur._tw_rec
-                except Exception:  # not watched, or a foreign kind of task
-                    parent = None
+                if cur.__class__ is task_class:
+                    try:
+                        parent = cur._tw_rec
+                    except AttributeError:  # its slot is not set yet
+                        parent = None
+                else:  # not watched, or a foreign kind of task: no AttributeError to raise
+                    try:
+                        parent = getattr(cur, "_tw_rec", None)
+                    except Exception:
+                        parent = None
                 if parent.__class__ is not record_class:
-                    parent = lineage_get(None)
+                    # Ours, still in its constructor (an eager first step): its own context
+                    # names it. Another kind of task without a record (a framework's
+                    # asyncio.Task(), as aiohttp's per request): a parent taskwatch does not
+                    # know, and its context's lineage names whoever created *it*.
+                    parent = lineage_get(None) if cur.__class__ is task_class else None
                 elif not parent.flags & PRECISE:
                     # A parent's end must be seen when it happens (orphaned children).
                     parent.flags |= PRECISE

@@ -203,6 +203,12 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
         }
         Py_XINCREF(cur);
     }
+    /* The lineage ContextVar names the parent only when no task runs (a callback made the task)
+     * or when the running task is one of ours still in its constructor (an eager first step: its
+     * own context carries its record). A task of another kind without a record (one a framework
+     * built with asyncio.Task() directly, as aiohttp does per request) is a parent taskwatch does
+     * not know: its context's lineage names whoever created *it*, so it is not used. */
+    int use_lineage = 1;
     if (cur != NULL && cur != Py_None) {
         PyObject *p;
         if (Py_IS_TYPE(cur, (PyTypeObject *)self->task_type)) {
@@ -210,12 +216,13 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             Py_XINCREF(p);
         }
         else { /* not watched, or a task of another kind (a duck-typed one included) */
-            p = PyObject_GetAttr(cur, s_tw_rec);
-            if (p == NULL) {
+            use_lineage = 0;
+            if (tw_optional_attr(cur, s_tw_rec, &p) < 0) {
                 if (!PyErr_ExceptionMatches(PyExc_Exception)) {
                     goto error;
                 }
                 PyErr_Clear();
+                p = NULL;
             }
         }
         if (p != NULL && !IS_RECORD(p)) {
@@ -231,6 +238,9 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
                 }
             }
         }
+    }
+    if (parent == NULL && !use_lineage) {
+        parent = Py_NewRef(Py_None);
     }
     if (parent == NULL) {
         if (PyContextVar_Get(self->lineage, Py_None, &parent) < 0) {
@@ -806,9 +816,9 @@ recorder_on_done(RecorderObject *self, PyObject *task)
         rec = Py_XNewRef(*slot(task, self->off_rec));
     }
     else {
-        rec = PyObject_GetAttr(task, s_tw_rec);
-        if (rec == NULL) {
+        if (tw_optional_attr(task, s_tw_rec, &rec) < 0) {
             PyErr_Clear();
+            rec = NULL;
         }
     }
     if (rec != NULL && IS_RECORD(rec) && ((RecordObject *)rec)->ended == 0.0) {

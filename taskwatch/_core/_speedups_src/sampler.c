@@ -116,8 +116,8 @@ record_of(PyObject *task)
     if (Py_TYPE(task)->tp_getattro != PyObject_GenericGetAttr) {
         return NULL;
     }
-    PyObject *rec = PyObject_GetAttr(task, s_tw_rec);
-    if (rec == NULL) {
+    PyObject *rec;
+    if (tw_optional_attr(task, s_tw_rec, &rec) <= 0) {
         PyErr_Clear(); /* no record: a task taskwatch did not make */
         return NULL;
     }

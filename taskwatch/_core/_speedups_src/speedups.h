@@ -186,6 +186,20 @@ truth(PyObject *result)
     return t;
 }
 
+/* An attribute that may be missing, without raising and clearing AttributeError (which costs
+ * more than the rest of a task's record on a framework whose own tasks carry none): 1 found,
+ * 0 missing, -1 error. PyObject_GetOptionalAttr is 3.13's name for what 3.11 and 3.12 export as
+ * _PyObject_LookupAttr. */
+static inline int
+tw_optional_attr(PyObject *obj, PyObject *name, PyObject **result)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyObject_GetOptionalAttr(obj, name, result);
+#else
+    return _PyObject_LookupAttr(obj, name, result);
+#endif
+}
+
 PyObject *tw_call_method(Method *m, PyObject *self);
 PyObject *tw_get_data(Data *d, PyObject *self);
 /* the module's task_type(base, globals) */
