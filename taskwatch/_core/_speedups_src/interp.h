@@ -1,9 +1,10 @@
 /* interp.h: every use of CPython's interpreter internals in taskwatch._speedups, and only here.
  *
- * 3.11-3.13: walk the interpreter's own frames, so recording a task never makes frame objects (on
- * 3.11+ PyEval_GetFrame allocates one for asyncio.create_task's frame on every call). These
- * structures are internal, hence pinned to the versions this file was checked against; any other
- * version takes the public frame API (TW_FAST_FRAMES is then not defined).
+ * 3.11-3.15: walk the interpreter's own frames, so recording a task never makes frame objects (on
+ * 3.11+ PyEval_GetFrame allocates one for asyncio.create_task's frame on every call; on 3.14 and
+ * 3.15 the public walk, PyFrame_GetBack, cost 580 more instructions per task on aiohttp's path).
+ * These structures are internal, hence pinned to the versions this file was checked against; any
+ * other version takes the public frame API (TW_FAST_FRAMES is then not defined).
  *
  * No other file includes an internal header or reads an interpreter frame: recorder.c (the only
  * file that includes this one) walks the frames through the small functions below. A new CPython
@@ -14,10 +15,14 @@
 
 #include "speedups.h"
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x03100000
 #define TW_FAST_FRAMES 1
 #define Py_BUILD_CORE 1
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_interpframe.h"
+#else
 #include "internal/pycore_frame.h"
+#endif
 #undef Py_BUILD_CORE
 #if PY_VERSION_HEX >= 0x030D0000
 #define TW_TOP_FRAME(ts) ((ts)->current_frame)
