@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .servers import APPS, HOST, REPO, _env
+from .servers import APPS, HOST, REPO, _env, split_mode
 
 _REQUEST = b"GET /item/7 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -77,16 +77,10 @@ def _control(pid: int, *args: str) -> None:
 
 def count(app: str, mode: str, requests: int, warmup: int, folder: Path) -> Path:
     """Run one server under callgrind; return the dump of the measured requests."""
-    env = _env()
-    mode, *extra = mode.split("#")  # MODE[@DIR][#NAME=VALUE...], as benchmarks.servers takes it
-    for item in extra:
-        name, _, value = item.partition("=")
-        env[name] = value
-    mode, _, source = mode.partition("@")
-    if source:
-        env["BENCH_TASKWATCH_FROM"] = source
+    label = mode
+    mode, env = split_mode(mode, _env())
     env["PYTHONHASHSEED"] = "0"
-    out = folder / f"{app}-{re.sub(r'[^A-Za-z0-9.-]', '_', mode + source)}.out"
+    out = folder / f"{app}-{re.sub(r'[^A-Za-z0-9.-]', '_', label)}.out"
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
            sys.executable, "-m", "benchmarks._servers_app", app, mode]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,

@@ -113,18 +113,24 @@ def _get(port: int, path: str) -> dict[str, Any]:
         return json.loads(r.read())
 
 
+def split_mode(mode: str, env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """``MODE[@DIR][#NAME=VALUE...]`` (see ``_servers_app``): the bare mode, and ``env`` with the
+    variables and the taskwatch source folder it names."""
+    mode, *extra = mode.split("#")
+    for item in extra:
+        name, _, value = item.partition("=")
+        env[name] = value
+    mode, _, source = mode.partition("@")
+    if source:
+        env["BENCH_TASKWATCH_FROM"] = source
+    return mode, env
+
+
 class Server:
     """One server process (pinned with taskset when asked)."""
 
     def __init__(self, app: str, mode: str, cpu: int | None, env: dict[str, str] | None = None):
-        env = dict(env or _env())
-        mode, *extra = mode.split("#")  # MODE[@DIR][#NAME=VALUE...]: see _servers_app
-        for item in extra:
-            name, _, value = item.partition("=")
-            env[name] = value
-        mode, _, source = mode.partition("@")
-        if source:
-            env["BENCH_TASKWATCH_FROM"] = source
+        mode, env = split_mode(mode, dict(env or _env()))
         cmd = [sys.executable, "-m", "benchmarks._servers_app", app, mode]
         if cpu is not None and shutil.which("taskset"):
             cmd = ["taskset", "-c", str(cpu), *cmd]
