@@ -64,7 +64,7 @@ def test_markdown_table_lists_every_option():
 
 SECONDS = ("slow_cancel", "orphan_grace", "block_threshold", "span_threshold")
 COUNTS = ("stack_depth", "history", "max_findings", "coroutine_origin")
-BOOLS = ("enabled", "watchdog", "log", "otel", "speedups")
+BOOLS = ("enabled", "lineage", "watchdog", "log", "otel", "speedups")
 
 
 def _bad_values():

@@ -187,6 +187,24 @@ def test_all_tasks_attributes_and_tree(otel, loop_kind):
     assert not [s for s in spans if "shutdown_asyncgens" in s.name]  # the loop's own tasks
 
 
+def test_span_tree_without_lineage(otel, loop_kind):
+    """lineage=False takes taskwatch's variable out of task contexts, not the spans': each task
+    still gets a context of its own where its span is current, and children nest under it."""
+    otel.install(spans="all", lineage=False)
+
+    async def worker():
+        await asyncio.sleep(0)
+        return [var.name for var in contextvars.copy_context()]
+
+    async def main():
+        return await asyncio.create_task(worker())
+
+    assert "taskwatch_task" not in run(main(), loop_kind)
+    main_span, span = otel.one(".main"), otel.one(".worker")
+    assert span.parent.span_id == main_span.context.span_id
+    assert span.attributes["taskwatch.parent_task.id"] == main_span.attributes["taskwatch.task.id"]
+
+
 def test_failure_status_and_exception_event(otel, loop_kind):
     otel.install(spans="all")
     lines = {}

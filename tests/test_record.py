@@ -86,6 +86,28 @@ def test_parent_of_task_created_from_a_callback(watch, loop_kind):
     assert rec["created_at"]["function"].endswith("callback")
 
 
+def test_lineage_off_leaves_task_contexts_alone(watch, loop_kind):
+    """lineage=False: no context variable of taskwatch's in any task's context; a task made from
+    a callback has no parent, a task made by a task still has it."""
+    import contextvars
+
+    watch(lineage=False)
+    seen = {}
+
+    async def main():
+        seen["vars"] = [var.name for var in contextvars.copy_context()]
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        loop.call_soon(lambda: done.set_result(asyncio.ensure_future(leaf())))
+        await (await done)
+        await asyncio.create_task(leaf())
+
+    run(main(), loop_kind)
+    assert "taskwatch_task" not in seen["vars"]
+    parents = sorted(bool(r["parent"]) for r in _rec("leaf"))
+    assert parents == [False, True]
+
+
 def test_a_task_built_past_the_factory_is_no_parent_of_its_creators(watch, loop_kind):
     """aiohttp builds each request's task with asyncio.Task() directly (past the factory): a task
     that task creates has a parent taskwatch does not know, not the task that started the

@@ -28,6 +28,11 @@ from ._task import task_class as _task_class
 # callbacks (call_soon, protocol callbacks), where no task is running.
 LINEAGE: contextvars.ContextVar[TaskRecord | None] = contextvars.ContextVar("taskwatch_task")
 
+
+def _no_lineage(default: None) -> None:
+    """LINEAGE.get when the lineage is off (``lineage=False``): no task's context carries it."""
+    return default
+
 # Coroutine wrappers of other libraries (uvloop.run, OpenTelemetry's asyncio instrumentation):
 # id(code) -> (code, name of the local holding the user's coroutine), so names stay the user's.
 WRAPPERS: dict[int, tuple[Any, str]] = {}
@@ -113,7 +118,8 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
     monotonic = time.monotonic
     getframe = sys._getframe
     copy_context = contextvars.copy_context
-    lineage_get = LINEAGE.get
+    lineage = probe.options.lineage  # off: no context of ours per task, parents only from tasks
+    lineage_get = LINEAGE.get if lineage else _no_lineage
     lineage_set = LINEAGE.set
     current = _current
     current_py = _current_py
@@ -220,12 +226,15 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
         """A fresh copy carrying the lineage; a caller's context is never modified, except the
         Runner's private one for its main task (callbacks of the main task then know it)."""
         if context is None:
+            if not lineage and probe._on_create is None:
+                return None  # the Task copies the context itself, as without taskwatch
             context = copy_context()
-            context.run(lineage_set, rec)
+            if lineage:
+                context.run(lineage_set, rec)
             if probe._on_create is not None:
                 probe.call_on_create(rec, context)
             return context
-        if frame is not None and frame.f_code is _RUNNER_RUN:
+        if lineage and frame is not None and frame.f_code is _RUNNER_RUN:
             try:
                 context.run(lineage_set, rec)
                 if probe._on_create is not None:
@@ -301,8 +310,9 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
         if rec is None:
             return task_class(coro, loop=loop, name=name, context=context)
         if context is None and probe._on_create is None:  # the common case, inlined
-            context = copy_context()
-            context.run(lineage_set, rec)
+            if lineage:
+                context = copy_context()
+                context.run(lineage_set, rec)
         else:
             context = own_context(rec, context, frame)
         try:
@@ -331,8 +341,9 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
                 if rec is None:
                     pass
                 elif context is None and probe._on_create is None:  # the common case, inlined
-                    context = copy_context()
-                    context.run(lineage_set, rec)
+                    if lineage:
+                        context = copy_context()
+                        context.run(lineage_set, rec)
                 else:
                     context = own_context(rec, context, frame)
                 if inner is not None and "eager_start" not in kw:
@@ -448,7 +459,7 @@ def build(probe: Any) -> tuple[Callable[..., Any], Callable[..., Any], Callable[
         at_boundary=capture_at_boundary, wrappers=WRAPPERS, unwrap=unwrap,
         current=asyncio.tasks._current_tasks,
         current_task=asyncio.current_task if sys.version_info >= (3, 14) else None,
-        lineage=LINEAGE, task_type=task_class,
+        lineage=LINEAGE if lineage else None, task_type=task_class,
         record_type=TaskRecord, history=history, done_ctx=done_ctx,
         states=(PENDING, FINISHED, FAILED, CANCELLED), depth=depth, precise=precise)
     # Rebinding the names rebinds them for the closures above too (they read these cells).

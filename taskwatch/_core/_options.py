@@ -275,6 +275,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec("max_findings", _count(1, 1_000_000), 1000, "Findings kept in memory; more are counted as dropped."),
     OptionSpec("slow_cancel", _seconds, 1.0, "Seconds a cancelled task may take to finish before `slow-cancel`."),
     OptionSpec("orphan_grace", _seconds, 1.0, "Seconds children may outlive a parent that returned normally before `orphaned-task` (children of a cancelled or failed parent are orphans at once)."),
+    OptionSpec("lineage", _bool, True, "Give each task's context taskwatch's context variable, so a task created from a callback gets the task that scheduled the callback as its parent; off saves two GC-tracked objects per live task, and such tasks have no parent."),
     OptionSpec("watchdog", _bool, True, "Run the blocked-loop watchdog thread."),
     OptionSpec("block_threshold", _seconds, 0.1, "Seconds one loop step may run before `blocked-loop`."),
     OptionSpec("hang_threshold", _optional_seconds, None, "Seconds after which a block dumps all thread stacks to stderr (no GIL needed); off by default."),
@@ -310,6 +311,7 @@ class Options:
     max_findings: int = 1000
     slow_cancel: float = 1.0
     orphan_grace: float = 1.0
+    lineage: bool = True
     watchdog: bool = True
     block_threshold: float = 0.1
     hang_threshold: float | None = None

@@ -239,7 +239,7 @@ do_record(RecorderObject *self, PyObject *loop, PyObject *coro, PyFrameObject *f
             }
         }
     }
-    if (parent == NULL && !use_lineage) {
+    if (parent == NULL && (!use_lineage || self->lineage == Py_None)) {
         parent = Py_NewRef(Py_None);
     }
     if (parent == NULL) {
@@ -328,10 +328,15 @@ undo(PyObject *rec)
     }
 }
 
-/* A fresh copy of the current context carrying the lineage. */
+/* A fresh copy of the current context carrying the lineage. With the lineage off (None): a plain
+ * copy when the span hooks need one to make the task's span current in, else NULL with no error
+ * (the Task copies the context itself, as without taskwatch). */
 static PyObject *
 own_context(RecorderObject *self, PyObject *rec)
 {
+    if (self->lineage == Py_None) {
+        return self->on_create != Py_None ? PyContext_CopyCurrent() : NULL;
+    }
     PyObject *ctx = PyContext_CopyCurrent();
     if (ctx == NULL) {
         return NULL;
@@ -491,7 +496,7 @@ build_task(RecorderObject *self, PyObject *loop, PyObject *coro, PyObject *name,
     }
     else {
         ctx = own_context(self, rec);
-        if (ctx == NULL) {
+        if (ctx == NULL && PyErr_Occurred()) {
             tw_report_internal("task factory (context)");
         }
         if (self->on_create != Py_None && gate_create(self, (RecordObject *)rec, ctx) < 0) {
@@ -874,6 +879,10 @@ recorder_init(RecorderObject *self, PyObject *args, PyObject *kwargs)
     }
     if (record_type != (PyObject *)RecordType) {
         PyErr_SetString(PyExc_TypeError, "record_type must be taskwatch._speedups.RecordType");
+        return -1;
+    }
+    if (lineage != Py_None && !PyContextVar_CheckExact(lineage)) {
+        PyErr_SetString(PyExc_TypeError, "lineage must be a ContextVar, or None (lineage=False)");
         return -1;
     }
     if (d_source_tb.descr == NULL) {
