@@ -126,7 +126,9 @@ def test_shares_between_looks_and_per_group(watch, loop_kind):
     groups = {g["coro"].rsplit(".", 1)[-1]: g for g in snap["groups"]}
     assert groups["_heavy"]["busy_s"] > 0.1
     assert groups["_heavy"]["cpu_share"] > 0.5
-    assert groups["idle"]["cpu_share"] == 0.0 and groups["idle"]["busy_s"] == 0.0
+    # idle ran once, its first step: a sample may land there (seen once in four runs on 3.13),
+    # and nothing since the first look
+    assert groups["idle"]["cpu_share"] == 0.0 and groups["idle"]["busy_s"] < 0.01
     assert 0.2 < snap["cpu"]["share_window_s"] < 5
     from taskwatch._live import _text
 
