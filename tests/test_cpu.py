@@ -45,6 +45,15 @@ async def _light(steps: int) -> None:
         await asyncio.sleep(0)
 
 
+def _waited_for_cpu() -> float | None:
+    """Seconds this thread has waited for a CPU while runnable (schedstat's run_delay), or None."""
+    try:
+        with open("/proc/thread-self/schedstat") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _site(cpu: dict, suffix: str) -> dict:
     (row,) = [r for r in cpu["sites"] if r["coro"].endswith(suffix)]
     return row
@@ -68,7 +77,9 @@ def test_the_busy_task_gets_the_larger_share(watch, loop_kind):
     heavy, light = _site(cpu, "_heavy")["busy_s"], _site(cpu, "_light")["busy_s"]
     # true split 0.75 / 0.25 (measured 0.70-0.75 on 3.13-3.15); margins for a loaded machine
     assert 0.55 < heavy / (heavy + light) < 0.9, (heavy, light)
-    assert cpu["tasks_s"] > 0.8 * cpu["sampled_s"]
+    # a sample whose thread was off the CPU between the ask and the sample (asleep, or waiting
+    # for a core on a loaded machine: 7-11% of the CPU under two burners) is not attributed
+    assert cpu["tasks_s"] > 0.8 * (cpu["sampled_s"] - cpu["unattributed_s"]), cpu
     assert cpu["samples"] > 100
     report = taskwatch.report()
     assert report["cpu"]["sites"][0]["coro"].endswith("_heavy")
@@ -94,7 +105,16 @@ def test_a_task_that_sleeps_in_a_system_call_is_not_credited_with_others_cpu(wat
     async def main():
         await asyncio.gather(asyncio.create_task(sleeper()), asyncio.create_task(cruncher()))
 
+    waited, started = _waited_for_cpu(), time.monotonic()
     run(main(), loop_kind)
+    if waited is not None:
+        share = (_waited_for_cpu() - waited) / (time.monotonic() - started)
+        if share > 0.05:
+            # A thread that woke from its sleep and waits for a core looks running to the
+            # sampler, which then asks for a sample that lands in the sleeper (the limits in
+            # docs/live.md). Beside two CPU burners this thread waited 10-16% of the time,
+            # and the sleeper got up to 1.7 times the cruncher's share.
+            pytest.skip(f"this thread waited for a CPU {share:.0%} of the time: the machine is busy")
     cpu = taskwatch.report()["cpu"]
     crunched = _site(cpu, "cruncher")["busy_s"]
     slept = sum(r["busy_s"] for r in cpu["sites"] if r["coro"].endswith("sleeper"))
@@ -157,13 +177,24 @@ def _samplers() -> int:
     return count
 
 
+def _eventually(check, seconds: float = 10.0) -> bool:
+    """check() became true within the seconds (a loaded machine runs a new thread late)."""
+    end = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 @needs_sampler
 def test_uninstall_ends_the_sampler_thread(watch):
-    assert _samplers() == 0
+    assert _eventually(lambda: _samplers() == 0)
     watch(cpu_sampling=0.001, watchdog=False)
-    assert _samplers() == 1
+    # the thread names itself when it first runs, and leaves /proc a moment after its join
+    assert _eventually(lambda: _samplers() == 1)
     taskwatch.uninstall()
-    assert _samplers() == 0
+    assert _eventually(lambda: _samplers() == 0)
     assert _accel.speedups is not None
     stopped = _accel.speedups.sampler_stats()[2]
     time.sleep(0.1)
