@@ -20,7 +20,8 @@ if os.environ.get("TASKWATCH_STRICT_BUILD") == "1":
 # extension is not built. The headers are `depends`: a change to one rebuilds the extension, and
 # setuptools puts them in the sdist with the sources.
 src = "taskwatch/_core/_speedups_src/"
-sources = [src + name for name in ("module.c", "record.c", "codes.c", "recorder.c", "task.c", "sampler.c")]
+sources = [src + name for name in ("module.c", "record.c", "codes.c", "recorder.c", "task.c", "sampler.c",
+                                         "switches.c")]
 headers = [src + name for name in ("speedups.h", "interp.h")]
 
 setup(ext_modules=[Extension("taskwatch._core._speedups", sources, depends=headers, optional=True,

@@ -393,6 +393,18 @@ def test_sleeping_block_keeps_the_midpoint(watch, monkeypatch):
     assert _measured(monkeypatch, 1.0001, 1.0002, 10.125) == [0.115]
 
 
+def _switches_measured() -> bool:
+    """This Python and build measure the loop thread's stretches without a context switch."""
+    from taskwatch._core import _accel
+
+    if _accel.speedups is None:
+        return False
+    ident = threading.get_ident()
+    measured = _accel.speedups.switches_watch(ident)
+    _accel.speedups.switches_unwatch(ident)
+    return measured
+
+
 def _looking_watch(monkeypatch, own_wait, own_cpu, own_runs=None):
     """A LoopWatch on made-up readings that looks at a busy loop (thread 1) and may post pings;
     taskwatch's thread waited ``own_wait`` s for a CPU and ran ``own_cpu`` s since its last look,
@@ -484,6 +496,79 @@ def test_a_gap_where_the_gil_changed_hands_is_no_block(watch, monkeypatch):
     assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=6000)[0] == []
     assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=0)[0] == []  # never woken
     assert _gap_look(monkeypatch, 2.0, 0.0, 0.01, 2.0, own_runs=395)[0] == [1.99]  # held
+
+
+def test_a_gap_whose_longest_stretch_without_a_switch_is_short_is_no_block(watch, monkeypatch):
+    """The sure rule (3.14+, switches.c): 2 s without the GIL, the loop thread on a CPU all along
+    and taskwatch's thread woken as if one thread held the GIL, but the loop thread switched
+    contexts at least every 30 ms meanwhile: no step held it for a block's 100 ms. A stretch as
+    long as the gap is a block again."""
+    from taskwatch._watchdog import _watch
+
+    watch(watchdog=False)
+    for longest, found in ((0.03, []), (2.0, [1.99])):
+        monkeypatch.setattr(_watch, "_switches_gap", lambda ident, longest=longest: longest)
+        watch_, reported = _looking_watch(monkeypatch, 0.0, 0.01, 395)
+        watch_.switches = True
+        watch_.last_free = 9.0
+        watch_.last_reading = _reading(10.0, 1.0, 0.5)
+        monkeypatch.setattr(watch_, "_reading", lambda now: _reading(now, 3.0, 0.5))
+        watch_._look(12.0, {1: sys._getframe()})
+        assert reported == found, longest
+
+
+_STARVING = """\
+import asyncio, os, sys, threading, time
+import taskwatch
+from taskwatch._watchdog import _watch
+loop_kind, speedups = sys.argv[1], sys.argv[2] == "c"
+_watch._gil_changed_hands = lambda gil_wait, runs: False  # the sure rule alone
+taskwatch.install(block_threshold=0.1, log=False, speedups=speedups)
+stop = threading.Event()
+def other():  # threads that want the GIL often, as a server's threads do
+    while not stop.is_set():
+        time.sleep(0.001)
+threads = [threading.Thread(target=other, daemon=True) for _ in range(4)]
+for thread in threads:
+    thread.start()
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+async def hasher(step):
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        spin(step)
+        await asyncio.sleep(0)
+async def main():
+    await asyncio.gather(hasher(0.0003), hasher(0.0001))
+if loop_kind == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+stop.set()
+for thread in threads:
+    thread.join()
+print([f.message[:120] for f in taskwatch.findings() if f.kind == "blocked-loop"])
+"""
+
+
+@pytest.mark.skipif(not _switches_measured(), reason="context watchers are CPython 3.14+ C API "
+                    "(with the accelerator)")
+def test_a_loop_that_starves_other_threads_of_the_gil_is_not_blocked(tmp_path, loop_kind, speedups):
+    """Many short CPU steps back to back (each yields with sleep(0)) starve every other thread of
+    the GIL: taskwatch's thread looks seconds apart, and the loop thread's CPU in the gap looked
+    like a step that held the GIL. With the wake-up heuristic off and four other threads wanting
+    the GIL, beside two CPU burners: 2 false blocks in 2 runs without the longest-stretch rule,
+    none in 12 with it (3.15, both loops, both hot paths)."""
+    program = tmp_path / "starving.py"
+    program.write_text(_STARVING)
+    done = subprocess.run([sys.executable, str(program), loop_kind,
+                           "c" if speedups in (True, None) else "py"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_block_is_reported_before_the_loop_run_returns(watch, loop_kind, monkeypatch):

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import _blocks
 from .._core import _guard, _hotpath, _sites
+from .._core._accel import speedups as _speedups
 from ._blocks import Block
 from .._core._state import State
 
@@ -83,6 +84,41 @@ def _gil_changed_hands(gil_wait: float, runs: int | None) -> bool:
         return False
     expected = gil_wait / max(sys.getswitchinterval(), 1e-4)
     return runs > 2 * expected + 20 or runs < expected / 5
+
+
+def _switches_watch(ident: int) -> bool:
+    """Measure the loop thread's stretches without a context switch (switches.c); False where
+    they cannot be (before 3.14, no accelerator, every watcher id taken)."""
+    if _speedups is None:
+        return False
+    try:
+        return bool(_speedups.switches_watch(ident))
+    except Exception:
+        _guard.internal_error("watchdog (context watcher)")
+        return False
+
+
+def _switches_unwatch(ident: int) -> None:
+    try:
+        _speedups.switches_unwatch(ident)  # type: ignore[union-attr]
+    except Exception:
+        _guard.internal_error("watchdog (context watcher)")
+
+
+def _switches_gap(ident: int) -> float | None:
+    try:
+        return _speedups.switches_gap(ident)  # type: ignore[union-attr]
+    except Exception:
+        _guard.internal_error("watchdog (context watcher)")
+        return None
+
+
+def _switches_stop() -> None:
+    if _speedups is not None:
+        try:
+            _speedups.switches_stop()
+        except Exception:
+            _guard.internal_error("watchdog (context watcher)")
 
 
 def _cpu_clock(thread_id: int) -> Any:
@@ -222,6 +258,11 @@ class LoopWatch:
         self.posted_reading: Any = None  # ... and when the ping in flight was posted
         self.free_reading: Any = None  # ... and at the last look that saw the loop free
         self.backdate: float | None = None  # a block seen after a gap began by this look
+        # The loop thread's longest stretch without a context switch since the previous look
+        # (switches.c, 3.14+), None where it is not measured: a gap whose longest stretch is
+        # under the threshold held no block, whatever the heuristics say.
+        self.switches = False
+        self.longest: float | None = None
         self.block: Block | None = None
         self.stopped = False
         self.lags: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
@@ -242,6 +283,7 @@ class LoopWatch:
         self.native_id = threading.get_native_id()
         self.last_reading = None
         self.backdate = None
+        self.switches = _switches_watch(ident)
         self.thread_id = ident
         self.dog.wake()
 
@@ -250,7 +292,10 @@ class LoopWatch:
         is reported now, before the program goes on (a test ends, a job returns)."""
         now = _monotonic()
         with self.dog.lock:
-            self.thread_id = None  # no new look at this loop from here on
+            tid, self.thread_id = self.thread_id, None  # no new look at this loop from here on
+        if self.switches and tid is not None:
+            self.switches = False
+            _switches_unwatch(tid)
         # A look in progress may be turning a block of this run into a finding: wait for it,
         # so the finding is out before the program goes on (a test is judged next).
         waited = self.looking.acquire(timeout=_FLUSH_TIMEOUT)
@@ -295,6 +340,7 @@ class LoopWatch:
         if tid is None or self.stopped:
             return
         previous, self.last_reading = self.last_reading, self._reading(now)
+        self.longest = _switches_gap(tid) if self.switches else None
         posted = self.ping_posted
         ran = self.ping_ran
         measured = None  # (time, loop thread's CPU time) up to which the ping measured the loop
@@ -381,6 +427,8 @@ class LoopWatch:
         duration = min(gap, busy)
         if duration < self.threshold:
             return
+        if self.longest is not None and self.longest < self.threshold:
+            return  # the loop thread switched contexts all through the gap: short steps
         own = self.dog.own_wait
         if own is not None:
             # Between its looks taskwatch's thread sleeps for its period, then wants the GIL: the
@@ -515,6 +563,7 @@ class LoopWatch:
     def stop(self) -> None:
         self.stopped = True
         self.thread_id = None
+        self.switches = False  # the watchdog's stop forgets every thread (switches_stop)
 
     def lag_samples(self) -> list[float]:
         return list(self.lags)
@@ -613,6 +662,7 @@ class _Watchdog:
             self.watches.clear()
         for watch in watches:
             watch.stop()
+        _switches_stop()
         if self.hang_armed:
             faulthandler.cancel_dump_traceback_later()
             self.hang_armed = False
@@ -670,6 +720,8 @@ def after_fork() -> None:
     held forever (a loop's run end would wait on it): make them anew."""
     _sched.lock = threading.Lock()
     _sched.close_all()
+    if _speedups is not None:
+        _speedups.switches_after_fork()
     dog = _dog
     if dog is None:
         return

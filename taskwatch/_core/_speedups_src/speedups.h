@@ -17,6 +17,7 @@
  *   recorder.c  the Recorder, the hot path: factory, record, creation stack, span gate, close
  *   task.c      asyncio's C Task read directly, and taskwatch's C subclass of it
  *   sampler.c   the CPU sampler's thread: asks the main thread for a sample while it is busy
+ *   switches.c  each loop thread's longest stretch without a context switch (the watchdog's)
  */
 #ifndef TW_SPEEDUPS_H
 #define TW_SPEEDUPS_H
@@ -213,6 +214,15 @@ PyObject *tw_sampler_stop(PyObject *module, PyObject *unused);
 PyObject *tw_sampler_after_fork(PyObject *module, PyObject *unused);
 PyObject *tw_sampler_stats(PyObject *module, PyObject *unused);
 PyObject *tw_sampler_totals(PyObject *module, PyObject *unused);
+
+/* ---------------------------------------------------------------------------------------------
+ * switches.c: the module's switches_watch / _unwatch / _gap / _stop / _after_fork */
+
+PyObject *tw_switches_watch(PyObject *module, PyObject *arg);
+PyObject *tw_switches_unwatch(PyObject *module, PyObject *arg);
+PyObject *tw_switches_gap(PyObject *module, PyObject *arg);
+PyObject *tw_switches_stop(PyObject *module, PyObject *unused);
+PyObject *tw_switches_after_fork(PyObject *module, PyObject *unused);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop
