@@ -53,17 +53,6 @@ static unsigned long long requests, refused, wakeups, asleep, failures; /* atomi
  * interval; one idle for that long is woken 1/idle_s times a second. */
 #define IDLE_LOOKS 32
 
-static long long mono_ns(void);
-
-static long long
-read_ns(clockid_t clock)
-{
-    struct timespec ts;
-    if (clock_gettime(clock, &ts) != 0) {
-        return -1;
-    }
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* What a sample reads, set by sampler_start (GIL held to read or write). All are C functions or
  * plain containers: a sample runs no bytecode, so no signal handler, tracer or profiler of the
@@ -183,7 +172,7 @@ sample_now(void *unused)
     if (sites == NULL) {
         return 0; /* stopped since it was queued (or the interpreter is finishing) */
     }
-    long long now = read_ns(CLOCK_THREAD_CPUTIME_ID), wall = mono_ns();
+    long long now = tw_clock_ns(CLOCK_THREAD_CPUTIME_ID), wall = tw_clock_ns(CLOCK_MONOTONIC);
     long long ns = now - last_cpu;
     last_cpu = now;
     if (now < 0 || ns <= 0) {
@@ -261,14 +250,6 @@ close_stat(void)
     stat_fd = -1;
 }
 
-static long long
-mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* Whether the main thread is on a CPU or waiting for one (state R) rather than asleep in a
  * system call: a call asked for while it sleeps would run when it wakes, in whatever wakes, and
  * credit that with CPU time others used. -1: cannot tell (no /proc). */
@@ -300,7 +281,7 @@ run(void *unused)
 {
     pthread_setname_np(pthread_self(), "taskwatch-cpu"); /* as top -H and /proc show it */
     long long sleep_ns = interval_ns;
-    long long seen_cpu = read_ns(target), seen_at = mono_ns(); /* the previous look */
+    long long seen_cpu = tw_clock_ns(target), seen_at = tw_clock_ns(CLOCK_MONOTONIC); /* the previous look */
     int idle_looks = 0;
     pthread_mutex_lock(&mu);
     while (!stopping && seen_cpu >= 0) {
@@ -317,7 +298,7 @@ run(void *unused)
             break;
         }
         __atomic_add_fetch(&wakeups, 1, __ATOMIC_RELAXED);
-        long long now = read_ns(target), at = mono_ns();
+        long long now = tw_clock_ns(target), at = tw_clock_ns(CLOCK_MONOTONIC);
         if (now < 0) {
             break; /* the main thread is gone */
         }
@@ -380,7 +361,7 @@ tw_sampler_start(PyObject *module, PyObject *args)
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    long long first = read_ns(target);
+    long long first = tw_clock_ns(target);
     if (first < 0) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }

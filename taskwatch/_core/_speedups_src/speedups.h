@@ -25,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <time.h>
 
 /* What this header declares was static in a single file: it stays out of the module's exported
  * symbols (PyInit__speedups alone is exported), so nothing outside can interpose on it. */
@@ -49,6 +50,19 @@ extern PyObject *kw_loop_context, *kw_loop_name_context, *kw_context;
 extern long long next_id_value;
 
 double tw_now(void);
+#if defined(CLOCK_MONOTONIC)
+/* A clock's reading in ns, or -1 (the sampler's and the context watcher's clocks; inline: the
+ * watcher reads one at every context switch). */
+static inline long long
+tw_clock_ns(clockid_t clock)
+{
+    struct timespec ts;
+    if (clock_gettime(clock, &ts) != 0) {
+        return -1;
+    }
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#endif
 void tw_report_internal(const char *where);
 
 /* ---------------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@
  */
 #include "speedups.h"
 
-#include <time.h>
-
 #define MAX_THREADS 16
 
 typedef struct {
@@ -32,7 +30,7 @@ typedef struct {
 static Stretch threads[MAX_THREADS]; /* the first n_watched are in use */
 static int n_watched;
 
-#if PY_VERSION_HEX >= 0x030E0000
+#if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
 static int watcher_id = -1;
 static long long resolution_ns; /* the clock's: a stretch read may be short by up to this */
 
@@ -42,14 +40,6 @@ static long long resolution_ns; /* the clock's: a stretch read may be short by u
 #define TW_STRETCH_CLOCK CLOCK_MONOTONIC
 #endif
 
-static long long
-coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(TW_STRETCH_CLOCK, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* The watcher: runs at every context switch of every thread; never fails. */
 static int
 on_switch(PyContextEvent event, PyObject *ctx)
@@ -58,7 +48,7 @@ on_switch(PyContextEvent event, PyObject *ctx)
     for (int i = 0; i < n_watched; i++) {
         Stretch *s = &threads[i];
         if (s->tstate == me) {
-            long long now = coarse_ns();
+            long long now = tw_clock_ns(TW_STRETCH_CLOCK);
             if (now - s->last > s->longest) {
                 s->longest = now - s->last;
             }
@@ -93,7 +83,7 @@ forget_slot(Stretch *s)
 PyObject *
 tw_switches_watch(PyObject *module, PyObject *arg)
 {
-#if PY_VERSION_HEX >= 0x030E0000
+#if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
     unsigned long ident = PyLong_AsUnsignedLong(arg);
     if (ident == (unsigned long)-1 && PyErr_Occurred()) {
         return NULL;
@@ -120,7 +110,7 @@ tw_switches_watch(PyObject *module, PyObject *arg)
         s->ident = ident;
     }
     s->tstate = PyThreadState_Get();
-    s->last = coarse_ns();
+    s->last = tw_clock_ns(TW_STRETCH_CLOCK);
     s->longest = 0;
     Py_RETURN_TRUE;
 #else
@@ -132,7 +122,7 @@ tw_switches_watch(PyObject *module, PyObject *arg)
 static void
 drop_watcher_if_unused(void)
 {
-#if PY_VERSION_HEX >= 0x030E0000
+#if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
     if (n_watched == 0 && watcher_id >= 0) {
         if (PyContext_ClearWatcher(watcher_id) < 0) {
             PyErr_Clear();
@@ -173,7 +163,7 @@ tw_switches_stop(PyObject *module, PyObject *unused)
 PyObject *
 tw_switches_gap(PyObject *module, PyObject *arg)
 {
-#if PY_VERSION_HEX >= 0x030E0000
+#if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
     unsigned long ident = PyLong_AsUnsignedLong(arg);
     if (ident == (unsigned long)-1 && PyErr_Occurred()) {
         return NULL;
@@ -182,7 +172,7 @@ tw_switches_gap(PyObject *module, PyObject *arg)
     if (s == NULL) {
         Py_RETURN_NONE;
     }
-    long long open = coarse_ns() - s->last;
+    long long open = tw_clock_ns(TW_STRETCH_CLOCK) - s->last;
     long long longest = s->longest > open ? s->longest : open;
     s->longest = 0;
     return PyFloat_FromDouble((longest + resolution_ns) / 1e9);
