@@ -507,7 +507,8 @@ def test_a_gap_whose_longest_stretch_without_a_switch_is_short_is_no_block(watch
 
     watch(watchdog=False)
     for longest, found in ((0.03, []), (2.0, [1.99])):
-        monkeypatch.setattr(_watch, "_switches_gap", lambda ident, longest=longest: longest)
+        monkeypatch.setattr(_watch, "_switches",
+                            lambda call, *args, longest=longest: longest if call == "gap" else None)
         watch_, reported = _looking_watch(monkeypatch, 0.0, 0.01, 395)
         watch_.switches = True
         watch_.last_free = 9.0

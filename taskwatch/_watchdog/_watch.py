@@ -86,39 +86,16 @@ def _gil_changed_hands(gil_wait: float, runs: int | None) -> bool:
     return runs > 2 * expected + 20 or runs < expected / 5
 
 
-def _switches_watch(ident: int) -> bool:
-    """Measure the loop thread's stretches without a context switch (switches.c); False where
-    they cannot be (before 3.14, no accelerator, every watcher id taken)."""
+def _switches(call: str, *args: Any) -> Any:
+    """switches.c's ``switches_<call>``: the loop thread's longest stretch without a context
+    switch (3.14+). None without the accelerator, or when it failed (counted, never raised)."""
     if _speedups is None:
-        return False
+        return None
     try:
-        return bool(_speedups.switches_watch(ident))
-    except Exception:
-        _guard.internal_error("watchdog (context watcher)")
-        return False
-
-
-def _switches_unwatch(ident: int) -> None:
-    try:
-        _speedups.switches_unwatch(ident)  # type: ignore[union-attr]
-    except Exception:
-        _guard.internal_error("watchdog (context watcher)")
-
-
-def _switches_gap(ident: int) -> float | None:
-    try:
-        return _speedups.switches_gap(ident)  # type: ignore[union-attr]
+        return getattr(_speedups, "switches_" + call)(*args)
     except Exception:
         _guard.internal_error("watchdog (context watcher)")
         return None
-
-
-def _switches_stop() -> None:
-    if _speedups is not None:
-        try:
-            _speedups.switches_stop()
-        except Exception:
-            _guard.internal_error("watchdog (context watcher)")
 
 
 def _cpu_clock(thread_id: int) -> Any:
@@ -283,7 +260,7 @@ class LoopWatch:
         self.native_id = threading.get_native_id()
         self.last_reading = None
         self.backdate = None
-        self.switches = _switches_watch(ident)
+        self.switches = bool(_switches("watch", ident))
         self.thread_id = ident
         self.dog.wake()
 
@@ -295,7 +272,7 @@ class LoopWatch:
             tid, self.thread_id = self.thread_id, None  # no new look at this loop from here on
         if self.switches and tid is not None:
             self.switches = False
-            _switches_unwatch(tid)
+            _switches("unwatch", tid)
         # A look in progress may be turning a block of this run into a finding: wait for it,
         # so the finding is out before the program goes on (a test is judged next).
         waited = self.looking.acquire(timeout=_FLUSH_TIMEOUT)
@@ -340,7 +317,7 @@ class LoopWatch:
         if tid is None or self.stopped:
             return
         previous, self.last_reading = self.last_reading, self._reading(now)
-        self.longest = _switches_gap(tid) if self.switches else None
+        self.longest = _switches("gap", tid) if self.switches else None
         posted = self.ping_posted
         ran = self.ping_ran
         measured = None  # (time, loop thread's CPU time) up to which the ping measured the loop
@@ -662,7 +639,7 @@ class _Watchdog:
             self.watches.clear()
         for watch in watches:
             watch.stop()
-        _switches_stop()
+        _switches("stop")
         if self.hang_armed:
             faulthandler.cancel_dump_traceback_later()
             self.hang_armed = False
@@ -720,8 +697,7 @@ def after_fork() -> None:
     held forever (a loop's run end would wait on it): make them anew."""
     _sched.lock = threading.Lock()
     _sched.close_all()
-    if _speedups is not None:
-        _speedups.switches_after_fork()
+    _switches("after_fork")
     dog = _dog
     if dog is None:
         return

@@ -71,6 +71,14 @@ find(unsigned long ident)
     return NULL;
 }
 
+/* A thread ident (threading.get_ident()) from Python: 0, or -1 with an exception set. */
+static int
+to_ident(PyObject *arg, unsigned long *ident)
+{
+    *ident = PyLong_AsUnsignedLong(arg);
+    return *ident == (unsigned long)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
 static void
 forget_slot(Stretch *s)
 {
@@ -84,8 +92,8 @@ PyObject *
 tw_switches_watch(PyObject *module, PyObject *arg)
 {
 #if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
-    unsigned long ident = PyLong_AsUnsignedLong(arg);
-    if (ident == (unsigned long)-1 && PyErr_Occurred()) {
+    unsigned long ident;
+    if (to_ident(arg, &ident) < 0) {
         return NULL;
     }
     if (ident == 0 || ident != PyThread_get_thread_ident()) {
@@ -136,8 +144,8 @@ drop_watcher_if_unused(void)
 PyObject *
 tw_switches_unwatch(PyObject *module, PyObject *arg)
 {
-    unsigned long ident = PyLong_AsUnsignedLong(arg);
-    if (ident == (unsigned long)-1 && PyErr_Occurred()) {
+    unsigned long ident;
+    if (to_ident(arg, &ident) < 0) {
         return NULL;
     }
     Stretch *s = find(ident);
@@ -164,8 +172,8 @@ PyObject *
 tw_switches_gap(PyObject *module, PyObject *arg)
 {
 #if PY_VERSION_HEX >= 0x030E0000 && defined(CLOCK_MONOTONIC)
-    unsigned long ident = PyLong_AsUnsignedLong(arg);
-    if (ident == (unsigned long)-1 && PyErr_Occurred()) {
+    unsigned long ident;
+    if (to_ident(arg, &ident) < 0) {
         return NULL;
     }
     Stretch *s = watcher_id >= 0 ? find(ident) : NULL;
