@@ -27,6 +27,9 @@ MODE (what is switched on before the loop exists):
   factory-subclass     a factory building a C Task subclass with ``__slots__`` (no overrides)
   factory-ctx          a factory that copies the context, sets one ContextVar in it, builds a Task
                        (the per-task work of a lineage ContextVar, nothing else)
+  factory-done         a pass-through factory that keeps each task in a dict until a done callback
+                       (the dict's own ``pop``, in a fixed context) takes it out: the least a design
+                       without a Task subclass needs to see every task's end
   thread-50hz          no taskwatch; a daemon thread that takes the GIL 50 times a second and reads
                        ``sys._current_frames()`` (the floor of any GIL-taking watchdog thread)
 The extra modes exist to split taskwatch's cost (``--modes`` of the driver).
@@ -223,6 +226,19 @@ def switch_on(mode: str) -> Any:
             if kw.get("eager_start", 0) is None:
                 del kw["eager_start"]
             return Task(coro, loop=loop, **kw)
+        return factory
+    if mode == "factory-done":
+        live: dict[Any, None] = {}
+        pop, done_ctx = live.pop, contextvars.Context()
+
+        def factory(loop: Any, coro: Any, **kw: Any) -> Any:
+            if kw.get("eager_start", 0) is None:
+                del kw["eager_start"]
+            task = asyncio.Task(coro, loop=loop, **kw)
+            if not task.done():  # an eager task may be done already
+                live[task] = None
+                task.add_done_callback(pop, context=done_ctx)
+            return task
         return factory
     if mode == "factory-ctx":
         copy_context, set_var = contextvars.copy_context, _VAR.set
