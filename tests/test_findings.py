@@ -105,6 +105,47 @@ def test_swallowed_cancel(watch, loop_kind):
     assert f"test_findings.py:{lines['except']} in " in finding.message.split("the `except` at ")[1]
     assert finding.data["cancel"]["message"] == "stop"
     assert finding.data["cancel"]["by_task"]["coro"].endswith("main")
+    assert finding.data["cancel"]["passed_to"] is None
+
+
+def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, loop_kind):
+    """A task cancelled while it awaits another: asyncio passes the cancel on, the other task
+    swallows it and returns, and the first only gets that result. Its finding says so and names no
+    `except` of its own; the task that caught it gets the finding with the `except` line."""
+    watch(watchdog=False)
+    lines = {}
+
+    async def inner():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            lines["except"] = here() - 1
+            return "gave up"
+
+    async def outer(task):
+        return await task
+
+    async def main():
+        task = asyncio.create_task(inner(), name="inner")
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(outer(task), name="outer")
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        assert await waiting == "gave up"
+
+    run(main(), loop_kind)
+    gc.collect()
+    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    assert sorted(found) == ["inner", "outer"], [str(f) for f in taskwatch.findings()]
+    outer_cancel = found["outer"].data["cancel"]
+    assert outer_cancel["passed_to"]["name"] == "inner"
+    assert outer_cancel["passed_to"]["coro"].endswith("inner")
+    assert outer_cancel["caught_at"] is None
+    assert "it was awaiting task 'inner' (" in found["outer"].message
+    assert "it caught CancelledError" not in found["outer"].message
+    inner_cancel = found["inner"].data["cancel"]
+    assert inner_cancel["passed_to"] is None
+    assert inner_cancel["caught_at"]["line"] == lines["except"]
 
 
 def test_slow_cancel(watch, loop_kind):
@@ -130,7 +171,165 @@ def test_slow_cancel(watch, loop_kind):
     assert finding.data["cancel"]["requested_at"]["line"] == lines["cancel"]
     assert finding.data["cancel"]["waited_s"] >= 0.15  # uvloop timers may fire ~1 ms early
     assert finding.data["stack"][-1]["line"] == lines["cleanup"]
+    assert finding.data["cancel"]["waiting_for"] == []
+    assert "It is ignoring the cancellation" in finding.message
     assert "swallowed-cancel" not in kinds()
+
+
+async def _ignores_cancel(seconds):
+    """Catches CancelledError and goes on until ``seconds`` have passed: the task at fault."""
+    end = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < end:
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            pass
+
+
+def _slow_cancels():
+    return {f.task["name"]: f for f in taskwatch.findings() if f.kind == "slow-cancel"}
+
+
+@pytest.mark.parametrize("how", ["await", "wait_for"])
+def test_slow_cancel_of_a_task_awaiting_one_that_ignores_it_names_that_one(watch, loop_kind, how):
+    """A task that waits for another is slow to cancel only because the other is: its finding names
+    the other task and does not blame its own code; the other task gets its own finding."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def waiter(task):
+        if how == "await":
+            await task
+        else:
+            await asyncio.wait_for(task, 30)
+
+    async def main():
+        stubborn = asyncio.create_task(_ignores_cancel(1.0), name="stubborn")
+        outer = asyncio.create_task(waiter(stubborn), name="outer")
+        await asyncio.sleep(0.01)
+        outer.cancel()
+        await asyncio.gather(outer, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = _slow_cancels()
+    assert sorted(found) == ["outer", "stubborn"]
+    outer = found["outer"]
+    assert [t["name"] for t in outer.data["cancel"]["waiting_for"]] == ["stubborn"]
+    assert outer.data["cancel"]["waiting_for"][0]["coro"].endswith("_ignores_cancel")
+    assert "It waits for task 'stubborn' (" in outer.message
+    assert "It is ignoring the cancellation" not in outer.message
+    assert found["stubborn"].data["cancel"]["waiting_for"] == []
+    assert "It is ignoring the cancellation" in found["stubborn"].message
+
+
+def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch, loop_kind):
+    """Cancelled inside ``async with TaskGroup()``, a task waits in the group's exit for children
+    the group cancelled: the finding names those that have not ended, not the quick ones."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_stubborn(1.0), name="slow-child")
+            tg.create_task(_stubborn(0), name="quick-child")
+            tg.create_task(asyncio.sleep(0.001), name="done-child")
+            await asyncio.sleep(30)
+
+    async def main():
+        task = asyncio.create_task(owner(), name="owner")
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = _slow_cancels()
+    assert sorted(found) == ["owner", "slow-child"]
+    owner_finding = found["owner"]
+    assert [t["name"] for t in owner_finding.data["cancel"]["waiting_for"]] == ["slow-child"]
+    assert "It waits for task 'slow-child' (" in owner_finding.message
+    assert "It is ignoring the cancellation" not in owner_finding.message
+
+
+@pytest.mark.parametrize("how", ["gather", "wait"])
+def test_slow_cancel_of_a_task_waiting_on_its_children_names_them(watch, loop_kind, how):
+    """Cancelled while it waits for its children: gather() passes the cancel on to them, and with
+    asyncio.wait() its ``finally`` cancels them and waits. Either way it waits for the child that
+    ignores the cancel, and that child is named."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        kids = [asyncio.create_task(_ignores_cancel(1.0), name="stubborn"),
+                asyncio.create_task(asyncio.sleep(30), name="sleeper")]
+        try:
+            if how == "gather":
+                await asyncio.gather(*kids)
+            else:
+                await asyncio.wait(kids)
+        finally:
+            for kid in kids:
+                kid.cancel()
+            await asyncio.wait(kids)
+
+    async def main():
+        task = asyncio.create_task(owner(), name="owner")
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = _slow_cancels()
+    assert sorted(found) == ["owner", "stubborn"]
+    waiting_for = found["owner"].data["cancel"]["waiting_for"]
+    assert [t["name"] for t in waiting_for] == ["stubborn"]
+    assert "It waits for task 'stubborn' (" in found["owner"].message
+
+
+def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_none(watch, loop_kind):
+    """Its children were asked to cancel and are slow too, but the task sleeps in its own
+    ``finally``: that sleep is the delay, and the finding blames it, not the children."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        kids = [asyncio.create_task(_ignores_cancel(1.5), name="stubborn")]
+        try:
+            await asyncio.sleep(30)
+        finally:
+            kids[0].cancel()
+            await asyncio.sleep(1.0)  # the check comes at 0.2 s: well inside this sleep
+            await asyncio.gather(*kids)
+
+    async def main():
+        task = asyncio.create_task(owner(), name="owner")
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = _slow_cancels()
+    assert found["owner"].data["cancel"]["waiting_for"] == []
+    assert "It is ignoring the cancellation" in found["owner"].message
+
+
+def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, loop_kind):
+    """A task slow in its own cleanup, awaiting a task nobody cancelled (in its finally block), is
+    itself what is slow: its finding names no other task."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def cleanup_via_task():
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.create_task(asyncio.sleep(0.6), name="flush")
+
+    async def main():
+        task = asyncio.create_task(cleanup_via_task(), name="closer")
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
+    finding = _only("slow-cancel")
+    assert finding.task["name"] == "closer"
+    assert finding.data["cancel"]["waiting_for"] == []
+    assert "It is ignoring the cancellation" in finding.message
 
 
 async def _stubborn(cleanup_s):

@@ -65,8 +65,7 @@ def _who(rec: TaskRecord) -> str:
     parent = rec.parent_brief()
     by = None
     if parent:
-        pname = f"'{parent['name']}'" if parent.get("name") else f"#{parent['id']}"
-        by = f"task {pname} ({parent['coro']})"
+        by = f"task {_brief_name(parent)}"
     if frame:
         text += f", created at {frame.short()}" + (f" by {by}" if by else "")
     elif by:
@@ -74,6 +73,16 @@ def _who(rec: TaskRecord) -> str:
     else:
         text += ", created by the event loop or a library"
     return text
+
+
+def _label(brief: dict[str, Any]) -> str:
+    """``'Task-7'`` from a TASK brief, or ``#7`` when its name is not known."""
+    return f"'{brief['name']}'" if brief.get("name") else f"#{brief['id']}"
+
+
+def _brief_name(brief: dict[str, Any]) -> str:
+    """``'Task-7' (app.jobs.worker)`` from a TASK brief."""
+    return f"{_label(brief)} ({brief['coro']})"
 
 
 def _cancel_phrase(req: CancelRequest | None) -> str:
@@ -87,8 +96,7 @@ def _cancel_phrase(req: CancelRequest | None) -> str:
     if frame is not None:
         text += f" at {frame.short()}"
     if req.by:
-        name = f"'{req.by['name']}'" if req.by.get("name") else f"#{req.by['id']}"
-        text += f" by task {name}"
+        text += f" by task {_label(req.by)}"
     elif frame is not None and _sites.is_internal(req.stack[0]):
         text += " from an event-loop callback (a timeout or timer)"
     else:
@@ -134,30 +142,59 @@ def lost_exception(rec: TaskRecord, exc_type: str, exc_message: str, exc_stack: 
 
 
 def swallowed_cancel(rec: TaskRecord, req: CancelRequest | None, outcome: str,
-                     caught: _sites.Frame | None = None) -> Finding:
+                     caught: _sites.Frame | None = None,
+                     passed_to: dict[str, Any] | None = None) -> Finding:
+    """``passed_to``: the TASK brief of the awaited task that asyncio passed the cancel on to and
+    that returned normally: it swallowed the cancel, and this task only got its result."""
     ended = ("returned normally" if outcome == "finished"
              else f"then failed with {rec.exc_type}: {rec.exc_message}")
-    where = f" (the `except` at {caught.short()})" if caught is not None else ""
-    msg = (f"{_who(rec)}: {_cancel_phrase(req)}, but the task {ended} instead of being cancelled: "
-           f"it caught CancelledError{where} and did not re-raise it. Whoever cancelled it (a "
-           "timeout, a TaskGroup, shutdown) now waits on or misreports a task that ignored the "
-           "request. Re-raise CancelledError after cleanup (`except asyncio.CancelledError: ...; "
-           "raise`), and catch Exception rather than BaseException.")
+    head = f"{_who(rec)}: {_cancel_phrase(req)}, but the task {ended} instead of being cancelled"
+    if passed_to is not None:
+        msg = (f"{head}: it was awaiting task {_brief_name(passed_to)}, asyncio passed the "
+               "cancellation on to that task, and that task returned normally instead of being "
+               "cancelled, so this task's `await` simply got its result. The CancelledError was "
+               "caught in that task, not in this one (see its own finding). Whoever cancelled this "
+               "task (a timeout, a TaskGroup, shutdown) now waits on or misreports a task that "
+               "ignored the request. Re-raise CancelledError there after cleanup.")
+    else:
+        where = f" (the `except` at {caught.short()})" if caught is not None else ""
+        msg = (f"{head}: it caught CancelledError{where} and did not re-raise it. Whoever cancelled "
+               "it (a timeout, a TaskGroup, shutdown) now waits on or misreports a task that "
+               "ignored the request. Re-raise CancelledError after cleanup (`except "
+               "asyncio.CancelledError: ...; raise`), and catch Exception rather than "
+               "BaseException.")
     cancel = _cancel_dict(req, rec)
     cancel["caught_at"] = caught.as_dict() if caught is not None else None
+    cancel["passed_to"] = passed_to
     return _build("swallowed-cancel", rec, msg, cancel=cancel)
 
 
 def slow_cancel(rec: TaskRecord, req: CancelRequest | None, waited: float,
-                suspended: list[_sites.Frame], waits: str | None) -> Finding:
+                suspended: list[_sites.Frame], waits: str | None,
+                waiting_for: list[dict[str, Any]] | None = None) -> Finding:
+    """``waiting_for``: TASK briefs of the cancelled, unfinished tasks it waits for; then they are
+    what holds it up, and the advice points there instead of at this task's own code."""
     where = at_phrase(suspended, waits)
     at = f" It is now {where}." if where else ""
-    msg = (f"{_who(rec)}: {_cancel_phrase(req)} {waited:.1f} s ago and the task is still not done.{at} "
-           "It is ignoring the cancellation (catching CancelledError in a loop) or running a long "
-           "`await` in a finally/except block. Keep cleanup short and bounded (asyncio.timeout), "
-           "and re-raise CancelledError.")
+    head = f"{_who(rec)}: {_cancel_phrase(req)} {waited:.1f} s ago and the task is still not done.{at} "
+    if waiting_for:
+        names = ", ".join(f"task {_brief_name(b)}" for b in waiting_for[:3])
+        if len(waiting_for) > 3:
+            names += f" and {len(waiting_for) - 3} more"
+        one = len(waiting_for) == 1
+        msg = head + (
+            f"It waits for {names}, to which asyncio passed the cancellation on, and which "
+            f"{'has' if one else 'have'} not ended either: this task ends when "
+            f"{'it does' if one else 'they do'}. Look there for a CancelledError caught in a loop "
+            "or a long `await` in a finally/except block; keep cleanup short and bounded "
+            "(asyncio.timeout), and re-raise CancelledError.")
+    else:
+        msg = head + ("It is ignoring the cancellation (catching CancelledError in a loop) or running "
+                      "a long `await` in a finally/except block. Keep cleanup short and bounded "
+                      "(asyncio.timeout), and re-raise CancelledError.")
     cancel = _cancel_dict(req, rec)
     cancel["waited_s"] = round(waited, 3)
+    cancel["waiting_for"] = list(waiting_for or ())
     return _build("slow-cancel", rec, msg, cancel=cancel,
                   stack=[f.as_dict() for f in suspended])
 

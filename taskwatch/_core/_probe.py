@@ -32,6 +32,7 @@ _RUNNER_SHUTDOWN = asyncio.runners._cancel_all_tasks.__code__
 __all__ = ["Probe", "LINEAGE", "WRAPPERS", "FOREIGN", "is_awaited", "adopt"]
 
 _EARLY = 0.002  # a slow-cancel deadline this close counts as reached (timers fire a little early)
+_MAX_WAITING_FOR = 10  # tasks a slow-cancel finding names as what it waits for
 
 
 class _Synced:
@@ -134,6 +135,9 @@ class Probe:
             req.shutdown = req.managed = True
         if "swallowed-cancel" in self.state.kinds and not req.managed:
             req.waiting = _handlers.await_keys(task)
+            waiter = getattr(task, "_fut_waiter", None)
+            if isinstance(waiter, asyncio.Task):
+                req.passed_to = getattr(waiter, "_tw_rec", None)
         kept = True  # the first eight requests are kept
         if rec.cancels is None:
             rec.cancels = [req]
@@ -202,6 +206,8 @@ class Probe:
         # reports through its exception (or as a lost/unretrieved one if nobody sees it).
         if rec.state is FINISHED and _cancelling(task) > 0:
             self._swallowed(rec)
+        for req in rec.cancels or ():
+            req.passed_to = None  # an ended record keeps no other task's record
 
     def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:
         if rec.flags & REPORTED_SLOW:
@@ -213,7 +219,41 @@ class Probe:
         rec.name = _hotpath.name_of(task)
         self.fill_names(rec)
         where = _stacks.user_frames(frames), _stacks.waiting_on(frames, waits)
-        self.state.emit(_findings.slow_cancel(rec, req, waited, *where))
+        self.state.emit(_findings.slow_cancel(rec, req, waited, *where,
+                                              waiting_for=self._passed_on_to(task, rec, frames)))
+
+    def _passed_on_to(self, task: Any, rec: TaskRecord,
+                      frames: list[_sites.Frame]) -> list[dict[str, Any]]:
+        """TASK briefs of the tasks a slow-to-cancel task waits for that were asked to cancel and
+        are not done: the task it awaits (``await task``, ``wait_for`` on 3.12+), or, when it
+        waits where other tasks' ends are awaited (a TaskGroup's exit, gather(), asyncio.wait,
+        wait_for on 3.11, anyio's task group), the tasks being cancelled for it (see
+        ``_cancelled_for``). Then the task is slow because they are: the finding must say so, not
+        blame its own code."""
+        waiter = getattr(task, "_fut_waiter", None)
+        if isinstance(waiter, asyncio.Task):
+            tasks = [waiter] if not waiter.done() and _cancelling(waiter) > 0 else []
+        elif _waits_for_others(frames, waiter) and (loop := self.loop_ref()) is not None:
+            tasks = sorted((t for t in _all_tasks(loop) if _cancelled_for(t, rec)),
+                           key=lambda t: t._tw_rec.id)
+        else:
+            tasks = []
+        out = []
+        for other in tasks[:_MAX_WAITING_FOR]:
+            other_rec = getattr(other, "_tw_rec", None)
+            name = _hotpath.name_of(other)
+            if other_rec is not None:
+                other_rec.name = name
+                out.append(other_rec.brief())
+            else:  # a kind of task taskwatch did not create: what it can say without a record
+                try:
+                    coro = other.get_coro()
+                except Exception:
+                    coro = None
+                code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+                out.append({"id": None, "name": name, "coro": _sites.qualified_name(code),
+                            "created_at": None})
+        return out
 
     def _swallowed(self, rec: TaskRecord) -> None:
         if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:
@@ -227,12 +267,20 @@ class Probe:
             if request.waiting is not None:
                 caught = _handlers.except_site(request.waiting)
                 break
+        # Passed on to an awaited task that returned normally: that task swallowed it, and this
+        # one only got its result. No `except` of this task's own caught anything.
+        inner = next((r.passed_to for r in reversed(requests)
+                      if r.passed_to is not None and r.passed_to.state is FINISHED
+                      and r.passed_to.cancels), None)
+        if inner is not None:
+            caught = None
         if all(_library_affair(rec, r) for r in requests) and (
                 caught is None or not _sites.is_app_file(caught.file)):
             return  # a library's own task, cancelled and caught by library code
         rec.flags |= REPORTED_SWALLOWED
         self.fill_names(rec)
-        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught))
+        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught,
+                                                   None if inner is None else inner.brief()))
 
     # -- exceptions -----------------------------------------------------------------------------
     def on_exception_read(self, task: Any, frame: Any) -> None:
@@ -449,6 +497,33 @@ def _kept_by_program(task: Any) -> bool:
     if refs <= _ORPHAN_CHECK_REFS:
         return False
     return refs - _stacks.held_by_own_timers(task) > _ORPHAN_CHECK_REFS
+
+
+def _waits_for_others(frames: list[_sites.Frame], waiter: Any) -> bool:
+    """Whether a task waits where only other tasks' ends release it: asyncio's TaskGroup exit,
+    gather()'s future, asyncio.wait(), wait_for() cancelling its task (3.11), anyio's task group
+    exit. Not a sleep in a ``finally`` after cancelling its children: that wait is its own."""
+    if type(waiter).__name__ == "_GatheringFuture" and isinstance(waiter, asyncio.Future):
+        return True
+    if not frames:
+        return False
+    last = frames[-1]
+    module = _sites.module_of(last.file)
+    return (module == "asyncio.taskgroups"
+            or (module == "asyncio.tasks"
+                and last.function in ("wait", "_wait", "wait_for", "_cancel_and_wait"))
+            or (module.startswith("anyio.") and last.function.endswith("__aexit__")))
+
+
+def _cancelled_for(task: Any, rec: TaskRecord) -> bool:
+    """Whether ``task`` is still being cancelled on behalf of ``rec``'s task: a child of it, or
+    cancelled by it (its TaskGroup, its wait_for) or through its cancel() (gather passes it on)."""
+    other = getattr(task, "_tw_rec", None)
+    if other is None or other is rec or task.done() or _cancelling(task) <= 0:
+        return False
+    if other.parent is rec:
+        return True
+    return any(r.by_id == rec.id or r.via == rec.id for r in other.cancels or ())
 
 
 def _cancelling(task: Any) -> int:

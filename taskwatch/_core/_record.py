@@ -58,7 +58,8 @@ def brief(key: tuple[Any, ...]) -> dict[str, Any]:
 class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
-    __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting", "shutdown")
+    __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting", "shutdown",
+                 "passed_to")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
@@ -76,6 +77,10 @@ class CancelRequest:
         # Sent by the runner's shutdown (asyncio.run / Runner.close cancelling leftover tasks):
         # a task may catch that last cancel on purpose to clean up.
         self.shutdown = False
+        # The record of the task it awaited, to which asyncio passes this cancel on (``await
+        # task``, ``wait_for``): if that task swallows it, this one returns normally without ever
+        # seeing a CancelledError.
+        self.passed_to: Any = None
 
     @property
     def by(self) -> dict[str, Any] | None:
