@@ -148,6 +148,119 @@ def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, l
     assert inner_cancel["caught_at"]["line"] == lines["except"]
 
 
+def test_swallowed_cancel_caught_by_its_own_except_after_one_passed_on_names_its_except(
+        watch, loop_kind):
+    """A first cancel passed on to an awaited task that swallowed it, a second caught by the task's
+    own `except`: the task swallowed one itself, and the finding names that `except`."""
+    watch(watchdog=False)
+    lines = {}
+
+    async def inner():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return 1
+
+    async def outer():
+        result = await asyncio.create_task(inner(), name="inner")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            lines["except"] = here() - 1
+        return result
+
+    async def main():
+        task = asyncio.create_task(outer(), name="outer")
+        await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.sleep(0.02)
+        task.cancel()
+        assert await task == 1
+
+    run(main(), loop_kind)
+    gc.collect()
+    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    cancel = found["outer"].data["cancel"]
+    assert cancel["passed_to"] is None
+    assert cancel["caught_at"]["line"] == lines["except"]
+
+
+def test_swallowed_cancel_that_reached_no_awaited_task_names_its_own_except(watch, loop_kind):
+    """Cancelled while the task it awaits has just ended: nothing is passed on (that task only had
+    a handled timeout), the task catches the CancelledError itself, and the finding says so."""
+    watch(watchdog=False)
+    lines = {}
+
+    async def inner():
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(10)
+        except TimeoutError:
+            pass
+
+    async def outer(task):
+        try:
+            await task
+        except asyncio.CancelledError:
+            lines["except"] = here() - 1
+            return "caught"
+
+    async def main():
+        task = asyncio.create_task(inner(), name="inner")
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(outer(task), name="outer")
+        await task  # this wake-up runs before outer's: outer still waits on a done task
+        waiting.cancel()
+        assert await waiting == "caught"
+
+    run(main(), loop_kind)
+    gc.collect()
+    finding = _only("swallowed-cancel")
+    assert finding.task["name"] == "outer"
+    assert finding.data["cancel"]["passed_to"] is None
+    assert finding.data["cancel"]["caught_at"]["line"] == lines["except"]
+
+
+def test_a_cancel_passed_on_keeps_no_records_of_tasks_destroyed_pending(watch, loop_kind):
+    """The request of a cancel passed on to an awaited task refers to that task's record weakly:
+    when the outer task is dropped while pending (it never settles), the inner tasks' records
+    live no longer than the history keeps them."""
+    watch(watchdog=False, history=10)
+    inner_records = []
+
+    async def inner():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return 1
+
+    async def outer():
+        task = asyncio.create_task(inner())
+        inner_records.append(weakref.ref(task._tw_rec))
+        await task
+        await asyncio.get_running_loop().create_future()  # never resumed; nobody holds it
+
+    async def main():
+        for _ in range(200):
+            task = asyncio.create_task(outer())
+            for _ in range(2):
+                await asyncio.sleep(0)
+            task.cancel()
+            for _ in range(4):
+                await asyncio.sleep(0)
+            del task
+        gc.collect()
+        return sum(ref() is not None for ref in inner_records)
+
+    logging.disable(logging.CRITICAL)  # asyncio's "Task was destroyed but it is pending!"
+    try:
+        alive = run(main(), loop_kind)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert len(inner_records) == 200
+    assert alive <= 20, f"{alive} of 200 inner tasks' records alive, the history keeps 10"
+
+
 def test_slow_cancel(watch, loop_kind):
     watch(watchdog=False, slow_cancel=0.2)
     lines = {}
@@ -215,7 +328,7 @@ def test_slow_cancel_of_a_task_awaiting_one_that_ignores_it_names_that_one(watch
     outer = found["outer"]
     assert [t["name"] for t in outer.data["cancel"]["waiting_for"]] == ["stubborn"]
     assert outer.data["cancel"]["waiting_for"][0]["coro"].endswith("_ignores_cancel")
-    assert "It waits for task 'stubborn' (" in outer.message
+    assert "It is waiting for task 'stubborn' (" in outer.message
     assert "It is ignoring the cancellation" not in outer.message
     assert found["stubborn"].data["cancel"]["waiting_for"] == []
     assert "It is ignoring the cancellation" in found["stubborn"].message
@@ -244,7 +357,7 @@ def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch
     assert sorted(found) == ["owner", "slow-child"]
     owner_finding = found["owner"]
     assert [t["name"] for t in owner_finding.data["cancel"]["waiting_for"]] == ["slow-child"]
-    assert "It waits for task 'slow-child' (" in owner_finding.message
+    assert "It is waiting for task 'slow-child' (" in owner_finding.message
     assert "It is ignoring the cancellation" not in owner_finding.message
 
 
@@ -279,7 +392,7 @@ def test_slow_cancel_of_a_task_waiting_on_its_children_names_them(watch, loop_ki
     assert sorted(found) == ["owner", "stubborn"]
     waiting_for = found["owner"].data["cancel"]["waiting_for"]
     assert [t["name"] for t in waiting_for] == ["stubborn"]
-    assert "It waits for task 'stubborn' (" in found["owner"].message
+    assert "It is waiting for task 'stubborn' (" in found["owner"].message
 
 
 def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_none(watch, loop_kind):
@@ -306,6 +419,32 @@ def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_no
     found = _slow_cancels()
     assert found["owner"].data["cancel"]["waiting_for"] == []
     assert "It is ignoring the cancellation" in found["owner"].message
+
+
+def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watch, loop_kind):
+    """It cancelled a stubborn peer, then waits in asyncio.wait() for other work nobody cancelled:
+    the peer is not what it waits for, and the finding must not say so."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def supervisor(peer):
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            peer.cancel()
+            await asyncio.wait([asyncio.create_task(asyncio.sleep(1.0), name="own-work")])
+            raise
+
+    async def main():
+        peer = asyncio.create_task(_ignores_cancel(1.5), name="peer")
+        sup = asyncio.create_task(supervisor(peer), name="supervisor")
+        await asyncio.sleep(0.05)
+        sup.cancel()
+        await asyncio.gather(sup, peer, return_exceptions=True)
+
+    run(main(), loop_kind)
+    found = _slow_cancels()
+    assert found["supervisor"].data["cancel"]["waiting_for"] == []
+    assert "It is ignoring the cancellation" in found["supervisor"].message
 
 
 def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, loop_kind):

@@ -172,8 +172,8 @@ def swallowed_cancel(rec: TaskRecord, req: CancelRequest | None, outcome: str,
 def slow_cancel(rec: TaskRecord, req: CancelRequest | None, waited: float,
                 suspended: list[_sites.Frame], waits: str | None,
                 waiting_for: list[dict[str, Any]] | None = None) -> Finding:
-    """``waiting_for``: TASK briefs of the cancelled, unfinished tasks it waits for; then they are
-    what holds it up, and the advice points there instead of at this task's own code."""
+    """``waiting_for``: TASK briefs of the unfinished tasks, asked to cancel too, whose end it waits
+    for; then they are what holds it up, and the advice points there, not at this task's code."""
     where = at_phrase(suspended, waits)
     at = f" It is now {where}." if where else ""
     head = f"{_who(rec)}: {_cancel_phrase(req)} {waited:.1f} s ago and the task is still not done.{at} "
@@ -183,10 +183,9 @@ def slow_cancel(rec: TaskRecord, req: CancelRequest | None, waited: float,
             names += f" and {len(waiting_for) - 3} more"
         one = len(waiting_for) == 1
         msg = head + (
-            f"It waits for {names}, to which asyncio passed the cancellation on, and which "
-            f"{'has' if one else 'have'} not ended either: this task ends when "
-            f"{'it does' if one else 'they do'}. Look there for a CancelledError caught in a loop "
-            "or a long `await` in a finally/except block; keep cleanup short and bounded "
+            f"It is waiting for {names}, which {'was' if one else 'were'} asked to cancel too and "
+            f"{'has' if one else 'have'} not ended either. Look there for a CancelledError caught "
+            "in a loop or a long `await` in a finally/except block; keep cleanup short and bounded "
             "(asyncio.timeout), and re-raise CancelledError.")
     else:
         msg = head + ("It is ignoring the cancellation (catching CancelledError in a loop) or running "

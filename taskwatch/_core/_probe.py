@@ -136,8 +136,10 @@ class Probe:
         if "swallowed-cancel" in self.state.kinds and not req.managed:
             req.waiting = _handlers.await_keys(task)
             waiter = getattr(task, "_fut_waiter", None)
-            if isinstance(waiter, asyncio.Task):
-                req.passed_to = getattr(waiter, "_tw_rec", None)
+            if isinstance(waiter, asyncio.Task) and not waiter.done():  # cancel() forwards to it
+                inner = getattr(waiter, "_tw_rec", None)
+                if inner is not None:
+                    req.passed_to = weakref.ref(inner)  # no cycle through its parent (records)
         kept = True  # the first eight requests are kept
         if rec.cancels is None:
             rec.cancels = [req]
@@ -219,23 +221,28 @@ class Probe:
         rec.name = _hotpath.name_of(task)
         self.fill_names(rec)
         where = _stacks.user_frames(frames), _stacks.waiting_on(frames, waits)
-        self.state.emit(_findings.slow_cancel(rec, req, waited, *where,
-                                              waiting_for=self._passed_on_to(task, rec, frames)))
+        try:
+            waiting_for = self._passed_on_to(task)
+        except Exception:  # the finding, without naming what it waits for
+            internal_error("slow-cancel: what it waits for")
+            waiting_for = []
+        self.state.emit(_findings.slow_cancel(rec, req, waited, *where, waiting_for=waiting_for))
 
-    def _passed_on_to(self, task: Any, rec: TaskRecord,
-                      frames: list[_sites.Frame]) -> list[dict[str, Any]]:
+    def _passed_on_to(self, task: Any) -> list[dict[str, Any]]:
         """TASK briefs of the tasks a slow-to-cancel task waits for that were asked to cancel and
-        are not done: the task it awaits (``await task``, ``wait_for`` on 3.12+), or, when it
-        waits where other tasks' ends are awaited (a TaskGroup's exit, gather(), asyncio.wait,
-        wait_for on 3.11, anyio's task group), the tasks being cancelled for it (see
-        ``_cancelled_for``). Then the task is slow because they are: the finding must say so, not
-        blame its own code."""
+        are not done: the task it awaits (``await task``, ``wait_for`` on 3.12+), or those whose
+        end completes the future it waits on (gather(), a TaskGroup's exit, asyncio.wait(),
+        wait_for on 3.11, anyio's task group). Then the task is slow because they are: the
+        finding must say so, not blame its own code."""
         waiter = getattr(task, "_fut_waiter", None)
         if isinstance(waiter, asyncio.Task):
             tasks = [waiter] if not waiter.done() and _cancelling(waiter) > 0 else []
-        elif _waits_for_others(frames, waiter) and (loop := self.loop_ref()) is not None:
-            tasks = sorted((t for t in _all_tasks(loop) if _cancelled_for(t, rec)),
-                           key=lambda t: t._tw_rec.id)
+        elif (isinstance(waiter, asyncio.Future) and not waiter.done()
+              and (loop := self.loop_ref()) is not None):
+            tasks = sorted((t for t in _all_tasks(loop)
+                            if t is not task and not t.done() and _cancelling(t) > 0
+                            and _stacks.ends_complete(t, waiter)),
+                           key=lambda t: getattr(getattr(t, "_tw_rec", None), "id", 0))
         else:
             tasks = []
         out = []
@@ -262,18 +269,15 @@ class Probe:
         if not requests:
             return  # only timeout()/TaskGroup cancelled it; they uncancel on their own
         req = requests[0]
+        # Every request passed on to an awaited task that returned normally: that task swallowed
+        # them, and this one only got its result; no `except` of its own caught anything.
+        inners = [_swallowed_for(r, rec) for r in requests]
+        inner = inners[-1] if all(inners) else None
         caught = None
-        for request in reversed(requests):  # the latest request that found the task suspended
-            if request.waiting is not None:
-                caught = _handlers.except_site(request.waiting)
-                break
-        # Passed on to an awaited task that returned normally: that task swallowed it, and this
-        # one only got its result. No `except` of this task's own caught anything.
-        inner = next((r.passed_to for r in reversed(requests)
-                      if r.passed_to is not None and r.passed_to.state is FINISHED
-                      and r.passed_to.cancels), None)
-        if inner is not None:
-            caught = None
+        if inner is None:  # the latest request of its own that found the task suspended
+            own = [r for r, i in zip(requests, inners) if i is None and r.waiting is not None]
+            if own:
+                caught = _handlers.except_site(own[-1].waiting)
         if all(_library_affair(rec, r) for r in requests) and (
                 caught is None or not _sites.is_app_file(caught.file)):
             return  # a library's own task, cancelled and caught by library code
@@ -499,31 +503,13 @@ def _kept_by_program(task: Any) -> bool:
     return refs - _stacks.held_by_own_timers(task) > _ORPHAN_CHECK_REFS
 
 
-def _waits_for_others(frames: list[_sites.Frame], waiter: Any) -> bool:
-    """Whether a task waits where only other tasks' ends release it: asyncio's TaskGroup exit,
-    gather()'s future, asyncio.wait(), wait_for() cancelling its task (3.11), anyio's task group
-    exit. Not a sleep in a ``finally`` after cancelling its children: that wait is its own."""
-    if type(waiter).__name__ == "_GatheringFuture" and isinstance(waiter, asyncio.Future):
-        return True
-    if not frames:
-        return False
-    last = frames[-1]
-    module = _sites.module_of(last.file)
-    return (module == "asyncio.taskgroups"
-            or (module == "asyncio.tasks"
-                and last.function in ("wait", "_wait", "wait_for", "_cancel_and_wait"))
-            or (module.startswith("anyio.") and last.function.endswith("__aexit__")))
-
-
-def _cancelled_for(task: Any, rec: TaskRecord) -> bool:
-    """Whether ``task`` is still being cancelled on behalf of ``rec``'s task: a child of it, or
-    cancelled by it (its TaskGroup, its wait_for) or through its cancel() (gather passes it on)."""
-    other = getattr(task, "_tw_rec", None)
-    if other is None or other is rec or task.done() or _cancelling(task) <= 0:
-        return False
-    if other.parent is rec:
-        return True
-    return any(r.by_id == rec.id or r.via == rec.id for r in other.cancels or ())
+def _swallowed_for(req: Any, rec: TaskRecord) -> TaskRecord | None:
+    """The record of the awaited task ``req`` was passed on to, if that task returned normally
+    after a cancel that came through ``rec``'s task (its request names it as ``via``)."""
+    inner = req.passed_to() if req.passed_to is not None else None
+    if inner is None or inner.state is not FINISHED:
+        return None
+    return inner if any(r.via == rec.id for r in inner.cancels or ()) else None
 
 
 def _cancelling(task: Any) -> int:

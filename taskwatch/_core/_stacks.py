@@ -7,6 +7,7 @@ of a live task once and returns plain ``Frame`` tuples, keeping nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sys
 import types
@@ -193,3 +194,53 @@ def held_by_own_timers(task: Any) -> int:
             break
     del coros, frontier
     return count
+
+
+# How far ``ends_complete`` follows a done callback's references to the waiter it completes.
+_LINK_DEPTH = 3
+_LINK_BUDGET = 200
+# Objects it never enters: they lead to everything, or to other tasks' state.
+_LINK_OPAQUE = (types.ModuleType, type, types.CodeType, types.FrameType, types.CoroutineType,
+                types.GeneratorType, types.BuiltinFunctionType, asyncio.Future)
+
+
+def ends_complete(task: Any, waiter: Any) -> bool:
+    """Whether ``task``'s end completes ``waiter``, the future another task is suspended on: one of
+    its done callbacks reaches the waiter within a few plain references, as gather()'s and
+    asyncio.wait()'s closures, a TaskGroup's bound method (asyncio's, anyio's) and 3.11
+    wait_for's partial do. A bounded walk over references only: no code of the program runs."""
+    try:
+        frontier = [cb for cb, _ctx in (getattr(task, "_callbacks", None) or ())]
+    except (TypeError, ValueError):  # a future-like object with callbacks of another shape
+        return False
+    seen: set[int] = set()
+    budget = _LINK_BUDGET
+    for _ in range(_LINK_DEPTH + 1):
+        nxt: list[Any] = []
+        for obj in frontier:
+            if obj is waiter:
+                return True
+            if id(obj) in seen or budget <= 0 or isinstance(obj, _LINK_OPAQUE):
+                continue
+            seen.add(id(obj))
+            budget -= 1
+            nxt.extend(_links(obj))
+        frontier = nxt
+    return False
+
+
+def _links(obj: Any) -> list[Any]:
+    """What a done callback (or an object it holds) refers to, for ``ends_complete``."""
+    if isinstance(obj, types.FunctionType):  # its closure, not its globals
+        out = []
+        for cell in obj.__closure__ or ():
+            try:
+                out.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        return out
+    if isinstance(obj, types.MethodType):
+        return [obj.__self__]
+    if isinstance(obj, functools.partial):
+        return [*obj.args, *(obj.keywords or {}).values()]
+    return list(gc.get_referents(obj))  # containers and instances: their items and attributes
