@@ -108,6 +108,15 @@ def test_swallowed_cancel(watch, loop_kind):
     assert finding.data["cancel"]["passed_to"] is None
 
 
+async def _gives_up(lines):
+    """Catches the cancel and returns instead (its `except` line into ``lines["gives_up"]``)."""
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        lines["gives_up"] = here() - 1
+        return "gave up"
+
+
 def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, loop_kind):
     """A task cancelled while it awaits another: asyncio passes the cancel on, the other task
     swallows it and returns, and the first only gets that result. Its finding says so and names no
@@ -115,18 +124,11 @@ def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, l
     watch(watchdog=False)
     lines = {}
 
-    async def inner():
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            lines["except"] = here() - 1
-            return "gave up"
-
     async def outer(task):
         return await task
 
     async def main():
-        task = asyncio.create_task(inner(), name="inner")
+        task = asyncio.create_task(_gives_up(lines), name="inner")
         await asyncio.sleep(0)
         waiting = asyncio.create_task(outer(task), name="outer")
         await asyncio.sleep(0.01)
@@ -139,13 +141,13 @@ def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, l
     assert sorted(found) == ["inner", "outer"], [str(f) for f in taskwatch.findings()]
     outer_cancel = found["outer"].data["cancel"]
     assert outer_cancel["passed_to"]["name"] == "inner"
-    assert outer_cancel["passed_to"]["coro"].endswith("inner")
+    assert outer_cancel["passed_to"]["coro"].endswith("_gives_up")
     assert outer_cancel["caught_at"] is None
     assert "it was awaiting task 'inner' (" in found["outer"].message
     assert "it caught CancelledError" not in found["outer"].message
     inner_cancel = found["inner"].data["cancel"]
     assert inner_cancel["passed_to"] is None
-    assert inner_cancel["caught_at"]["line"] == lines["except"]
+    assert inner_cancel["caught_at"]["line"] == lines["gives_up"]
 
 
 def test_swallowed_cancel_caught_by_its_own_except_after_one_passed_on_names_its_except(
@@ -155,14 +157,8 @@ def test_swallowed_cancel_caught_by_its_own_except_after_one_passed_on_names_its
     watch(watchdog=False)
     lines = {}
 
-    async def inner():
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            return 1
-
     async def outer():
-        result = await asyncio.create_task(inner(), name="inner")
+        result = await asyncio.create_task(_gives_up(lines), name="inner")
         try:
             await asyncio.sleep(10)
         except asyncio.CancelledError:
@@ -175,7 +171,7 @@ def test_swallowed_cancel_caught_by_its_own_except_after_one_passed_on_names_its
         task.cancel()
         await asyncio.sleep(0.02)
         task.cancel()
-        assert await task == 1
+        assert await task == "gave up"
 
     run(main(), loop_kind)
     gc.collect()
@@ -228,14 +224,8 @@ def test_a_cancel_passed_on_keeps_no_records_of_tasks_destroyed_pending(watch, l
     watch(watchdog=False, history=10)
     inner_records = []
 
-    async def inner():
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            return 1
-
     async def outer():
-        task = asyncio.create_task(inner())
+        task = asyncio.create_task(_gives_up({}))
         inner_records.append(weakref.ref(task._tw_rec))
         await task
         await asyncio.get_running_loop().create_future()  # never resumed; nobody holds it
@@ -284,8 +274,7 @@ def test_slow_cancel(watch, loop_kind):
     assert finding.data["cancel"]["requested_at"]["line"] == lines["cancel"]
     assert finding.data["cancel"]["waited_s"] >= 0.15  # uvloop timers may fire ~1 ms early
     assert finding.data["stack"][-1]["line"] == lines["cleanup"]
-    assert finding.data["cancel"]["waiting_for"] == []
-    assert "It is ignoring the cancellation" in finding.message
+    _names_waited_for(finding, [])
     assert "swallowed-cancel" not in kinds()
 
 
@@ -299,8 +288,27 @@ async def _ignores_cancel(seconds):
             pass
 
 
-def _slow_cancels():
+def _slow_cancels(loop_kind, make, name, after=0.05):
+    """Run ``make()`` as task ``name``, cancel it ``after`` seconds in, wait for it to end; its
+    slow-cancel findings (and those of tasks it made), by task name."""
+    async def main():
+        task = asyncio.create_task(make(), name=name)
+        await asyncio.sleep(after)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run(main(), loop_kind)
     return {f.task["name"]: f for f in taskwatch.findings() if f.kind == "slow-cancel"}
+
+
+def _names_waited_for(finding, names):
+    """The finding names exactly ``names`` as what the task waits for, or blames its own code."""
+    assert [t["name"] for t in finding.data["cancel"]["waiting_for"]] == names
+    if names:
+        assert f"It is waiting for task '{names[0]}' (" in finding.message
+        assert "It is ignoring the cancellation" not in finding.message
+    else:
+        assert "It is ignoring the cancellation" in finding.message
 
 
 @pytest.mark.parametrize("how", ["await", "wait_for"])
@@ -309,29 +317,18 @@ def test_slow_cancel_of_a_task_awaiting_one_that_ignores_it_names_that_one(watch
     the other task and does not blame its own code; the other task gets its own finding."""
     watch(watchdog=False, slow_cancel=0.2)
 
-    async def waiter(task):
-        if how == "await":
-            await task
-        else:
-            await asyncio.wait_for(task, 30)
-
-    async def main():
+    async def outer():
         stubborn = asyncio.create_task(_ignores_cancel(1.0), name="stubborn")
-        outer = asyncio.create_task(waiter(stubborn), name="outer")
-        await asyncio.sleep(0.01)
-        outer.cancel()
-        await asyncio.gather(outer, return_exceptions=True)
+        if how == "await":
+            await stubborn
+        else:
+            await asyncio.wait_for(stubborn, 30)
 
-    run(main(), loop_kind)
-    found = _slow_cancels()
+    found = _slow_cancels(loop_kind, outer, "outer", after=0.01)
     assert sorted(found) == ["outer", "stubborn"]
-    outer = found["outer"]
-    assert [t["name"] for t in outer.data["cancel"]["waiting_for"]] == ["stubborn"]
-    assert outer.data["cancel"]["waiting_for"][0]["coro"].endswith("_ignores_cancel")
-    assert "It is waiting for task 'stubborn' (" in outer.message
-    assert "It is ignoring the cancellation" not in outer.message
-    assert found["stubborn"].data["cancel"]["waiting_for"] == []
-    assert "It is ignoring the cancellation" in found["stubborn"].message
+    _names_waited_for(found["outer"], ["stubborn"])
+    assert found["outer"].data["cancel"]["waiting_for"][0]["coro"].endswith("_ignores_cancel")
+    _names_waited_for(found["stubborn"], [])
 
 
 def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch, loop_kind):
@@ -346,19 +343,9 @@ def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch
             tg.create_task(asyncio.sleep(0.001), name="done-child")
             await asyncio.sleep(30)
 
-    async def main():
-        task = asyncio.create_task(owner(), name="owner")
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    run(main(), loop_kind)
-    found = _slow_cancels()
+    found = _slow_cancels(loop_kind, owner, "owner")
     assert sorted(found) == ["owner", "slow-child"]
-    owner_finding = found["owner"]
-    assert [t["name"] for t in owner_finding.data["cancel"]["waiting_for"]] == ["slow-child"]
-    assert "It is waiting for task 'slow-child' (" in owner_finding.message
-    assert "It is ignoring the cancellation" not in owner_finding.message
+    _names_waited_for(found["owner"], ["slow-child"])
 
 
 @pytest.mark.parametrize("how", ["gather", "wait"])
@@ -381,18 +368,9 @@ def test_slow_cancel_of_a_task_waiting_on_its_children_names_them(watch, loop_ki
                 kid.cancel()
             await asyncio.wait(kids)
 
-    async def main():
-        task = asyncio.create_task(owner(), name="owner")
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    run(main(), loop_kind)
-    found = _slow_cancels()
+    found = _slow_cancels(loop_kind, owner, "owner")
     assert sorted(found) == ["owner", "stubborn"]
-    waiting_for = found["owner"].data["cancel"]["waiting_for"]
-    assert [t["name"] for t in waiting_for] == ["stubborn"]
-    assert "It is waiting for task 'stubborn' (" in found["owner"].message
+    _names_waited_for(found["owner"], ["stubborn"])
 
 
 def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_none(watch, loop_kind):
@@ -409,16 +387,7 @@ def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_no
             await asyncio.sleep(1.0)  # the check comes at 0.2 s: well inside this sleep
             await asyncio.gather(*kids)
 
-    async def main():
-        task = asyncio.create_task(owner(), name="owner")
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    run(main(), loop_kind)
-    found = _slow_cancels()
-    assert found["owner"].data["cancel"]["waiting_for"] == []
-    assert "It is ignoring the cancellation" in found["owner"].message
+    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], [])
 
 
 def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watch, loop_kind):
@@ -426,25 +395,17 @@ def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watc
     the peer is not what it waits for, and the finding must not say so."""
     watch(watchdog=False, slow_cancel=0.2)
 
-    async def supervisor(peer):
+    async def supervisor():
+        peer = asyncio.create_task(_ignores_cancel(1.5), name="peer")
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             peer.cancel()
             await asyncio.wait([asyncio.create_task(asyncio.sleep(1.0), name="own-work")])
+            await asyncio.gather(peer)
             raise
 
-    async def main():
-        peer = asyncio.create_task(_ignores_cancel(1.5), name="peer")
-        sup = asyncio.create_task(supervisor(peer), name="supervisor")
-        await asyncio.sleep(0.05)
-        sup.cancel()
-        await asyncio.gather(sup, peer, return_exceptions=True)
-
-    run(main(), loop_kind)
-    found = _slow_cancels()
-    assert found["supervisor"].data["cancel"]["waiting_for"] == []
-    assert "It is ignoring the cancellation" in found["supervisor"].message
+    _names_waited_for(_slow_cancels(loop_kind, supervisor, "supervisor")["supervisor"], [])
 
 
 def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, loop_kind):
@@ -452,23 +413,15 @@ def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, lo
     itself what is slow: its finding names no other task."""
     watch(watchdog=False, slow_cancel=0.2)
 
-    async def cleanup_via_task():
+    async def closer():
         try:
             await asyncio.sleep(30)
         finally:
             await asyncio.create_task(asyncio.sleep(0.6), name="flush")
 
-    async def main():
-        task = asyncio.create_task(cleanup_via_task(), name="closer")
-        await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    run(main(), loop_kind)
-    finding = _only("slow-cancel")
-    assert finding.task["name"] == "closer"
-    assert finding.data["cancel"]["waiting_for"] == []
-    assert "It is ignoring the cancellation" in finding.message
+    found = _slow_cancels(loop_kind, closer, "closer", after=0.01)
+    assert sorted(found) == ["closer"]
+    _names_waited_for(found["closer"], [])
 
 
 async def _stubborn(cleanup_s):
