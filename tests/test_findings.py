@@ -304,6 +304,7 @@ def _slow_cancels(loop_kind, make, name, after=0.05):
 def _names_waited_for(finding, names):
     """The finding names exactly ``names`` as what the task waits for, or blames its own code."""
     assert [t["name"] for t in finding.data["cancel"]["waiting_for"]] == names
+    assert finding.data["cancel"]["waiting_for_count"] == len(names)
     if names:
         assert f"It is waiting for task '{names[0]}' (" in finding.message
         assert "It is ignoring the cancellation" not in finding.message
@@ -346,6 +347,55 @@ def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch
     found = _slow_cancels(loop_kind, owner, "owner")
     assert sorted(found) == ["owner", "slow-child"]
     _names_waited_for(found["owner"], ["slow-child"])
+
+
+def test_slow_cancel_of_a_large_task_group_names_ten_and_counts_all(watch, loop_kind):
+    """A group of 25 children that all ignore the cancel: ten are named, all 25 counted."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        async with asyncio.TaskGroup() as tg:
+            for i in range(25):
+                tg.create_task(_stubborn(1.0), name=f"child-{i:02}")
+            await asyncio.sleep(30)
+
+    finding = _slow_cancels(loop_kind, owner, "owner")["owner"]
+    cancel = finding.data["cancel"]
+    assert [t["name"] for t in cancel["waiting_for"]] == [f"child-{i:02}" for i in range(10)]
+    assert cancel["waiting_for_count"] == 25
+    assert "task 'child-02' (" in finding.message and " and 22 more, which were" in finding.message
+
+
+def test_slow_cancel_of_an_anyio_task_group_owner_names_the_child(watch, loop_kind):
+    """anyio's task group cancels its children when its host is cancelled, and waits for them in
+    its exit: the child that ignores the cancel is named."""
+    anyio = pytest.importorskip("anyio")
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_ignores_cancel, 1.0, name="stubborn")
+            await asyncio.sleep(30)
+
+    found = _slow_cancels(loop_kind, owner, "owner")
+    _names_waited_for(found["owner"], ["stubborn"])
+
+
+def test_slow_cancel_waiting_also_on_work_nobody_cancelled_names_none(watch, loop_kind):
+    """asyncio.wait(FIRST_COMPLETED) on a child that ignores the cancel and on one nobody
+    cancelled: either may end the wait, so the finding names neither."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        stubborn = asyncio.create_task(_ignores_cancel(1.0), name="stubborn")
+        other = asyncio.create_task(asyncio.sleep(1.0), name="other")
+        try:
+            await asyncio.sleep(30)
+        finally:
+            stubborn.cancel()
+            await asyncio.wait([stubborn, other], return_when=asyncio.FIRST_COMPLETED)
+
+    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], [])
 
 
 @pytest.mark.parametrize("how", ["gather", "wait"])

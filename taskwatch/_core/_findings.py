@@ -171,29 +171,33 @@ def swallowed_cancel(rec: TaskRecord, req: CancelRequest | None, outcome: str,
 
 def slow_cancel(rec: TaskRecord, req: CancelRequest | None, waited: float,
                 suspended: list[_sites.Frame], waits: str | None,
-                waiting_for: list[dict[str, Any]] | None = None) -> Finding:
+                waiting_for: list[dict[str, Any]] | None = None, waiting_total: int = 0) -> Finding:
     """``waiting_for``: TASK briefs of the unfinished tasks, asked to cancel too, whose end it waits
-    for; then they are what holds it up, and the advice points there, not at this task's code."""
+    for (the first few of ``waiting_total``); then they are what holds it up, and the advice points
+    there, not at this task's code."""
     where = at_phrase(suspended, waits)
     at = f" It is now {where}." if where else ""
     head = f"{_who(rec)}: {_cancel_phrase(req)} {waited:.1f} s ago and the task is still not done.{at} "
+    total = max(waiting_total, len(waiting_for or ()))
     if waiting_for:
         names = ", ".join(f"task {_brief_name(b)}" for b in waiting_for[:3])
-        if len(waiting_for) > 3:
-            names += f" and {len(waiting_for) - 3} more"
-        one = len(waiting_for) == 1
+        if total > 3:
+            names += f" and {total - 3} more"
+        one = total == 1
         msg = head + (
             f"It is waiting for {names}, which {'was' if one else 'were'} asked to cancel too and "
             f"{'has' if one else 'have'} not ended either. Look there for a CancelledError caught "
             "in a loop or a long `await` in a finally/except block; keep cleanup short and bounded "
             "(asyncio.timeout), and re-raise CancelledError.")
     else:
-        msg = head + ("It is ignoring the cancellation (catching CancelledError in a loop) or running "
-                      "a long `await` in a finally/except block. Keep cleanup short and bounded "
-                      "(asyncio.timeout), and re-raise CancelledError.")
+        msg = head + ("It is ignoring the cancellation (catching CancelledError in a loop), or running "
+                      "a long `await` in a finally/except block, or waiting for something that is "
+                      "not done. Keep cleanup short and bounded (asyncio.timeout), and re-raise "
+                      "CancelledError.")
     cancel = _cancel_dict(req, rec)
     cancel["waited_s"] = round(waited, 3)
     cancel["waiting_for"] = list(waiting_for or ())
+    cancel["waiting_for_count"] = total
     return _build("slow-cancel", rec, msg, cancel=cancel,
                   stack=[f.as_dict() for f in suspended])
 

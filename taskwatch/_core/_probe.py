@@ -222,29 +222,24 @@ class Probe:
         self.fill_names(rec)
         where = _stacks.user_frames(frames), _stacks.waiting_on(frames, waits)
         try:
-            waiting_for = self._passed_on_to(task)
+            waiting_for, waiting_total = self._passed_on_to(task)
         except Exception:  # the finding, without naming what it waits for
             internal_error("slow-cancel: what it waits for")
-            waiting_for = []
-        self.state.emit(_findings.slow_cancel(rec, req, waited, *where, waiting_for=waiting_for))
+            waiting_for, waiting_total = [], 0
+        self.state.emit(_findings.slow_cancel(rec, req, waited, *where, waiting_for=waiting_for,
+                                              waiting_total=waiting_total))
 
-    def _passed_on_to(self, task: Any) -> list[dict[str, Any]]:
-        """TASK briefs of the tasks a slow-to-cancel task waits for that were asked to cancel and
-        are not done: the task it awaits (``await task``, ``wait_for`` on 3.12+), or those whose
-        end completes the future it waits on (gather(), a TaskGroup's exit, asyncio.wait(),
-        wait_for on 3.11, anyio's task group). Then the task is slow because they are: the
-        finding must say so, not blame its own code."""
-        waiter = getattr(task, "_fut_waiter", None)
-        if isinstance(waiter, asyncio.Task):
-            tasks = [waiter] if not waiter.done() and _cancelling(waiter) > 0 else []
-        elif (isinstance(waiter, asyncio.Future) and not waiter.done()
-              and (loop := self.loop_ref()) is not None):
-            tasks = sorted((t for t in _all_tasks(loop)
-                            if t is not task and not t.done() and _cancelling(t) > 0
-                            and _stacks.ends_complete(t, waiter)),
-                           key=lambda t: getattr(getattr(t, "_tw_rec", None), "id", 0))
-        else:
-            tasks = []
+    def _passed_on_to(self, task: Any) -> tuple[list[dict[str, Any]], int]:
+        """TASK briefs of the tasks a slow-to-cancel task waits for (see
+        ``_stacks.awaited_tasks``), when every one of them not done yet was asked to cancel too:
+        then the task is slow because they are, and the finding must say so, not blame its own
+        code. When it also waits for work nobody cancelled, or in any other way, none. Also how
+        many there are: only the first ``_MAX_WAITING_FOR`` are named."""
+        awaited = _stacks.awaited_tasks(task)
+        pending = [t for t in awaited or () if t is not task and not t.done()]
+        if not pending or any(_cancelling(t) <= 0 for t in pending):
+            return [], 0
+        tasks = sorted(pending, key=lambda t: getattr(getattr(t, "_tw_rec", None), "id", 0))
         out = []
         for other in tasks[:_MAX_WAITING_FOR]:
             other_rec = getattr(other, "_tw_rec", None)
@@ -260,7 +255,7 @@ class Probe:
                 code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
                 out.append({"id": None, "name": name, "coro": _sites.qualified_name(code),
                             "created_at": None})
-        return out
+        return out, len(tasks)
 
     def _swallowed(self, rec: TaskRecord) -> None:
         if rec.flags & REPORTED_SWALLOWED or "swallowed-cancel" not in self.state.kinds:

@@ -7,7 +7,6 @@ of a live task once and returns plain ``Frame`` tuples, keeping nothing.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import sys
 import types
@@ -196,51 +195,65 @@ def held_by_own_timers(task: Any) -> int:
     return count
 
 
-# How far ``ends_complete`` follows a done callback's references to the waiter it completes.
-_LINK_DEPTH = 3
-_LINK_BUDGET = 200
-# Objects it never enters: they lead to everything, or to other tasks' state.
-_LINK_OPAQUE = (types.ModuleType, type, types.CodeType, types.FrameType, types.CoroutineType,
-                types.GeneratorType, types.BuiltinFunctionType, asyncio.Future)
 
-
-def ends_complete(task: Any, waiter: Any) -> bool:
-    """Whether ``task``'s end completes ``waiter``, the future another task is suspended on: one of
-    its done callbacks reaches the waiter within a few plain references, as gather()'s and
-    asyncio.wait()'s closures, a TaskGroup's bound method (asyncio's, anyio's) and 3.11
-    wait_for's partial do. A bounded walk over references only: no code of the program runs."""
+def _frame_local(frame: Any, name: str) -> Any:
     try:
-        frontier = [cb for cb, _ctx in (getattr(task, "_callbacks", None) or ())]
-    except (TypeError, ValueError):  # a future-like object with callbacks of another shape
-        return False
-    seen: set[int] = set()
-    budget = _LINK_BUDGET
-    for _ in range(_LINK_DEPTH + 1):
-        nxt: list[Any] = []
-        for obj in frontier:
-            if obj is waiter:
-                return True
-            if id(obj) in seen or budget <= 0 or isinstance(obj, _LINK_OPAQUE):
-                continue
-            seen.add(id(obj))
-            budget -= 1
-            nxt.extend(_links(obj))
-        frontier = nxt
-    return False
+        return frame.f_locals.get(name)
+    except Exception:  # a frame that moved on meanwhile (read from another thread)
+        return None
 
 
-def _links(obj: Any) -> list[Any]:
-    """What a done callback (or an object it holds) refers to, for ``ends_complete``."""
-    if isinstance(obj, types.FunctionType):  # its closure, not its globals
-        out = []
-        for cell in obj.__closure__ or ():
-            try:
-                out.append(cell.cell_contents)
-            except ValueError:  # an empty cell
-                pass
-        return out
-    if isinstance(obj, types.MethodType):
-        return [obj.__self__]
-    if isinstance(obj, functools.partial):
-        return [*obj.args, *(obj.keywords or {}).values()]
-    return list(gc.get_referents(obj))  # containers and instances: their items and attributes
+def _group_tasks(group: Any) -> list[Any] | None:
+    tasks = getattr(group, "_tasks", None)
+    return list(tasks) if isinstance(tasks, (set, list)) else None
+
+
+def _waits_for_tasks() -> dict[Any, Any]:
+    """Code objects of asyncio's and anyio's coroutines that wait for other tasks' ends, each with
+    how to read those tasks from its frame: a TaskGroup's exit, asyncio.wait(), and wait_for()
+    cancelling its task (3.11). Built when asked: anyio may be imported late."""
+    table: dict[Any, Any] = {}
+    aexit = getattr(asyncio.TaskGroup, "_aexit", None) or asyncio.TaskGroup.__aexit__
+    table[aexit.__code__] = lambda f: (_group_tasks(s) if type(s := _frame_local(f, "self"))
+                                       is asyncio.TaskGroup else None)
+    tasks_module = sys.modules["asyncio.tasks"]
+    wait = getattr(tasks_module, "_wait", None)
+    if wait is not None:
+        table[wait.__code__] = lambda f: (list(fs) if isinstance(fs := _frame_local(f, "fs"), set)
+                                          else None)
+    cancel_and_wait = getattr(tasks_module, "_cancel_and_wait", None)
+    if cancel_and_wait is not None:
+        table[cancel_and_wait.__code__] = lambda f: [_frame_local(f, "fut")]
+    anyio_asyncio = sys.modules.get("anyio._backends._asyncio")
+    group = getattr(anyio_asyncio, "TaskGroup", None)
+    if isinstance(group, type) and hasattr(group, "__aexit__"):
+        table[group.__aexit__.__code__] = lambda f: (
+            _group_tasks(s) if type(s := _frame_local(f, "self")) is group else None)
+    return table
+
+
+def awaited_tasks(task: Any) -> list[Any] | None:
+    """The tasks whose end a suspended ``task`` waits for, when it waits in one of asyncio's or
+    anyio's ways of waiting for tasks: ``await`` of a task (and wait_for on 3.12+), gather(), a
+    TaskGroup's exit, asyncio.wait(), wait_for() cancelling its task (3.11), anyio's task group
+    exit. None when it waits on anything else. Reads only those objects, checked by exact type,
+    and runs no code of the program."""
+    waiter = getattr(task, "_fut_waiter", None)
+    if waiter is None:
+        return None
+    if issubclass(type(waiter), asyncio.Task):
+        return [waiter]
+    gathering = getattr(sys.modules["asyncio.tasks"], "_GatheringFuture", None)
+    if gathering is not None and type(waiter) is gathering:
+        children = getattr(waiter, "_children", None)
+        return list(children) if isinstance(children, list) else None
+    try:
+        links, _ = _chain(task)
+    except Exception:  # the task moved on meanwhile (read from another thread)
+        return None
+    frame = _frame_of(links[-1]) if links else None
+    read = _waits_for_tasks().get(frame.f_code) if frame is not None else None
+    found = read(frame) if read is not None else None
+    if found is None:
+        return None
+    return [t for t in found if issubclass(type(t), asyncio.Future)]
