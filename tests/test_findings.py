@@ -5,6 +5,7 @@ import collections
 import gc
 import logging
 import sys
+import threading
 import weakref
 
 import pytest
@@ -456,6 +457,41 @@ def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watc
             raise
 
     _names_waited_for(_slow_cancels(loop_kind, supervisor, "supervisor")["supervisor"], [])
+
+
+def test_slow_cancel_names_no_task_whose_callback_only_shares_an_object_with_it(watch, loop_kind):
+    """A stubborn task's done callback is a method of an object that also holds the future the
+    cancelled task waits on in its cleanup: that task is still not what it waits for. Nothing of
+    the program's objects is read to decide (their attribute lookups would run its code)."""
+    watch(watchdog=False, slow_cancel=0.2)
+    looked_up = []
+
+    class Conn:
+        def __getattribute__(self, name):
+            looked_up.append((name, threading.current_thread().name))
+            return object.__getattribute__(self, name)
+
+        def on_worker_done(self, task):
+            pass
+
+    conn = Conn()
+
+    async def requester():
+        worker = asyncio.create_task(_ignores_cancel(1.0), name="worker")
+        worker.add_done_callback(conn.on_worker_done)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            worker.cancel()
+            conn.reply = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.8, conn.reply.set_result, "bye")
+            await conn.reply
+            await asyncio.gather(worker)
+            raise
+
+    found = _slow_cancels(loop_kind, requester, "requester")
+    _names_waited_for(found["requester"], [])
+    assert all(thread == threading.current_thread().name for _, thread in looked_up), looked_up
 
 
 def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, loop_kind):
