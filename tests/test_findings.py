@@ -218,6 +218,38 @@ def test_swallowed_cancel_that_reached_no_awaited_task_names_its_own_except(watc
     assert finding.data["cancel"]["caught_at"]["line"] == lines["except"]
 
 
+def test_swallowed_cancel_passed_on_is_told_after_the_inner_record_left_the_history(
+        watch, loop_kind):
+    """The awaiting task runs on after the awaited task swallowed its cancel, while more tasks end
+    than the history keeps: the finding still says the cancel was passed on, and names no
+    `except` of the awaiting task (the one around its await catches ValueError only)."""
+    watch(watchdog=False, history=5)
+    lines = {}
+
+    async def outer():
+        try:
+            result = await asyncio.create_task(_gives_up(lines), name="inner")
+        except ValueError:
+            result = None
+        await asyncio.gather(*(asyncio.sleep(0) for _ in range(20)))
+        gc.collect()
+        return result
+
+    async def main():
+        task = asyncio.create_task(outer(), name="outer")
+        await asyncio.sleep(0.02)
+        task.cancel()
+        assert await task == "gave up"
+
+    run(main(), loop_kind)
+    gc.collect()
+    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    cancel = found["outer"].data["cancel"]
+    assert cancel["passed_to"]["name"] == "inner"
+    assert cancel["caught_at"] is None
+    assert "it caught CancelledError" not in found["outer"].message
+
+
 def test_a_cancel_passed_on_keeps_no_records_of_tasks_destroyed_pending(watch, loop_kind):
     """The request of a cancel passed on to an awaited task refers to that task's record weakly:
     when the outer task is dropped while pending (it never settles), the inner tasks' records
@@ -422,6 +454,17 @@ def test_slow_cancel_of_a_task_waiting_on_its_children_names_them(watch, loop_ki
     found = _slow_cancels(loop_kind, owner, "owner")
     assert sorted(found) == ["owner", "stubborn"]
     _names_waited_for(found["owner"], ["stubborn"])
+
+
+def test_slow_cancel_names_a_task_gathered_twice_once(watch, loop_kind):
+    """gather(t, t) waits for one task: it is named and counted once."""
+    watch(watchdog=False, slow_cancel=0.2)
+
+    async def owner():
+        stubborn = asyncio.create_task(_ignores_cancel(1.0), name="stubborn")
+        await asyncio.gather(stubborn, stubborn)
+
+    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], ["stubborn"])
 
 
 def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_none(watch, loop_kind):

@@ -17,7 +17,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _findings, _handlers, _hotpath, _sites, _stacks
+from . import _findings, _handlers, _hotpath, _sites, _stacks, _task
 from ._guard import internal_error
 from ._hotpath import LINEAGE, WRAPPERS
 from ._flags import (FOREIGN, PRECISE, REPORTED_LEAK, REPORTED_LOST, REPORTED_ORPHAN, REPORTED_SLOW,
@@ -68,6 +68,9 @@ class Probe:
         # cancelled tasks not ended yet, in cancel order (slow-cancel); only the loop thread edits
         self._cancelling: dict[TaskRecord, tuple[Any, CancelRequest]] = {}
         self._slow_armed = False  # a slow-cancel job is on taskwatch's thread
+        # (outer record id, weak ref to the awaited task's record, outer request) between an
+        # awaiting task's cancel() and the awaited task's, which asyncio calls from inside it
+        self._forward: tuple[int, Any, CancelRequest] | None = None
         self.loop_kind = type(loop).__module__.split(".")[0]
         self.watchdog: Any = None
         self.run_thread: int | None = None  # the thread running the loop, while it runs
@@ -133,13 +136,16 @@ class Probe:
         req = CancelRequest(_monotonic(), _sites.capture_any(frame, self.depth), by, msg, via)
         if frame is not None and frame.f_code is _RUNNER_SHUTDOWN:
             req.shutdown = req.managed = True
+        forward, self._forward = self._forward, None
+        if forward is not None and via == forward[0] and forward[1]() is rec:
+            req.forwarded_from = forward[2]  # asyncio passed the awaiting task's cancel on to us
         if "swallowed-cancel" in self.state.kinds and not req.managed:
             req.waiting = _handlers.await_keys(task)
             waiter = getattr(task, "_fut_waiter", None)
-            if isinstance(waiter, asyncio.Task) and not waiter.done():  # cancel() forwards to it
-                inner = getattr(waiter, "_tw_rec", None)
-                if inner is not None:
-                    req.passed_to = weakref.ref(inner)  # no cycle through its parent (records)
+            inner = _record_of(waiter)
+            if inner is not None and not _base_done(waiter):  # cancel() forwards it to the
+                # awaited task: its own request, made inside this cancel(), links back to this one
+                self._forward = (rec.id, weakref.ref(inner), req)
         kept = True  # the first eight requests are kept
         if rec.cancels is None:
             rec.cancels = [req]
@@ -206,10 +212,13 @@ class Probe:
         self._cancelling.pop(rec, None)
         # Only a task that returned normally swallowed the cancel: one that failed instead
         # reports through its exception (or as a lost/unretrieved one if nobody sees it).
-        if rec.state is FINISHED and _cancelling(task) > 0:
-            self._swallowed(rec)
+        swallowed = rec.state is FINISHED and _cancelling(task) > 0
         for req in rec.cancels or ():
-            req.passed_to = None  # an ended record keeps no other task's record
+            outer, req.forwarded_from = req.forwarded_from, None
+            if swallowed and outer is not None:  # the awaiting task's cancel: it got our result
+                outer.passed_to = rec.brief()
+        if swallowed:
+            self._swallowed(rec)
 
     def _report_slow(self, rec: TaskRecord, task: Any, req: Any, waited: float) -> None:
         if rec.flags & REPORTED_SLOW:
@@ -235,26 +244,25 @@ class Probe:
         then the task is slow because they are, and the finding must say so, not blame its own
         code. When it also waits for work nobody cancelled, or in any other way, none. Also how
         many there are: only the first ``_MAX_WAITING_FOR`` are named."""
-        awaited = _stacks.awaited_tasks(task)
-        pending = [t for t in awaited or () if t is not task and not t.done()]
-        if not pending or any(_cancelling(t) <= 0 for t in pending):
+        awaited = {id(t): t for t in _stacks.awaited_tasks(task) or () if t is not task}
+        pending = [t for t in awaited.values() if not _base_done(t)]  # gather(t, t): once
+        if not pending or any(_base_cancelling(t) <= 0 for t in pending):
             return [], 0
-        tasks = sorted(pending, key=lambda t: getattr(getattr(t, "_tw_rec", None), "id", 0))
+        tasks = sorted(pending, key=lambda t: getattr(_record_of(t), "id", 0))
         out = []
         for other in tasks[:_MAX_WAITING_FOR]:
-            other_rec = getattr(other, "_tw_rec", None)
-            name = _hotpath.name_of(other)
+            other_rec = _record_of(other)
             if other_rec is not None:
-                other_rec.name = name
+                other_rec.name = _hotpath.name_of(other)
                 out.append(other_rec.brief())
-            else:  # a kind of task taskwatch did not create: what it can say without a record
-                try:
-                    coro = other.get_coro()
-                except Exception:
-                    coro = None
-                code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
-                out.append({"id": None, "name": name, "coro": _sites.qualified_name(code),
-                            "created_at": None})
+                continue
+            try:  # a kind of task taskwatch did not create: asyncio's own view of it
+                name, coro = asyncio.Task.get_name(other), asyncio.Task.get_coro(other)
+            except Exception:  # not the C Task's kind
+                name = coro = None
+            code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+            out.append({"id": None, "name": name, "coro": _sites.qualified_name(code),
+                        "created_at": None})
         return out, len(tasks)
 
     def _swallowed(self, rec: TaskRecord) -> None:
@@ -266,11 +274,10 @@ class Probe:
         req = requests[0]
         # Every request passed on to an awaited task that returned normally: that task swallowed
         # them, and this one only got its result; no `except` of its own caught anything.
-        inners = [_swallowed_for(r, rec) for r in requests]
-        inner = inners[-1] if all(inners) else None
+        inner = requests[-1].passed_to if all(r.passed_to for r in requests) else None
         caught = None
         if inner is None:  # the latest request of its own that found the task suspended
-            own = [r for r, i in zip(requests, inners) if i is None and r.waiting is not None]
+            own = [r for r in requests if r.passed_to is None and r.waiting is not None]
             if own:
                 caught = _handlers.except_site(own[-1].waiting)
         if all(_library_affair(rec, r) for r in requests) and (
@@ -278,8 +285,7 @@ class Probe:
             return  # a library's own task, cancelled and caught by library code
         rec.flags |= REPORTED_SWALLOWED
         self.fill_names(rec)
-        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught,
-                                                   None if inner is None else inner.brief()))
+        self.state.emit(_findings.swallowed_cancel(rec, req, rec.state, caught, inner))
 
     # -- exceptions -----------------------------------------------------------------------------
     def on_exception_read(self, task: Any, frame: Any) -> None:
@@ -498,13 +504,30 @@ def _kept_by_program(task: Any) -> bool:
     return refs - _stacks.held_by_own_timers(task) > _ORPHAN_CHECK_REFS
 
 
-def _swallowed_for(req: Any, rec: TaskRecord) -> TaskRecord | None:
-    """The record of the awaited task ``req`` was passed on to, if that task returned normally
-    after a cancel that came through ``rec``'s task (its request names it as ``via``)."""
-    inner = req.passed_to() if req.passed_to is not None else None
-    if inner is None or inner.state is not FINISHED:
+def _record_of(task: Any) -> TaskRecord | None:
+    """The record of a task of taskwatch's own kinds; None for any other object (reading one of
+    those could run the program's ``__getattr__``)."""
+    if type(task) is not _task.Task and type(task) is not _task.CTask:
         return None
-    return inner if any(r.via == rec.id for r in inner.cancels or ()) else None
+    rec = getattr(task, "_tw_rec", None)
+    return rec if rec.__class__ is TaskRecord else None
+
+
+def _base_done(fut: Any) -> bool:
+    """``fut.done()`` as asyncio's Future answers it: no override runs (taskwatch's own would close
+    a record, off the loop's thread when asked from taskwatch's; a program's could do anything)."""
+    try:
+        return bool(asyncio.Future.done(fut))
+    except TypeError:  # not the C Future's kind (a pure-Python future)
+        return bool(fut.done())
+
+
+def _base_cancelling(task: Any) -> int:
+    """``task.cancelling()`` as asyncio's Task answers it (no override runs); 0 for other kinds."""
+    try:
+        return int(asyncio.Task.cancelling(task))
+    except TypeError:  # not the C Task's kind
+        return _cancelling(task) if issubclass(type(task), asyncio.Task) else 0
 
 
 def _cancelling(task: Any) -> int:

@@ -59,7 +59,7 @@ class CancelRequest:
     """One call of ``Task.cancel()``: when, from which line, by which task, with which message."""
 
     __slots__ = ("at", "stack", "_by", "message", "via", "managed", "waiting", "shutdown",
-                 "passed_to")
+                 "passed_to", "forwarded_from")
 
     def __init__(self, at: float, stack: tuple[Any, ...] | None, by: TaskRecord | None,
                  message: Any, via: int | None) -> None:
@@ -77,10 +77,13 @@ class CancelRequest:
         # Sent by the runner's shutdown (asyncio.run / Runner.close cancelling leftover tasks):
         # a task may catch that last cancel on purpose to clean up.
         self.shutdown = False
-        # The record of the task it awaited, to which asyncio passes this cancel on (``await
-        # task``, ``wait_for``): if that task swallows it, this one returns normally without ever
-        # seeing a CancelledError.
-        self.passed_to: Any = None
+        # Set when asyncio passed this cancel on to the task it awaited (``await task``,
+        # ``wait_for``) and that task swallowed it: its TASK brief. This task then returned
+        # normally without ever seeing a CancelledError.
+        self.passed_to: dict[str, Any] | None = None
+        # The awaiting task's request that asyncio forwarded as this one, until this task settles
+        # (then its ``passed_to`` is filled if this task swallowed it).
+        self.forwarded_from: CancelRequest | None = None
 
     @property
     def by(self) -> dict[str, Any] | None:

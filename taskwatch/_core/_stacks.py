@@ -196,39 +196,46 @@ def held_by_own_timers(task: Any) -> int:
 
 
 
-def _frame_local(frame: Any, name: str) -> Any:
-    try:
-        return frame.f_locals.get(name)
-    except Exception:  # a frame that moved on meanwhile (read from another thread)
+
+def _only(items: list[Any]) -> Any:
+    return items[0] if len(items) == 1 else None
+
+
+def _group_tasks(group: Any, waiter: Any) -> list[Any] | None:
+    """A task group's tasks, if the waiter is the future its exit waits on."""
+    if group is None or getattr(group, "_on_completed_fut", None) is not waiter:
         return None
-
-
-def _group_tasks(group: Any) -> list[Any] | None:
     tasks = getattr(group, "_tasks", None)
-    return list(tasks) if isinstance(tasks, (set, list)) else None
+    return list(tasks) if type(tasks) is set else None
 
 
 def _waits_for_tasks() -> dict[Any, Any]:
     """Code objects of asyncio's and anyio's coroutines that wait for other tasks' ends, each with
-    how to read those tasks from its frame: a TaskGroup's exit, asyncio.wait(), and wait_for()
-    cancelling its task (3.11). Built when asked: anyio may be imported late."""
+    how to find those tasks among the coroutine's locals (given unnamed, by its own traversal, so
+    no locals snapshot is left on the frame) and the future it waits on: a TaskGroup's exit,
+    asyncio.wait(), and wait_for() cancelling its task (3.11). Built when asked: anyio may be
+    imported late."""
     table: dict[Any, Any] = {}
     aexit = getattr(asyncio.TaskGroup, "_aexit", None) or asyncio.TaskGroup.__aexit__
-    table[aexit.__code__] = lambda f: (_group_tasks(s) if type(s := _frame_local(f, "self"))
-                                       is asyncio.TaskGroup else None)
+    table[aexit.__code__] = lambda refs, waiter: _group_tasks(
+        _only([r for r in refs if type(r) is asyncio.TaskGroup]), waiter)
     tasks_module = sys.modules["asyncio.tasks"]
     wait = getattr(tasks_module, "_wait", None)
-    if wait is not None:
-        table[wait.__code__] = lambda f: (list(fs) if isinstance(fs := _frame_local(f, "fs"), set)
-                                          else None)
+    if wait is not None:  # its set of futures, while it waits on its own waiter
+        table[wait.__code__] = lambda refs, waiter: (
+            list(fs) if any(r is waiter for r in refs)
+            and (fs := _only([r for r in refs if type(r) is set])) is not None else None)
     cancel_and_wait = getattr(tasks_module, "_cancel_and_wait", None)
-    if cancel_and_wait is not None:
-        table[cancel_and_wait.__code__] = lambda f: [_frame_local(f, "fut")]
-    anyio_asyncio = sys.modules.get("anyio._backends._asyncio")
-    group = getattr(anyio_asyncio, "TaskGroup", None)
-    if isinstance(group, type) and hasattr(group, "__aexit__"):
-        table[group.__aexit__.__code__] = lambda f: (
-            _group_tasks(s) if type(s := _frame_local(f, "self")) is group else None)
+    if cancel_and_wait is not None:  # the future it cancelled, while it waits on its own waiter
+        table[cancel_and_wait.__code__] = lambda refs, waiter: (
+            [fut] if any(r is waiter for r in refs) and (fut := _only(
+                [r for r in refs if r is not waiter and issubclass(type(r), asyncio.Future)]))
+            is not None else None)
+    group = getattr(sys.modules.get("anyio._backends._asyncio"), "TaskGroup", None)
+    code = getattr(getattr(group, "__aexit__", None), "__code__", None)
+    if isinstance(group, type) and code is not None:
+        table[code] = lambda refs, waiter: _group_tasks(
+            _only([r for r in refs if type(r) is group]), waiter)
     return table
 
 
@@ -246,14 +253,24 @@ def awaited_tasks(task: Any) -> list[Any] | None:
     gathering = getattr(sys.modules["asyncio.tasks"], "_GatheringFuture", None)
     if gathering is not None and type(waiter) is gathering:
         children = getattr(waiter, "_children", None)
-        return list(children) if isinstance(children, list) else None
+        return list(children) if type(children) is list else None
     try:
         links, _ = _chain(task)
     except Exception:  # the task moved on meanwhile (read from another thread)
         return None
     frame = _frame_of(links[-1]) if links else None
     read = _waits_for_tasks().get(frame.f_code) if frame is not None else None
-    found = read(frame) if read is not None else None
+    if read is None:
+        return None
+    refs = []
+    for ref in gc.get_referents(links[-1]):  # locals a closure shares are in cells
+        if type(ref) is types.CellType:
+            try:
+                ref = ref.cell_contents
+            except ValueError:  # an empty cell
+                continue
+        refs.append(ref)
+    found = read(refs, waiter)
     if found is None:
         return None
     return [t for t in found if issubclass(type(t), asyncio.Future)]
