@@ -195,8 +195,6 @@ def held_by_own_timers(task: Any) -> int:
     return count
 
 
-
-
 def _only(items: list[Any]) -> Any:
     return items[0] if len(items) == 1 else None
 
