@@ -109,6 +109,13 @@ def test_swallowed_cancel(watch, loop_kind):
     assert finding.data["cancel"]["passed_to"] is None
 
 
+def _swallowed_cancels(main, loop_kind):
+    """Run ``main()``; the swallowed-cancel findings, by task name."""
+    run(main(), loop_kind)
+    gc.collect()
+    return {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+
+
 async def _gives_up(lines):
     """Catches the cancel and returns instead (its `except` line into ``lines["gives_up"]``)."""
     try:
@@ -136,9 +143,7 @@ def test_swallowed_cancel_passed_on_to_an_awaited_task_blames_that_task(watch, l
         waiting.cancel()
         assert await waiting == "gave up"
 
-    run(main(), loop_kind)
-    gc.collect()
-    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    found = _swallowed_cancels(main, loop_kind)
     assert sorted(found) == ["inner", "outer"], [str(f) for f in taskwatch.findings()]
     outer_cancel = found["outer"].data["cancel"]
     assert outer_cancel["passed_to"]["name"] == "inner"
@@ -174,9 +179,7 @@ def test_swallowed_cancel_caught_by_its_own_except_after_one_passed_on_names_its
         task.cancel()
         assert await task == "gave up"
 
-    run(main(), loop_kind)
-    gc.collect()
-    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    found = _swallowed_cancels(main, loop_kind)
     cancel = found["outer"].data["cancel"]
     assert cancel["passed_to"] is None
     assert cancel["caught_at"]["line"] == lines["except"]
@@ -241,9 +244,7 @@ def test_swallowed_cancel_passed_on_is_told_after_the_inner_record_left_the_hist
         task.cancel()
         assert await task == "gave up"
 
-    run(main(), loop_kind)
-    gc.collect()
-    found = {f.task["name"]: f for f in taskwatch.findings() if f.kind == "swallowed-cancel"}
+    found = _swallowed_cancels(main, loop_kind)
     cancel = found["outer"].data["cancel"]
     assert cancel["passed_to"]["name"] == "inner"
     assert cancel["caught_at"] is None
@@ -334,6 +335,16 @@ def _slow_cancels(loop_kind, make, name, after=0.05):
     return {f.task["name"]: f for f in taskwatch.findings() if f.kind == "slow-cancel"}
 
 
+def _waits_for(loop_kind, make, name, names, reported=None, after=0.05):
+    """Run and cancel ``make()`` as task ``name`` (``_slow_cancels``); its slow-cancel names exactly
+    ``names`` as what it waits for, and the slow-cancels are of ``reported`` (when given)."""
+    found = _slow_cancels(loop_kind, make, name, after)
+    if reported is not None:
+        assert sorted(found) == reported
+    _names_waited_for(found[name], names)
+    return found
+
+
 def _names_waited_for(finding, names):
     """The finding names exactly ``names`` as what the task waits for, or blames its own code."""
     assert [t["name"] for t in finding.data["cancel"]["waiting_for"]] == names
@@ -358,9 +369,7 @@ def test_slow_cancel_of_a_task_awaiting_one_that_ignores_it_names_that_one(watch
         else:
             await asyncio.wait_for(stubborn, 30)
 
-    found = _slow_cancels(loop_kind, outer, "outer", after=0.01)
-    assert sorted(found) == ["outer", "stubborn"]
-    _names_waited_for(found["outer"], ["stubborn"])
+    found = _waits_for(loop_kind, outer, "outer", ["stubborn"], ["outer", "stubborn"], after=0.01)
     assert found["outer"].data["cancel"]["waiting_for"][0]["coro"].endswith("_ignores_cancel")
     _names_waited_for(found["stubborn"], [])
 
@@ -377,9 +386,7 @@ def test_slow_cancel_of_a_task_group_owner_names_the_children_still_ending(watch
             tg.create_task(asyncio.sleep(0.001), name="done-child")
             await asyncio.sleep(30)
 
-    found = _slow_cancels(loop_kind, owner, "owner")
-    assert sorted(found) == ["owner", "slow-child"]
-    _names_waited_for(found["owner"], ["slow-child"])
+    _waits_for(loop_kind, owner, "owner", ["slow-child"], ["owner", "slow-child"])
 
 
 def test_slow_cancel_of_a_large_task_group_names_ten_and_counts_all(watch, loop_kind):
@@ -410,8 +417,7 @@ def test_slow_cancel_of_an_anyio_task_group_owner_names_the_child(watch, loop_ki
             tg.start_soon(_ignores_cancel, 1.0, name="stubborn")
             await asyncio.sleep(30)
 
-    found = _slow_cancels(loop_kind, owner, "owner")
-    _names_waited_for(found["owner"], ["stubborn"])
+    _waits_for(loop_kind, owner, "owner", ["stubborn"])
 
 
 def test_slow_cancel_waiting_also_on_work_nobody_cancelled_names_none(watch, loop_kind):
@@ -428,7 +434,7 @@ def test_slow_cancel_waiting_also_on_work_nobody_cancelled_names_none(watch, loo
             stubborn.cancel()
             await asyncio.wait([stubborn, other], return_when=asyncio.FIRST_COMPLETED)
 
-    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], [])
+    _waits_for(loop_kind, owner, "owner", [])
 
 
 @pytest.mark.parametrize("how", ["gather", "wait"])
@@ -451,9 +457,7 @@ def test_slow_cancel_of_a_task_waiting_on_its_children_names_them(watch, loop_ki
                 kid.cancel()
             await asyncio.wait(kids)
 
-    found = _slow_cancels(loop_kind, owner, "owner")
-    assert sorted(found) == ["owner", "stubborn"]
-    _names_waited_for(found["owner"], ["stubborn"])
+    _waits_for(loop_kind, owner, "owner", ["stubborn"], ["owner", "stubborn"])
 
 
 def test_slow_cancel_names_a_task_gathered_twice_once(watch, loop_kind):
@@ -464,7 +468,7 @@ def test_slow_cancel_names_a_task_gathered_twice_once(watch, loop_kind):
         stubborn = asyncio.create_task(_ignores_cancel(1.0), name="stubborn")
         await asyncio.gather(stubborn, stubborn)
 
-    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], ["stubborn"])
+    _waits_for(loop_kind, owner, "owner", ["stubborn"])
 
 
 def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_none(watch, loop_kind):
@@ -481,7 +485,7 @@ def test_slow_cancel_in_a_finally_that_sleeps_after_cancelling_children_names_no
             await asyncio.sleep(1.0)  # the check comes at 0.2 s: well inside this sleep
             await asyncio.gather(*kids)
 
-    _names_waited_for(_slow_cancels(loop_kind, owner, "owner")["owner"], [])
+    _waits_for(loop_kind, owner, "owner", [])
 
 
 def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watch, loop_kind):
@@ -499,7 +503,7 @@ def test_slow_cancel_names_no_cancelled_task_whose_end_it_does_not_wait_for(watc
             await asyncio.gather(peer)
             raise
 
-    _names_waited_for(_slow_cancels(loop_kind, supervisor, "supervisor")["supervisor"], [])
+    _waits_for(loop_kind, supervisor, "supervisor", [])
 
 
 def test_slow_cancel_names_no_task_whose_callback_only_shares_an_object_with_it(watch, loop_kind):
@@ -532,8 +536,7 @@ def test_slow_cancel_names_no_task_whose_callback_only_shares_an_object_with_it(
             await asyncio.gather(worker)
             raise
 
-    found = _slow_cancels(loop_kind, requester, "requester")
-    _names_waited_for(found["requester"], [])
+    _waits_for(loop_kind, requester, "requester", [])
     assert all(thread == threading.current_thread().name for _, thread in looked_up), looked_up
 
 
@@ -548,9 +551,7 @@ def test_slow_cancel_names_no_task_it_waits_for_that_was_not_cancelled(watch, lo
         finally:
             await asyncio.create_task(asyncio.sleep(0.6), name="flush")
 
-    found = _slow_cancels(loop_kind, closer, "closer", after=0.01)
-    assert sorted(found) == ["closer"]
-    _names_waited_for(found["closer"], [])
+    _waits_for(loop_kind, closer, "closer", [], ["closer"], after=0.01)
 
 
 async def _stubborn(cleanup_s):
