@@ -231,14 +231,14 @@ class Probe:
         self.fill_names(rec)
         where = _stacks.user_frames(frames), _stacks.waiting_on(frames, waits)
         try:
-            waiting_for, waiting_total = self._passed_on_to(task)
+            waiting_for, waiting_total = self._waiting_for(task)
         except Exception:  # the finding, without naming what it waits for
             internal_error("slow-cancel: what it waits for")
             waiting_for, waiting_total = [], 0
         self.state.emit(_findings.slow_cancel(rec, req, waited, *where, waiting_for=waiting_for,
                                               waiting_total=waiting_total))
 
-    def _passed_on_to(self, task: Any) -> tuple[list[dict[str, Any]], int]:
+    def _waiting_for(self, task: Any) -> tuple[list[dict[str, Any]], int]:
         """TASK briefs of the tasks a slow-to-cancel task waits for (see
         ``_stacks.awaited_tasks``), when every one of them not done yet was asked to cancel too:
         then the task is slow because they are, and the finding must say so, not blame its own
